@@ -1,0 +1,173 @@
+"""Closed-form component costs (DESIGN §2). Pure functions; times in ns, energies in pJ.
+
+Bandwidths are Gbit/s everywhere, so ``bytes * 8 / bandwidth_gbps`` is a time in ns.
+These are the formulas the engine schedules with and the tests check against hand arithmetic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import ceil
+
+from .spec import AnalogSpec, ChipSpec, SimdSpec
+
+
+# ----------------------------------------------------------------------------- analog crossbar
+
+def input_passes(analog: AnalogSpec, activation_bits: int) -> int:
+    """Read passes per input vector: 1 for PWM, ceil(activation_bits / dac.bits) bit-serial cycles."""
+    if analog.dac.encoding == "pwm":
+        return 1
+    return ceil(activation_bits / analog.dac.bits)
+
+
+def conversion_ns(analog: AnalogSpec, cols_used: int) -> float:
+    """ADC time per pass: ceil(physical columns / ADCs per tile) * conversion_ns."""
+    physical = cols_used * analog.tile.columns_per_weight
+    return ceil(physical / analog.adc.per_tile) * analog.adc.conversion_ns
+
+
+def mvm_latency_ns(analog: AnalogSpec, activation_bits: int, rows_used: int, cols_used: int) -> float:
+    """Latency of one input vector through one crossbar using ``rows_used`` x ``cols_used`` weights, ns.
+
+    PWM: ``g * (t_in + integration_ns) + t_conv`` with ``t_in = (2^(bits-1) - 1) * step_ns``
+    (signed magnitude, bits = activation bits). Bit-serial: ``passes * (g * (step_ns +
+    integration_ns) + t_conv)``. ``g = ceil(rows_used / dac.per_tile)`` row groups (1 when every
+    row has its own DAC).
+    """
+    t, dac = analog.tile, analog.dac
+    groups = ceil(rows_used / dac.per_tile)
+    t_conv = conversion_ns(analog, cols_used)
+    if dac.encoding == "pwm":
+        t_in = (2 ** (activation_bits - 1) - 1) * dac.step_ns
+        return groups * (t_in + t.integration_ns) + t_conv
+    passes = input_passes(analog, activation_bits)
+    return passes * (groups * (dac.step_ns + t.integration_ns) + t_conv)
+
+
+@dataclass(frozen=True)
+class MvmActions:
+    """Actions of one input vector through one crossbar (counts, not energies)."""
+
+    dac_conversions: int
+    adc_conversions: int
+    cell_reads: int
+
+
+def mvm_actions(analog: AnalogSpec, activation_bits: int, rows_used: int, cols_used: int) -> MvmActions:
+    """``passes * rows`` DAC and ``passes * cols * columns_per_weight`` ADC conversions;
+    ``rows * cols * devices_per_weight`` device reads."""
+    passes = input_passes(analog, activation_bits)
+    t = analog.tile
+    return MvmActions(passes * rows_used, passes * cols_used * t.columns_per_weight,
+                      rows_used * cols_used * t.devices_per_weight)
+
+
+def mvm_energy_pj(analog: AnalogSpec, activation_bits: int, rows_used: int, cols_used: int) -> float:
+    """``passes * (r * e_dac + c * e_adc) + r * c * devices_per_weight * e_cell``, pJ."""
+    act = mvm_actions(analog, activation_bits, rows_used, cols_used)
+    return (act.dac_conversions * analog.dac.energy_pj_per_conversion
+            + act.adc_conversions * analog.adc.energy_pj_per_conversion
+            + act.cell_reads * analog.tile.array_energy_fj_per_cell * 1e-3)
+
+
+def initiation_interval_ns(analog: AnalogSpec, activation_bits: int, rows_used: int, cols_used: int) -> float:
+    """Gap between consecutive MVMs on one tile, ns (default: one MVM latency)."""
+    ii = analog.tile.initiation_interval_ns
+    return mvm_latency_ns(analog, activation_bits, rows_used, cols_used) if ii is None else ii
+
+
+def tile_batch_latency_ns(t_mvm_ns: float, ii_ns: float, n_vectors: int) -> float:
+    """``n`` vectors on one tile: ``t_mvm + (n - 1) * II``, ns (0 for no vectors)."""
+    return 0.0 if n_vectors <= 0 else t_mvm_ns + (n_vectors - 1) * ii_ns
+
+
+def crossbar_blocks(out_features: int, in_features: int, rows: int, cols: int) -> tuple[int, int]:
+    """``(ceil(in/rows), ceil(out/cols))``: row blocks and column blocks of ``W[out, in]``."""
+    return ceil(in_features / rows), ceil(out_features / cols)
+
+
+def crossbar_slots(out_features: int, in_features: int, rows: int, cols: int) -> int:
+    """Crossbar slots (tile x tier) needed by ``W[out, in]``."""
+    rb, cb = crossbar_blocks(out_features, in_features, rows, cols)
+    return rb * cb
+
+
+def slot_shapes(out_features: int, in_features: int, rows: int, cols: int) -> list[tuple[int, int]]:
+    """``(rows_used, cols_used)`` of every slot, row block major."""
+    rb, cb = crossbar_blocks(out_features, in_features, rows, cols)
+    shapes = []
+    for i in range(rb):
+        r = min(rows, in_features - i * rows)
+        for j in range(cb):
+            shapes.append((r, min(cols, out_features - j * cols)))
+    return shapes
+
+
+def reduction_adds(out_features: int, in_features: int, rows: int) -> int:
+    """Digital partial-sum additions per token: ``out * (ceil(in/rows) - 1)``."""
+    return out_features * (ceil(in_features / rows) - 1)
+
+
+# ----------------------------------------------------------------------------- digital
+
+def simd_macs_per_ns(simd: SimdSpec) -> float:
+    """Aggregate MAC rate of all cores, MACs per ns."""
+    return simd.cores * simd.macs_per_cycle * simd.clock_ghz
+
+
+def simd_vector_ops_per_ns(simd: SimdSpec) -> float:
+    """Aggregate element-wise operation rate of all cores, per ns."""
+    return simd.cores * simd.vector_ops_per_cycle * simd.clock_ghz
+
+
+def transfer_ns(n_bytes: float, bandwidth_gbps: float) -> float:
+    """Serialisation time of ``n_bytes`` at ``bandwidth_gbps``: ``bytes * 8 / bw``, ns."""
+    return n_bytes * 8.0 / bandwidth_gbps
+
+
+def gemm_latency_ns(macs: float, macs_per_ns: float, weight_bytes: float, source_gbps: float,
+                    act_bytes: float, sram_gbps: float) -> float:
+    """Roofline: ``max(macs / rate, weight_bytes / source_bw, act_bytes / sram_bw)``, ns."""
+    return max(macs / macs_per_ns, transfer_ns(weight_bytes, source_gbps), transfer_ns(act_bytes, sram_gbps))
+
+
+def gemm_energy_pj(macs: float, e_mac_pj: float, weight_bytes: float, e_source_pj_per_byte: float,
+                   act_bytes: float, e_sram_pj_per_byte: float) -> float:
+    """``macs * e_mac + weight_bytes * e_source + act_bytes * e_sram``, pJ."""
+    return macs * e_mac_pj + weight_bytes * e_source_pj_per_byte + act_bytes * e_sram_pj_per_byte
+
+
+def e_mac_pj(chip: ChipSpec) -> float:
+    """Energy of one digital MAC at the declared precision, with the technology scale, pJ."""
+    return chip.digital.simd.energy_pj_per_mac[chip.precision.digital_mac] * chip.digital.energy_scale
+
+
+def e_vector_op_pj(chip: ChipSpec) -> float:
+    return chip.digital.simd.energy_pj_per_vector_op * chip.digital.energy_scale
+
+
+def e_sram_pj_per_byte(chip: ChipSpec) -> float:
+    return chip.memory.sram.energy_pj_per_byte * chip.digital.energy_scale
+
+
+# ----------------------------------------------------------------------------- NoC and DRAM
+
+def noc_latency_ns(n_bytes: float, hops: int, bottleneck_gbps: float, router_latency_ns: float) -> float:
+    """``h * router_latency_ns + bytes / bandwidth``; 0 when source and destination coincide."""
+    return 0.0 if hops == 0 else hops * router_latency_ns + transfer_ns(n_bytes, bottleneck_gbps)
+
+
+def noc_energy_pj(n_bytes: float, hops: int, e_pj_per_bit_per_hop: float) -> float:
+    """``bytes * 8 * h * e``, pJ."""
+    return n_bytes * 8.0 * hops * e_pj_per_bit_per_hop
+
+
+def dram_latency_ns(n_bytes: float, latency_ns: float, bandwidth_gbps: float) -> float:
+    """``latency_ns + bytes / bandwidth``, ns."""
+    return latency_ns + transfer_ns(n_bytes, bandwidth_gbps)
+
+
+def dram_energy_pj(n_bytes: float, e_pj_per_bit: float) -> float:
+    """``bytes * 8 * e``, pJ."""
+    return n_bytes * 8.0 * e_pj_per_bit

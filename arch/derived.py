@@ -1,0 +1,61 @@
+"""Figures derived from a spec for ``hetmoe hw show`` (pure; formulas in the docstrings)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import costs
+from .noc import build_network
+from .spec import ChipSpec
+
+
+def derived_figures(chip: ChipSpec) -> dict[str, Any]:
+    """Peak analog and digital rates, capacities and NoC figures.
+
+    - one full-tile MVM: ``2 * rows * cols`` ops (a MAC is 2 ops) in ``max(t_mvm, II)`` ns;
+    - ``peak_analog_tops = tile_count * 2*rows*cols / max(t_mvm, II) / 1000`` (ops/ns -> TOPS);
+    - ``analog_tops_per_w = 2*rows*cols / (E_mvm + static_mw_per_tile * max(t_mvm, II))``
+      (ops/pJ = TOPS/W; mW * ns = pJ);
+    - ``peak_digital_tops = 2 * cores * macs_per_cycle * clock_ghz / 1000``.
+    """
+    a, bits = chip.analog, chip.precision.activation_bits
+    r, c = a.tile.rows, a.tile.cols
+    t_mvm = costs.mvm_latency_ns(a, bits, r, c)
+    period = max(t_mvm, costs.initiation_interval_ns(a, bits, r, c))
+    e_mvm = costs.mvm_energy_pj(a, bits, r, c)
+    ops = 2 * r * c
+    net = build_network(chip.noc)
+    simd = chip.digital.simd
+    return {
+        "name": chip.name,
+        "source": chip.source,
+        "tile_count": a.tile_count,
+        "tile_rows": r,
+        "tile_cols": c,
+        "tiers": a.tile.tiers,
+        "crossbar_slots": a.tile_count * a.tile.tiers,
+        "analog_capacity_weights": a.tile_count * a.tile.tiers * r * c,
+        "input_passes": costs.input_passes(a, bits),
+        "mvm_latency_ns": t_mvm,
+        "mvm_energy_pj": e_mvm,
+        "peak_analog_tops": a.tile_count * ops / period / 1000.0,
+        "analog_tops_per_w": ops / (e_mvm + a.static_power_mw_per_tile * period),
+        "peak_digital_tops": 2 * costs.simd_macs_per_ns(simd) / 1000.0,
+        "digital_tops_per_w": 2.0 / costs.e_mac_pj(chip),
+        "sram_capacity_mib": chip.memory.sram.capacity_mib,
+        "sram_bandwidth_gbps": chip.memory.sram.bandwidth_gbps,
+        "dram_bandwidth_gbps": chip.memory.dram.bandwidth_gbps * chip.memory.dram.channels,
+        "noc_nodes": net.graph.number_of_nodes(),
+        "noc_diameter_hops": net.diameter_hops(),
+        "noc_bisection_bandwidth_gbps": net.bisection_bandwidth_gbps(),
+        "static_power_mw": (a.tile_count * a.static_power_mw_per_tile + simd.static_power_mw
+                            + chip.memory.sram.static_power_mw + chip.memory.dram.static_power_mw),
+    }
+
+
+UNITS = {
+    "mvm_latency_ns": "ns", "mvm_energy_pj": "pJ", "peak_analog_tops": "TOPS", "analog_tops_per_w": "TOPS/W",
+    "peak_digital_tops": "TOPS", "digital_tops_per_w": "TOPS/W (MACs only)", "sram_capacity_mib": "MiB",
+    "sram_bandwidth_gbps": "Gbit/s", "dram_bandwidth_gbps": "Gbit/s", "noc_bisection_bandwidth_gbps": "Gbit/s",
+    "noc_diameter_hops": "hops", "static_power_mw": "mW", "analog_capacity_weights": "weights",
+}

@@ -1,0 +1,113 @@
+"""Read YAML while remembering where every mapping key came from (file and line).
+
+Mappings are returned as :class:`Located` dicts whose ``where[key]`` is ``(file, line)``.
+``extends:`` chains are resolved here and merged key by key, so that every value still
+knows the file and line that set it. Nothing is written; ``yaml.safe_load`` semantics only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from .errors import SpecError
+
+
+class Located(dict):
+    """A mapping whose ``where[key]`` holds the (file, line) that supplied ``key``."""
+
+    def __init__(self, file: str, line: int) -> None:
+        super().__init__()
+        self.file = file
+        self.line = line
+        self.where: dict[str, tuple[str, int]] = {}
+
+
+def _loader_for(file: str) -> type[yaml.SafeLoader]:
+    class _Loader(yaml.SafeLoader):
+        pass
+
+    def construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Located:
+        out = Located(file, node.start_mark.line + 1)
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if not isinstance(key, str):
+                raise SpecError(file, line, str(key), "keys must be strings")
+            if key in out:
+                raise SpecError(file, line, key, "duplicate key")
+            out[key] = loader.construct_object(value_node, deep=True)
+            out.where[key] = (file, line)
+        return out
+
+    _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    return _Loader
+
+
+def parse_text(text: str, file: str) -> Located:
+    """Parse one YAML document into a :class:`Located` mapping, or raise :class:`SpecError`."""
+    try:
+        data = yaml.load(text, Loader=_loader_for(file))  # noqa: S506 - SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        raise SpecError(file, line, "", f"YAML syntax error: {exc.problem or exc}") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(file, None, "", f"YAML syntax error: {exc}") from None
+    if data is None:
+        raise SpecError(file, 1, "", "the file is empty; expected a mapping of sections")
+    if not isinstance(data, Located):
+        raise SpecError(file, 1, "", f"expected a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def merge(base: Located, override: Located) -> Located:
+    """Deep-merge ``override`` onto ``base``; mappings merge key by key, anything else replaces."""
+    out = Located(override.file, override.line)
+    for key, value in base.items():
+        out[key] = value
+        out.where[key] = base.where[key]
+    for key, value in override.items():
+        if isinstance(value, Located) and isinstance(out.get(key), Located):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+        out.where[key] = override.where[key]
+    return out
+
+
+def load_with_extends(
+    path: Path, resolve_name: Callable[[str], Path | None], _chain: tuple[str, ...] = ()
+) -> Located:
+    """Load ``path`` and resolve its ``extends:`` (a preset name or a path relative to the file)."""
+    file = str(path)
+    if file in _chain:
+        cycle = " -> ".join([*_chain, file])
+        raise SpecError(file, None, "extends", f"cycle of extends: {cycle}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(file, None, "", f"cannot read file: {exc.strerror}") from None
+    data = parse_text(text, file)
+    parent_name = data.pop("extends", None)
+    line = data.where.pop("extends", (file, None))[1]
+    if parent_name is None:
+        return data
+    if not isinstance(parent_name, str):
+        raise SpecError(file, line, "extends", f"must be a preset name or a file path, got {parent_name!r}")
+    candidate = (path.parent / parent_name)
+    parent = candidate if candidate.suffix in (".yaml", ".yml") and candidate.is_file() else resolve_name(parent_name)
+    if parent is None:
+        raise SpecError(file, line, "extends", f"no preset or file named {parent_name!r}")
+    return merge(load_with_extends(parent, resolve_name, (*_chain, file)), data)
+
+
+def to_plain(value: Any) -> Any:
+    """Strip location information: Located -> dict, recursively."""
+    if isinstance(value, dict):
+        return {k: to_plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [to_plain(v) for v in value]
+    return value

@@ -1,0 +1,1 @@
+"""Placement policies, mapping, the SimPy engine, metrics, command line, plots and reports."""

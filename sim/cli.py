@@ -1,0 +1,62 @@
+"""The ``hetmoe`` command line: load -> build -> run -> write. Errors are one line, exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Callable, Sequence
+
+from arch.errors import HetmoeError
+
+from . import cli_hw
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hetmoe",
+        description="Simulate Mixture-of-Experts inference on heterogeneous analog-digital chips.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in _command_modules():
+        module.register(sub)
+    return parser
+
+
+def _command_modules() -> list:
+    mods = [cli_hw]
+    try:
+        from . import cli_workloads
+        mods.append(cli_workloads)
+    except ImportError:  # pragma: no cover - during bring-up only
+        pass
+    try:
+        from . import cli_run
+        mods.append(cli_run)
+    except ImportError:  # pragma: no cover
+        pass
+    return mods
+
+
+def print_json(data: object) -> None:
+    json.dump(data, sys.stdout, indent=2, sort_keys=False, default=str)
+    sys.stdout.write("\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except HetmoeError as exc:
+        print(f"hetmoe: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("hetmoe: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

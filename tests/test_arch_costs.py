@@ -1,0 +1,129 @@
+"""Closed forms against hand arithmetic written from the spec's own values."""
+
+from math import ceil
+
+import pytest
+
+from arch import costs, load_chip, load_chip_text
+from arch.derived import derived_figures
+from arch.noc import build_network
+from tests.conftest import UNIT_YAML
+
+
+@pytest.fixture
+def unit():
+    return load_chip_text(UNIT_YAML, "unit.yaml")
+
+
+def test_pwm_mvm_latency_unit(unit):
+    # 2-bit PWM: t_in = (2^(2-1) - 1) * 1 ns = 1; integration 1; 4 cols / 4 ADCs * 1 ns = 1
+    assert costs.mvm_latency_ns(unit.analog, 2, 4, 4) == 1 + 1 + 1
+
+
+def test_adc_sharing_multiplies_conversion_time(unit):
+    a = unit.analog
+    shared = a.__class__(**{**a.__dict__, "adc": a.adc.__class__(**{**a.adc.__dict__, "per_tile": 1})})
+    assert costs.mvm_latency_ns(shared, 2, 4, 3) == 1 + 1 + ceil(3 / 1) * 1.0
+
+
+def test_pwm_mvm_energy_unit(unit):
+    # passes * (r * e_dac + c * e_adc) + r * c * devices * e_cell = 1*(4+4) + 16*1*1 pJ
+    assert costs.mvm_energy_pj(unit.analog, 2, 4, 4) == pytest.approx(1 * (4 * 1 + 4 * 1) + 4 * 4 * 1 * 1.0)
+
+
+def test_bit_serial_isaac():
+    chip = load_chip("isaac")
+    a = chip.analog
+    bits = chip.precision.activation_bits
+    passes = ceil(bits / a.dac.bits)
+    t_conv = ceil(32 * a.tile.columns_per_weight / a.adc.per_tile) * a.adc.conversion_ns
+    expected = passes * (a.dac.step_ns + a.tile.integration_ns + t_conv)
+    assert costs.mvm_latency_ns(a, bits, 128, 32) == pytest.approx(expected)
+    e = (passes * (128 * a.dac.energy_pj_per_conversion + 32 * 4 * a.adc.energy_pj_per_conversion)
+         + 128 * 32 * a.tile.devices_per_weight * a.tile.array_energy_fj_per_cell / 1000)
+    assert costs.mvm_energy_pj(a, bits, 128, 32) == pytest.approx(e)
+
+
+def test_slots_and_reduction():
+    assert costs.crossbar_slots(200, 300, 128, 128) == ceil(300 / 128) * ceil(200 / 128)
+    shapes = costs.slot_shapes(200, 300, 128, 128)
+    assert len(shapes) == 6
+    assert sum(r * c for r, c in shapes) == 200 * 300
+    assert costs.reduction_adds(200, 300, 128) == 200 * (ceil(300 / 128) - 1)
+
+
+def test_tile_batch_latency():
+    assert costs.tile_batch_latency_ns(100.0, 30.0, 5) == 100 + 4 * 30
+    assert costs.tile_batch_latency_ns(100.0, 30.0, 0) == 0
+
+
+def test_gemm_roofline_and_energy():
+    # compute bound: 4 tokens * 8 * 16 MACs at 2 MACs/ns
+    assert costs.gemm_latency_ns(4 * 8 * 16, 2.0, 128, 1024, 10, 1024) == 4 * 8 * 16 / 2
+    # weight bound: 1000 bytes * 8 / 8 Gbit/s = 1000 ns
+    assert costs.gemm_latency_ns(10, 2.0, 1000, 8, 10, 1024) == 1000
+    assert costs.gemm_energy_pj(100, 0.5, 10, 2.0, 4, 1.0) == 100 * 0.5 + 10 * 2.0 + 4 * 1.0
+
+
+def test_noc_and_dram():
+    assert costs.noc_latency_ns(64, 3, 8, 2.0) == 3 * 2.0 + 64 * 8 / 8
+    assert costs.noc_latency_ns(64, 0, 8, 2.0) == 0
+    assert costs.noc_energy_pj(64, 3, 0.1) == pytest.approx(64 * 8 * 3 * 0.1)
+    assert costs.dram_latency_ns(256, 100, 2048) == 100 + 256 * 8 / 2048
+    assert costs.dram_energy_pj(256, 3.9) == pytest.approx(256 * 8 * 3.9)
+
+
+def test_mesh_xy_routing_is_dimension_order(unit):
+    net = build_network(load_chip("aimc-3d-moe").noc)
+    path = net.path((0, 0), (2, 1))
+    assert path == (((0, 0), (1, 0)), ((1, 0), (2, 0)), ((2, 0), (2, 1)))
+    assert net.path((3, 3), (3, 3)) == ()
+    assert net.diameter_hops() == 7 + 7
+    assert net.bisection_bandwidth_gbps() == 8 * 512
+
+
+def test_graph_topology_routes_over_custom_links(tmp_path):
+    text = UNIT_YAML.split("noc:")[0] + """noc:
+  topology: graph
+  nodes: [a, b, c]
+  edges: [{a: a, b: b}, {a: b, b: c, bandwidth_gbps: 1, energy_pj_per_bit: 5}]
+  tile_nodes: [b, c]
+  tiles_per_node: 4
+  link_bandwidth_gbps: 8
+  router_latency_ns: 1.0
+  energy_pj_per_bit_per_hop: 0.125
+  simd_node: a
+  dram_node: a
+precision: {activation_bits: 2, digital_weight_bits: 8, digital_mac: int8}
+"""
+    chip = load_chip_text(text, "g.yaml")
+    net = build_network(chip.noc)
+    path = net.path("a", "c")
+    assert path == (("a", "b"), ("b", "c"))
+    assert [net.link_bandwidth_gbps(link) for link in path] == [8, 1]
+    assert net.node_of_tile(5) == "c"
+
+
+@pytest.mark.parametrize("name,tops,tops_w", [("hermes-64", 63.1, 9.76)])
+def test_hermes_matches_published(name, tops, tops_w):
+    chip = load_chip(name)
+    figs = derived_figures(chip)
+    a = chip.analog
+    # recompute here: 2*256*256 ops per MVM, t_mvm = (2^7-1)*step + integration + ceil(256/256)*conv
+    t = (2 ** 7 - 1) * a.dac.step_ns + a.tile.integration_ns + a.adc.conversion_ns
+    e = 256 * a.dac.energy_pj_per_conversion + 256 * a.adc.energy_pj_per_conversion \
+        + 256 * 256 * 4 * a.tile.array_energy_fj_per_cell / 1000
+    assert figs["peak_analog_tops"] == pytest.approx(64 * 2 * 256 * 256 / t / 1000)
+    assert figs["analog_tops_per_w"] == pytest.approx(2 * 256 * 256 / e)
+    assert abs(figs["peak_analog_tops"] / tops - 1) < 0.10
+    assert abs(figs["analog_tops_per_w"] / tops_w - 1) < 0.10
+
+
+def test_aimc_3d_fits_olmoe_experts():
+    chip = load_chip("aimc-3d-moe")
+    t = chip.analog.tile
+    per_expert = 2 * costs.crossbar_slots(1024, 2048, t.rows, t.cols) + costs.crossbar_slots(2048, 1024, t.rows, t.cols)
+    assert 16 * 64 * per_expert <= chip.analog.tile_count * t.tiers
+    # published Buechel25 simulator defaults: ~100 ns and ~10 nJ per tier MVM
+    assert costs.mvm_latency_ns(chip.analog, 8, t.rows, t.cols) == pytest.approx(100, rel=0.05)
+    assert costs.mvm_energy_pj(chip.analog, 8, t.rows, t.cols) == pytest.approx(10_000, rel=0.05)
