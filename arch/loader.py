@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from importlib import resources
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -20,7 +19,7 @@ from .errors import SpecError
 from .spec import ChipSpec, NocSpec
 from .yamlsource import Located, load_with_extends, merge, parse_text
 
-PRESET_DIR = Path(str(resources.files("arch") / "presets"))
+PRESET_DIR = Path(__file__).resolve().parent / "presets"
 
 
 def list_presets() -> list[str]:

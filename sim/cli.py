@@ -53,6 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HetmoeError as exc:
         print(f"hetmoe: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into head & co.
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("hetmoe: interrupted", file=sys.stderr)
         return 130

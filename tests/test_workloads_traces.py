@@ -1,0 +1,201 @@
+"""Trace readers (real logs when present), warm-up removal, bad input, synthetic popularity."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import shared_data_or_skip
+from workloads.readers import read_trace, require_complete
+from workloads.shapes import load_model
+from workloads.synthetic import SyntheticSpec, _feasible, synthesize, target_shares
+from workloads.trace import TraceError, load_npz, save_jsonl, save_npz
+
+QWEN = "qwen1.5-moe-a2.7b"
+
+
+def _qwen_rows(batches):
+    """vllm-moe-logger lines: a meta line, then each batch's rows with token_idx restarting at 0."""
+    lines = [{"type": "meta", "layers_logged": [0], "top_k": 4}]
+    for batch in batches:
+        for i, (ids, w) in enumerate(batch):
+            lines.append({"type": "route", "req_id": "r1", "token_idx": i, "layer": 0, "topk_ids": ids,
+                          "topk_weights": w})
+    return "\n".join(json.dumps(x) for x in lines) + "\n"
+
+
+def test_warmup_batches_detected_and_dropped(tmp_path):
+    dummy = [([1, 2, 3, 4], [0.4, 0.3, 0.2, 0.1])] * 6
+    uniform = [([5, 6, 7, 8], [0.25] * 4), ([9, 10, 11, 12], [0.25] * 4)]
+    real = [([1, 2, 3, 4], [0.4, 0.3, 0.2, 0.1]), ([4, 3, 2, 1], [0.5, 0.2, 0.2, 0.1]),
+            ([7, 8, 9, 10], [0.3, 0.3, 0.2, 0.1])]
+    path = tmp_path / "log.jsonl"
+    path.write_text(_qwen_rows([dummy, uniform, real]))
+    model = load_model(QWEN)
+    trace = read_trace(path, model)
+    assert trace.meta["warmup_rows_dropped"] == 6 + 2
+    assert trace.tokens == 3
+    assert trace.experts[:, 0].tolist() == [ids for ids, _ in real]
+    kept = read_trace(path, model, keep_warmup=True)
+    assert kept.tokens == 11 and kept.meta["warmup_rows_dropped"] == 0
+
+
+def test_fill_rules(tmp_path):
+    path = tmp_path / "log.jsonl"
+    path.write_text(_qwen_rows([[([1, 2, 3, 4], [0.4, 0.3, 0.2, 0.1]), ([4, 3, 2, 1], [0.5, 0.2, 0.2, 0.1])]]))
+    model = load_model(QWEN)
+    trace = read_trace(path, model)
+    with pytest.raises(TraceError, match="--fill replicate or --fill synthetic"):
+        require_complete(trace, model)
+    rep = read_trace(path, model, fill="replicate", seed=3)
+    require_complete(rep, model)
+    assert rep.meta["filled_layers"] == list(range(1, 24))
+    # replicate: same multiset structure, experts relabelled by a permutation
+    a, b = rep.experts[:, 0], rep.experts[:, 5]
+    mapping = dict(zip(a.ravel().tolist(), b.ravel().tolist()))
+    assert len(set(mapping.values())) == len(mapping)
+    assert np.array_equal(rep.weights[:, 5], rep.weights[:, 0])
+    syn = read_trace(path, model, fill="synthetic", seed=3)
+    assert (syn.experts[:, 1:] >= 0).all()
+    assert np.allclose(syn.weights[:, 7].sum(axis=1), 1.0, atol=1e-5)
+
+
+BAD_LOGS = [
+    ("truncated", '{"type": "route", "req_id": "r1", "token_idx": 0, "layer": 0, "topk_ids": [1, 2', 1,
+     "not valid JSON"),
+    ("id-out-of-range", json.dumps({"type": "route", "token_idx": 0, "layer": 0, "topk_ids": [1, 2, 3, 60],
+                                    "topk_weights": [0.1] * 4}), 1, "topk_ids: expert id 60 out of range"),
+    ("wrong-k", json.dumps({"type": "route", "token_idx": 0, "layer": 0, "topk_ids": [1, 2],
+                            "topk_weights": [0.1] * 2}), 1, "topk_ids: 2 experts but .* routes top-4"),
+    ("bad-layer", json.dumps({"type": "route", "token_idx": 0, "layer": 40, "topk_ids": [1, 2, 3, 4],
+                              "topk_weights": [0.1] * 4}), 1, "layer: 40 is not a layer"),
+    ("unknown-format", json.dumps({"foo": 1}), 1, "unknown trace format"),
+]
+
+
+@pytest.mark.parametrize("case,text,line,fragment", BAD_LOGS, ids=[b[0] for b in BAD_LOGS])
+def test_bad_logs(tmp_path, case, text, line, fragment):
+    path = tmp_path / "bad.jsonl"
+    ok = json.dumps({"type": "route", "token_idx": 0, "layer": 0, "topk_ids": [1, 2, 3, 4], "topk_weights": [0.1] * 4})
+    path.write_text(ok + "\n" + text + "\n" if case not in ("unknown-format", "truncated") else text + "\n")
+    want_line = line + (1 if case not in ("unknown-format", "truncated") else 0)
+    with pytest.raises(TraceError, match=f"{path}:{want_line}: .*{fragment}"):
+        read_trace(path, load_model(QWEN))
+    proc = subprocess.run([sys.executable, "-m", "sim.cli", "trace", "inspect", str(path), "--model", QWEN],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "empty.jsonl"
+    path.write_text("")
+    with pytest.raises(TraceError, match="empty"):
+        read_trace(path, load_model(QWEN))
+
+
+def test_own_formats_round_trip(tmp_path):
+    model = load_model("olmoe-1b-7b")
+    trace = synthesize(SyntheticSpec(tokens=50, requests=2, seed=4), model)
+    save_npz(trace, tmp_path / "t.npz")
+    back = read_trace(tmp_path / "t.npz", model)
+    assert np.array_equal(back.experts, trace.experts) and np.array_equal(back.request, trace.request)
+    save_jsonl(trace, tmp_path / "t.jsonl")
+    again = read_trace(tmp_path / "t.jsonl", model)
+    assert np.array_equal(again.experts, trace.experts)
+    assert np.allclose(again.weights, trace.weights, atol=1e-6)
+    assert load_npz(tmp_path / "t.npz").meta["format"] == "synthetic"
+
+
+def test_routed_experts_replay_format(tmp_path):
+    model = load_model("mixtral-8x7b")
+    rng = np.random.default_rng(0)
+    rows = [{"request_id": f"q{r}", "routed_experts": [[sorted(rng.choice(8, 2, replace=False).tolist())
+                                                        for _ in range(32)] for _ in range(5)]} for r in range(3)]
+    path = tmp_path / "replay.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    trace = read_trace(path, model)
+    assert trace.meta["format"] == "vllm-routed-experts"
+    assert trace.tokens == 15 and trace.observed.all()
+    assert trace.request.tolist() == [0] * 5 + [1] * 5 + [2] * 5
+    assert trace.experts[6, 3].tolist() == rows[1]["routed_experts"][1][3]
+
+
+@pytest.mark.parametrize("k_model,zipf_s", [("mixtral-8x7b", 1.0), ("olmoe-1b-7b", 0.8)])
+def test_synthetic_popularity_matches_request(k_model, zipf_s):
+    model = load_model(k_model)
+    spec = SyntheticSpec(tokens=20000, requests=4, zipf_s=zipf_s, seed=7)
+    trace = synthesize(spec, model)
+    shares = target_shares(spec, model, np.random.default_rng(spec.seed))
+    k, n = model.top_k, spec.tokens
+    for layer in model.moe_layers[:4]:
+        pi = shares[layer]
+        got = trace.popularity(layer)
+        # binomial standard error of an inclusion rate over n tokens, in share units (/k),
+        # plus the documented Monte-Carlo calibration error (8000 samples per step)
+        sigma = np.sqrt(k * pi * (1 - k * pi) / n) / k
+        calib = np.sqrt(k * pi * (1 - k * pi) / 8000) / k
+        assert np.all(np.abs(got - pi) <= 5 * sigma + 3 * calib + 1e-4), layer
+
+
+def test_synthetic_locality_and_determinism():
+    model = load_model("olmoe-1b-7b")
+    a = synthesize(SyntheticSpec(tokens=2000, locality=0.5, seed=1), model)
+    b = synthesize(SyntheticSpec(tokens=2000, locality=0.5, seed=1), model)
+    assert np.array_equal(a.experts, b.experts)
+    same = (a.experts[1:, 0] == a.experts[:-1, 0]).all(axis=1)
+    first = a.position[1:] == 0
+    rate = same[~first].mean()
+    assert abs(rate - 0.5) < 5 * np.sqrt(0.25 / same.size) + 0.01  # fresh draws rarely repeat a whole set
+    c = synthesize(SyntheticSpec(tokens=2000, layer_correlation=1.0, seed=1), model)
+    # with full correlation, the layer-1 set is a fixed relabelling of the layer-0 set
+    pairs = {tuple(x): tuple(y) for x, y in zip(c.experts[:, 0].tolist(), c.experts[:, 1].tolist())}
+    assert all(len(set(v)) == model.top_k for v in pairs.values())
+    assert len(set(np.unique(c.experts[:, 0]).tolist())) == len(set(np.unique(c.experts[:, 1]).tolist()))
+
+
+def test_feasible_caps_shares():
+    p = _feasible(np.array([0.9, 0.05, 0.03, 0.02]), 2)
+    assert p.max() <= 0.5 + 1e-12 and abs(p.sum() - 1) < 1e-12
+
+
+def test_counts_popularity(tmp_path):
+    counts = {"0": [50, 30, 10, 10, 0, 0, 0, 0]}
+    path = tmp_path / "counts.json"
+    path.write_text(json.dumps(counts))
+    model = load_model("mixtral-8x7b")
+    trace = synthesize(SyntheticSpec(tokens=4000, popularity="counts", counts_file=str(path), seed=2), model)
+    p0 = trace.popularity(0)
+    assert p0[4:].sum() < 0.01 and abs(p0[0] - 0.5) < 0.03
+
+
+# ----------------------------------------------------------------------------- real logs
+
+def test_real_logs_parse():
+    data = shared_data_or_skip() / "routing-logs"
+    mix = read_trace(data / "mixtral-8x7b_gsm8k_vllm.jsonl", load_model("mixtral-8x7b"))
+    assert int(mix.observed.sum()) == 32
+    assert mix.meta["rows_read"] == 7889
+    model = load_model(QWEN)
+    for layer in (0, 8, 12, 18, 23):
+        path = data / f"qwen1.5-moe-a2.7b_gsm8k_vllm_layer{layer}.jsonl"
+        trace = read_trace(path, model)
+        # shared/data/README.md: the first 8,192 rows are one dummy batch, the next 256 another
+        assert trace.meta["warmup_rows_dropped"] == 8192 + 256
+        assert trace.meta["warmup_groups_dropped"] == 2
+        assert trace.observed.tolist() == [i == layer for i in range(24)]
+        assert trace.tokens == trace.meta["rows_read"] - 8448
+
+
+def test_expert_counts_file_is_usable():
+    path = shared_data_or_skip() / "expert_counts.json"
+    model = load_model("olmoe-1b-7b")
+    trace = synthesize(SyntheticSpec(tokens=3000, popularity="counts", counts_file=str(path),
+                                     counts_model="OLMoE-1B-7B", counts_domain="arxiv", seed=0), model)
+    raw = np.asarray(json.loads(path.read_text())["models"]["OLMoE-1B-7B"]["domains"]["arxiv"]["0"], float)
+    want = _feasible(raw / raw.sum(), 8)
+    assert np.argmax(trace.popularity(0)) == np.argmax(want)

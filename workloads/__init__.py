@@ -1,0 +1,1 @@
+"""Workloads: model shapes, routing traces, synthetic traces, checkpoint statistics."""

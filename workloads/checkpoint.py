@@ -1,0 +1,244 @@
+"""Per-expert statistics from a local safetensors checkpoint (DESIGN §3).
+
+Tensors are read one at a time straight from the file (header parsed here, data through
+``numpy.memmap``), so memory stays near twice the largest tensor; fp32, fp16 and bf16 are
+supported (numpy has no bf16, so bf16 is widened to fp32 bit-exactly). The safetensors package's
+numpy loader is not used because it cannot return bf16.
+
+MaxNNScore variants of a routed expert (``W[out, in]``, ``y = W x``; a neuron is a row of gate/up):
+- ``gate_rows`` (default): max over neurons of ||gate_proj[i, :]||_2 (Mixtral ``w1``);
+- ``up_rows``: the same on ``up_proj`` (``w3``);
+- ``gate_up_rows``: max over i of ||[gate_proj[i, :], up_proj[i, :]]||_2;
+- ``down_cols``: max over i of ||down_proj[:, i]||_2 (``w2``);
+- ``product``: gate_rows * up_rows * down_cols.
+Also the Frobenius norm of the whole expert and the router row norm ||router[e, :]||_2.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from arch.errors import HetmoeError
+
+from .shapes import ModelShape
+
+VARIANTS = ("gate_rows", "up_rows", "gate_up_rows", "down_cols", "product")
+SCOPES = ("layer", "global")
+_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64}
+
+
+class CheckpointError(HetmoeError):
+    """A checkpoint is missing, truncated or not in the expected layout."""
+
+
+@dataclass(frozen=True, eq=False)
+class ExpertStats:
+    """Scores per (layer, expert); NaN for layers without routed experts."""
+
+    variants: dict[str, np.ndarray]     # name -> float64 [layers, experts]
+    frobenius: np.ndarray
+    router_row_norm: np.ndarray
+    synthetic: bool
+    source: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def score(self, variant: str = "gate_rows") -> np.ndarray:
+        if variant not in self.variants:
+            raise HetmoeError(f"unknown score variant {variant!r}; allowed: {', '.join(VARIANTS)}")
+        return self.variants[variant]
+
+    def ranking(self, variant: str = "gate_rows", scope: str = "layer") -> np.ndarray:
+        """Rank of each expert (0 = highest score) per layer, or across all layers with ``global``."""
+        s = self.score(variant)
+        if scope not in SCOPES:
+            raise HetmoeError(f"unknown ranking scope {scope!r}; allowed: {', '.join(SCOPES)}")
+        filled = np.where(np.isnan(s), -np.inf, s)
+        if scope == "layer":
+            order = np.argsort(-filled, axis=1, kind="stable")
+            ranks = np.empty_like(order)
+            np.put_along_axis(ranks, order, np.arange(s.shape[1])[None, :].repeat(s.shape[0], 0), axis=1)
+            return ranks
+        flat = np.argsort(-filled.ravel(), kind="stable")
+        ranks = np.empty(flat.size, np.int64)
+        ranks[flat] = np.arange(flat.size)
+        return ranks.reshape(s.shape)
+
+
+# ----------------------------------------------------------------------------- safetensors files
+
+@dataclass(frozen=True)
+class TensorRef:
+    file: Path
+    dtype: str
+    shape: tuple[int, ...]
+    offset: int      # absolute byte offset in the file
+    nbytes: int
+
+
+def read_header(path: Path) -> dict[str, TensorRef]:
+    """Parse a safetensors header and check every tensor lies inside the file."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            raw = fh.read(8)
+            if len(raw) < 8:
+                raise CheckpointError(f"{path}: not a safetensors file (shorter than its 8-byte header length)")
+            (n,) = struct.unpack("<Q", raw)
+            if n > size - 8 or n > 100_000_000:
+                raise CheckpointError(f"{path}: not a safetensors file (header length {n} exceeds the file)")
+            header = json.loads(fh.read(n))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: not a safetensors file ({exc})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: not a safetensors file (header is not a JSON object)")
+    refs = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        dtype = info.get("dtype")
+        if dtype not in _DTYPES:
+            raise CheckpointError(f"{path}: tensor {name}: dtype {dtype!r} not supported; "
+                                  f"allowed: {', '.join(_DTYPES)}")
+        begin, end = info["data_offsets"]
+        shape = tuple(info["shape"])
+        expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(_DTYPES[dtype]).itemsize
+        if end - begin != expected:
+            raise CheckpointError(f"{path}: tensor {name}: {end - begin} bytes for shape {shape} {dtype}")
+        if 8 + n + end > size:
+            raise CheckpointError(f"{path}: truncated: tensor {name} ends at byte {8 + n + end} of {size}")
+        refs[name] = TensorRef(path, dtype, shape, 8 + n + begin, end - begin)
+    return refs
+
+
+def load_tensor(ref: TensorRef) -> np.ndarray:
+    """One tensor as float32 (bf16 widened bit-exactly)."""
+    raw = np.memmap(ref.file, dtype=_DTYPES[ref.dtype], mode="r", offset=ref.offset, shape=ref.shape)
+    if ref.dtype == "BF16":
+        return (np.asarray(raw, np.uint32) << 16).view(np.float32)
+    return np.asarray(raw, np.float32)
+
+
+def index_checkpoint(directory: Path) -> dict[str, TensorRef]:
+    """All tensors of a checkpoint folder (one file, or shards listed in model.safetensors.index.json)."""
+    if directory.is_file():
+        return read_header(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: no such checkpoint folder")
+    index = directory / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError) as exc:
+            raise CheckpointError(f"{index}: not a safetensors index ({exc})") from None
+        files = sorted(set(weight_map.values()))
+    else:
+        files = sorted(p.name for p in directory.glob("*.safetensors"))
+    if not files:
+        raise CheckpointError(f"{directory}: no *.safetensors files")
+    refs: dict[str, TensorRef] = {}
+    for name in files:
+        if not (directory / name).is_file():
+            raise CheckpointError(f"{directory / name}: listed in the index but missing")
+        refs.update(read_header(directory / name))
+    return refs
+
+
+def _names(refs: dict[str, TensorRef], layer: int, expert: int) -> tuple[str, str, str]:
+    base = f"model.layers.{layer}"
+    if f"{base}.block_sparse_moe.experts.{expert}.w1.weight" in refs:
+        e = f"{base}.block_sparse_moe.experts.{expert}"
+        return f"{e}.w1.weight", f"{e}.w3.weight", f"{e}.w2.weight"
+    e = f"{base}.mlp.experts.{expert}"
+    return f"{e}.gate_proj.weight", f"{e}.up_proj.weight", f"{e}.down_proj.weight"
+
+
+def _router_name(refs: dict[str, TensorRef], layer: int) -> str:
+    mixtral = f"model.layers.{layer}.block_sparse_moe.gate.weight"
+    return mixtral if mixtral in refs else f"model.layers.{layer}.mlp.gate.weight"
+
+
+def _identity(refs: dict[str, TensorRef]) -> str:
+    files = sorted({r.file for r in refs.values()})
+    parts = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+
+
+def compute_stats(directory: str | Path, model: ModelShape, *, cache: bool = True,
+                  progress: bool = False) -> ExpertStats:
+    """Every score variant for every routed expert, reading one tensor at a time."""
+    directory = Path(directory)
+    refs = index_checkpoint(directory)
+    cache_file = None
+    if cache:
+        root = Path(os.environ.get("HETMOE_CACHE_DIR") or Path.home() / ".cache" / "hetmoe")
+        cache_file = root / f"stats-{_identity(refs)}-{model.name}.npz"
+        if cache_file.is_file():
+            with np.load(cache_file, allow_pickle=False) as z:
+                return ExpertStats({v: z[v] for v in VARIANTS}, z["frobenius"], z["router_row_norm"], False,
+                                   str(directory), {"cache": str(cache_file)})
+    L, E, H, W = model.num_layers, model.num_experts, model.hidden_size, model.expert_width
+    out = {v: np.full((L, E), np.nan) for v in VARIANTS}
+    frob, router = np.full((L, E), np.nan), np.full((L, E), np.nan)
+    items = [(layer, e) for layer in model.moe_layers for e in range(E)]
+    try:
+        from tqdm import tqdm
+        it = tqdm(items, desc="experts", unit="expert", disable=not progress)
+    except ImportError:  # pragma: no cover
+        it = items
+    for layer, e in it:
+        g_name, u_name, d_name = _names(refs, layer, e)
+        mats = []
+        for name, shape in ((g_name, (W, H)), (u_name, (W, H)), (d_name, (H, W))):
+            if name not in refs:
+                raise CheckpointError(f"{directory}: missing tensor {name} (layer {layer}, expert {e})")
+            if refs[name].shape != shape:
+                raise CheckpointError(f"{directory}: tensor {name} has shape {refs[name].shape}, "
+                                      f"expected {shape} for {model.name}")
+            mats.append(load_tensor(refs[name]))
+        g2 = np.einsum("ij,ij->i", mats[0], mats[0], dtype=np.float64)
+        u2 = np.einsum("ij,ij->i", mats[1], mats[1], dtype=np.float64)
+        d2 = np.einsum("ij,ij->j", mats[2], mats[2], dtype=np.float64)
+        out["gate_rows"][layer, e] = np.sqrt(g2.max())
+        out["up_rows"][layer, e] = np.sqrt(u2.max())
+        out["gate_up_rows"][layer, e] = np.sqrt((g2 + u2).max())
+        out["down_cols"][layer, e] = np.sqrt(d2.max())
+        frob[layer, e] = np.sqrt(g2.sum() + u2.sum() + d2.sum())
+        del mats
+    out["product"] = out["gate_rows"] * out["up_rows"] * out["down_cols"]
+    for layer in model.moe_layers:
+        name = _router_name(refs, layer)
+        if name in refs:
+            r = load_tensor(refs[name])
+            if r.shape != (E, H):
+                raise CheckpointError(f"{directory}: tensor {name} has shape {r.shape}, expected {(E, H)}")
+            router[layer] = np.sqrt(np.einsum("ij,ij->i", r, r, dtype=np.float64))
+    stats = ExpertStats(out, frob, router, False, str(directory), {})
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache_file, frobenius=frob, router_row_norm=router, **out)
+    return stats
+
+
+def synthetic_stats(model: ModelShape, seed: int = 0) -> ExpertStats:
+    """Seeded stand-in scores (log-normal, sigma 0.25), clearly labelled synthetic."""
+    rng = np.random.default_rng(seed)
+    L, E = model.num_layers, model.num_experts
+    base = np.full((L, E), np.nan)
+    moe = list(model.moe_layers)
+    gate = base.copy()
+    gate[moe] = rng.lognormal(0.0, 0.25, (len(moe), E))
+    up, down = base.copy(), base.copy()
+    up[moe] = gate[moe] * rng.lognormal(0.0, 0.05, (len(moe), E))
+    down[moe] = rng.lognormal(0.0, 0.25, (len(moe), E))
+    variants = {"gate_rows": gate, "up_rows": up, "gate_up_rows": np.sqrt(gate ** 2 + up ** 2),
+                "down_cols": down, "product": gate * up * down}
+    return ExpertStats(variants, base.copy(), base.copy(), True, f"synthetic(seed={seed})",
+                       {"note": "synthetic scores: log-normal stand-ins, not from a checkpoint"})

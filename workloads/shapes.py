@@ -1,0 +1,246 @@
+"""Model shapes from Hugging Face ``config.json`` files or shipped presets (DESIGN §3).
+
+A :class:`ModelShape` lists every weight-static matrix (``W[out, in]``, ``y = W x``) by layer and
+module, so that placement, mapping and the engine all work from one enumeration. Presets in
+``workloads/presets/*.yaml`` are the raw HF config keys of each model (with their source in a
+comment) and go through the same :func:`from_hf_config` as a user's ``config.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from arch.errors import HetmoeError
+
+PRESET_DIR = Path(__file__).resolve().parent / "presets"
+
+# Module kinds: the unit of placement. Routed experts are placed per (layer, expert).
+ATTENTION, ROUTER, EXPERT, SHARED, DENSE, LM_HEAD = "attention", "router", "expert", "shared", "dense", "lm_head"
+MODULES = (ATTENTION, ROUTER, EXPERT, SHARED, DENSE, LM_HEAD)
+
+
+class ModelError(HetmoeError):
+    """A model config or preset is unusable."""
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """One weight-static matrix ``W[out_features, in_features]``."""
+
+    name: str
+    module: str          # one of MODULES
+    layer: int           # decoder layer, -1 for lm_head
+    expert: int          # routed expert id, -1 otherwise
+    out_features: int
+    in_features: int
+
+    @property
+    def params(self) -> int:
+        return self.out_features * self.in_features
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """Shape of a decoder-only MoE transformer. All sizes in elements."""
+
+    name: str
+    source: str
+    hidden_size: int
+    num_layers: int
+    vocab_size: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    num_experts: int
+    top_k: int
+    expert_width: int
+    moe_layers: tuple[int, ...]
+    dense_ffn_width: int = 0
+    shared_expert_width: int = 0
+    shared_expert_gate: bool = False
+    norm_topk_prob: bool = False
+    tie_word_embeddings: bool = False
+    # DeepSeek-V2 multi-head latent attention (kv_lora_rank > 0 switches it on)
+    kv_lora_rank: int = 0
+    q_lora_rank: int = 0
+    qk_rope_head_dim: int = 0
+    qk_nope_head_dim: int = 0
+    v_head_dim: int = 0
+
+    # ----------------------------------------------------------------------- matrices
+    @property
+    def mla(self) -> bool:
+        return self.kv_lora_rank > 0
+
+    def attention_shapes(self) -> list[tuple[str, int, int]]:
+        """``(name, out, in)`` of one layer's attention projections."""
+        h = self.hidden_size
+        if self.mla:
+            qk = self.qk_nope_head_dim + self.qk_rope_head_dim
+            q = ([("q_a_proj", self.q_lora_rank, h), ("q_b_proj", self.num_heads * qk, self.q_lora_rank)]
+                 if self.q_lora_rank else [("q_proj", self.num_heads * qk, h)])
+            return q + [("kv_a_proj", self.kv_lora_rank + self.qk_rope_head_dim, h),
+                        ("kv_b_proj", self.num_heads * (self.qk_nope_head_dim + self.v_head_dim), self.kv_lora_rank),
+                        ("o_proj", h, self.num_heads * self.v_head_dim)]
+        q, kv = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        return [("q_proj", q, h), ("k_proj", kv, h), ("v_proj", kv, h), ("o_proj", h, q)]
+
+    @staticmethod
+    def ffn_shapes(width: int, hidden: int) -> list[tuple[str, int, int]]:
+        """SwiGLU FFN: gate and up ``[width, hidden]``, down ``[hidden, width]``."""
+        return [("gate_proj", width, hidden), ("up_proj", width, hidden), ("down_proj", hidden, width)]
+
+    @cached_property
+    def matrices(self) -> tuple[Matrix, ...]:
+        """Every weight-static matrix, layer by layer, then lm_head."""
+        h, out = self.hidden_size, []
+        moe = set(self.moe_layers)
+        for layer in range(self.num_layers):
+            for name, o, i in self.attention_shapes():
+                out.append(Matrix(f"L{layer}.attn.{name}", ATTENTION, layer, -1, o, i))
+            if layer not in moe:
+                for name, o, i in self.ffn_shapes(self.dense_ffn_width, h):
+                    out.append(Matrix(f"L{layer}.mlp.{name}", DENSE, layer, -1, o, i))
+                continue
+            out.append(Matrix(f"L{layer}.router", ROUTER, layer, -1, self.num_experts, h))
+            if self.shared_expert_width:
+                for name, o, i in self.ffn_shapes(self.shared_expert_width, h):
+                    out.append(Matrix(f"L{layer}.shared.{name}", SHARED, layer, -1, o, i))
+                if self.shared_expert_gate:
+                    out.append(Matrix(f"L{layer}.shared.gate", SHARED, layer, -1, 1, h))
+            for e in range(self.num_experts):
+                for name, o, i in self.ffn_shapes(self.expert_width, h):
+                    out.append(Matrix(f"L{layer}.E{e}.{name}", EXPERT, layer, e, o, i))
+        out.append(Matrix("lm_head", LM_HEAD, -1, -1, self.vocab_size, h))
+        return tuple(out)
+
+    # ----------------------------------------------------------------------- derived sizes
+    def params_by_module(self) -> dict[str, int]:
+        """Weight-static parameters per module kind (embeddings excluded; lm_head included)."""
+        out = dict.fromkeys(MODULES, 0)
+        for m in self.matrices:
+            out[m.module] += m.params
+        return out
+
+    def macs_per_token_by_module(self) -> dict[str, int]:
+        """Weight MACs of one token through the whole model (routed experts: top_k of them)."""
+        out = self.params_by_module()
+        out[EXPERT] = out[EXPERT] * self.top_k // self.num_experts if self.num_experts else 0
+        return out
+
+    def weight_bytes_by_module(self, weight_bits: int) -> dict[str, float]:
+        return {k: v * weight_bits / 8 for k, v in self.params_by_module().items()}
+
+    def kv_elements_per_token(self) -> int:
+        """KV-cache elements written per token per layer (MLA: the compressed latent + rope key)."""
+        if self.mla:
+            return self.kv_lora_rank + self.qk_rope_head_dim
+        return 2 * self.num_kv_heads * self.head_dim
+
+    def attention_macs_per_context(self) -> int:
+        """Score and context MACs per token per attended position (QK^T and AV over all heads)."""
+        if self.mla:
+            return self.num_heads * (self.qk_nope_head_dim + self.qk_rope_head_dim + self.v_head_dim)
+        return 2 * self.num_heads * self.head_dim
+
+    def summary(self) -> dict[str, Any]:
+        return {"name": self.name, "layers": self.num_layers, "moe_layers": len(self.moe_layers),
+                "hidden_size": self.hidden_size, "experts": self.num_experts, "top_k": self.top_k,
+                "expert_width": self.expert_width, "params_by_module": self.params_by_module()}
+
+
+# ----------------------------------------------------------------------------- config reading
+
+def _first(cfg: Mapping[str, Any], *keys: str, default: Any = None) -> Any:
+    for key in keys:
+        if cfg.get(key) is not None:
+            return cfg[key]
+    return default
+
+
+def from_hf_config(cfg: Mapping[str, Any], name: str = "", source: str = "") -> ModelShape:
+    """Map a raw HF ``config.json`` (OLMoE, DeepSeekMoE, DeepSeek-V2, Qwen1.5/Qwen3-MoE, Mixtral,
+    Granite-MoE synonyms) onto a :class:`ModelShape`."""
+    def need(*keys: str) -> Any:
+        value = _first(cfg, *keys)
+        if value is None:
+            raise ModelError(f"{source or name}: config has none of the keys {', '.join(keys)}")
+        return value
+
+    hidden = int(need("hidden_size", "d_model"))
+    layers = int(need("num_hidden_layers", "n_layer", "num_layers"))
+    heads = int(need("num_attention_heads", "n_head"))
+    kv_heads = int(_first(cfg, "num_key_value_heads", default=heads))
+    head_dim = int(_first(cfg, "head_dim", default=hidden // heads))
+    experts = int(_first(cfg, "num_experts", "n_routed_experts", "num_local_experts", default=0))
+    if experts <= 0:
+        raise ModelError(f"{source or name}: not a Mixture-of-Experts config (no num_experts / "
+                         "n_routed_experts / num_local_experts)")
+    top_k = int(need("num_experts_per_tok", "moe_topk", "top_k"))
+    if not 1 <= top_k <= experts:
+        raise ModelError(f"{source or name}: num_experts_per_tok = {top_k} outside [1, {experts}]")
+    dense_width = int(_first(cfg, "intermediate_size", default=0))
+    expert_width = int(_first(cfg, "moe_intermediate_size", "intermediate_size", default=0))
+    if expert_width <= 0:
+        raise ModelError(f"{source or name}: no moe_intermediate_size or intermediate_size")
+    shared_width = int(_first(cfg, "shared_expert_intermediate_size", default=0))
+    shared_gate = shared_width > 0  # Qwen's shared expert has a sigmoid gate [1, hidden]
+    if not shared_width and cfg.get("n_shared_experts"):
+        shared_width = int(cfg["n_shared_experts"]) * expert_width
+
+    first_dense = int(_first(cfg, "first_k_dense_replace", default=0))
+    freq = int(_first(cfg, "moe_layer_freq", default=1))
+    step = int(_first(cfg, "decoder_sparse_step", default=1))
+    mlp_only = set(_first(cfg, "mlp_only_layers", default=[]) or [])
+    moe_layers = tuple(i for i in range(layers)
+                       if i >= first_dense and i % freq == 0 and (i + 1) % step == 0 and i not in mlp_only)
+    if len(moe_layers) < layers and dense_width <= 0:
+        raise ModelError(f"{source or name}: dense layers need intermediate_size")
+    mixtral_like = str(cfg.get("model_type", "")).startswith("mixtral")
+    return ModelShape(
+        name=name or str(cfg.get("_name_or_path") or cfg.get("model_type") or "model"), source=source,
+        hidden_size=hidden, num_layers=layers, vocab_size=int(need("vocab_size")),
+        num_heads=heads, num_kv_heads=kv_heads, head_dim=head_dim,
+        num_experts=experts, top_k=top_k, expert_width=expert_width, moe_layers=moe_layers,
+        dense_ffn_width=dense_width if len(moe_layers) < layers else 0,
+        shared_expert_width=shared_width, shared_expert_gate=shared_gate,
+        norm_topk_prob=bool(cfg.get("norm_topk_prob", mixtral_like)),
+        tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+        kv_lora_rank=int(_first(cfg, "kv_lora_rank", default=0)),
+        q_lora_rank=int(_first(cfg, "q_lora_rank", default=0)),
+        qk_rope_head_dim=int(_first(cfg, "qk_rope_head_dim", default=0)),
+        qk_nope_head_dim=int(_first(cfg, "qk_nope_head_dim", default=0)),
+        v_head_dim=int(_first(cfg, "v_head_dim", default=0)),
+    )
+
+
+def list_model_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def load_model(name_or_path: str | Path) -> ModelShape:
+    """A preset name (``olmoe-1b-7b``, ...), a ``config.json`` path, or a directory holding one."""
+    text = str(name_or_path)
+    preset = PRESET_DIR / f"{text}.yaml"
+    if preset.is_file():
+        cfg = yaml.safe_load(preset.read_text())
+        return from_hf_config(cfg, name=text, source=cfg.get("_source", str(preset)))
+    path = Path(text)
+    if path.is_dir():
+        path = path / "config.json"
+    if not path.is_file():
+        raise ModelError(f"{text}: no such model preset or config.json "
+                         f"(presets: {', '.join(list_model_presets())})")
+    try:
+        cfg = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+    if not isinstance(cfg, dict):
+        raise ModelError(f"{path}: expected a JSON object")
+    return from_hf_config(cfg, name=path.parent.name or path.stem, source=str(path))

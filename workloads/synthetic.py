@@ -1,0 +1,225 @@
+"""Seeded synthetic routing traces (DESIGN §3).
+
+Per MoE layer a target selection share ``pi`` (each expert's share of all top-k selections) is
+drawn from a Zipf law (exponent ``zipf_s``, ranks shuffled per layer), a Dirichlet
+(concentration ``dirichlet_alpha``), uniform, or taken from published per-expert counts. Top-k
+sets are drawn without replacement by the Gumbel-top-k trick from Plackett-Luce weights that are
+calibrated (fixed-point iteration on Monte-Carlo inclusion rates) so that each expert's selection
+share matches ``pi``. Then, token by token within a request:
+- with probability ``locality`` a token reuses the previous token's experts at that layer;
+- otherwise, with probability ``layer_correlation``, it maps its own experts at the previous MoE
+  layer through a fixed rank-to-rank map (the previous layer's i-th most popular expert goes to
+  this layer's i-th most popular), which keeps Zipf marginals intact;
+- otherwise a fresh draw.
+Gate weights are the softmax of the drawn keys over the chosen k (summing to 1).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from .shapes import ModelShape
+from .trace import PHASES, RoutingTrace, TraceError, empty_arrays
+
+POPULARITY = ("zipf", "dirichlet", "uniform", "counts")
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    tokens: int = 4096
+    requests: int = 8
+    popularity: str = "zipf"
+    zipf_s: float = 1.0
+    dirichlet_alpha: float = 1.0
+    locality: float = 0.0
+    layer_correlation: float = 0.0
+    seed: int = 0
+    counts_file: str | None = None
+    counts_model: str | None = None
+    counts_domain: str | None = None
+
+    def check(self) -> None:
+        if self.tokens < 1 or self.requests < 1 or self.requests > self.tokens:
+            raise TraceError(f"synthetic trace: need tokens >= requests >= 1 (tokens={self.tokens}, "
+                             f"requests={self.requests})")
+        if self.popularity not in POPULARITY:
+            raise TraceError(f"synthetic trace: popularity {self.popularity!r}; allowed: {', '.join(POPULARITY)}")
+        for name in ("locality", "layer_correlation"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise TraceError(f"synthetic trace: {name} = {getattr(self, name)} outside [0, 1]")
+        if self.zipf_s < 0 or self.dirichlet_alpha <= 0:
+            raise TraceError("synthetic trace: zipf_s must be >= 0 and dirichlet_alpha > 0")
+        if self.popularity == "counts" and not self.counts_file:
+            raise TraceError("synthetic trace: popularity 'counts' needs a counts file")
+
+
+def load_counts(path: str | Path, model: str | None, domain: str | None) -> dict[int, np.ndarray]:
+    """Per-layer selection counts from ``expert_counts.json``-style files.
+
+    Accepts ``{"models": {M: {"domains": {D: {"layer": [counts]}}}}}`` (``model``/``domain`` pick
+    one; the first is used when omitted) or a plain ``{"layer": [counts]}``.
+    """
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise TraceError(f"{path}: cannot read counts: {exc}") from None
+    if "models" in data:
+        models = data["models"]
+        model = model or next(iter(models))
+        if model not in models:
+            raise TraceError(f"{path}: no model {model!r}; allowed: {', '.join(models)}")
+        domains = models[model]["domains"]
+        domain = domain or next(iter(domains))
+        if domain not in domains:
+            raise TraceError(f"{path}: no domain {domain!r}; allowed: {', '.join(domains)}")
+        data = domains[domain]
+    return {int(k): np.asarray(v, np.float64) for k, v in data.items()}
+
+
+def target_shares(spec: SyntheticSpec, model: ModelShape, rng: np.random.Generator) -> dict[int, np.ndarray]:
+    """Target selection share per MoE layer (each sums to 1)."""
+    E, k, out = model.num_experts, model.top_k, {}
+    counts = load_counts(spec.counts_file, spec.counts_model, spec.counts_domain) if spec.popularity == "counts" else {}
+    for layer in model.moe_layers:
+        if spec.popularity == "zipf":
+            p = 1.0 / np.arange(1, E + 1) ** spec.zipf_s
+            p = p[rng.permutation(E)]
+        elif spec.popularity == "dirichlet":
+            p = rng.dirichlet(np.full(E, spec.dirichlet_alpha))
+        elif spec.popularity == "uniform":
+            p = np.ones(E)
+        else:
+            nearest = min(counts, key=lambda c: (abs(c - layer), c))
+            p = counts[nearest].copy()
+            if p.size != E:
+                raise TraceError(f"{spec.counts_file}: layer {nearest} has {p.size} experts, {model.name} has {E}")
+            if nearest != layer:  # seeded relabelling for layers without published counts
+                p = p[rng.permutation(E)]
+        p = p / p.sum()
+        out[layer] = _feasible(p, k)
+    return out
+
+
+def _feasible(p: np.ndarray, k: int) -> np.ndarray:
+    """Cap shares at 1/k (an expert is chosen at most once per token) and renormalise."""
+    for _ in range(64):
+        over = p > 1.0 / k
+        if not over.any():
+            break
+        excess = (p[over] - 1.0 / k).sum()
+        p = p.copy()
+        p[over] = 1.0 / k
+        p[~over] += excess * p[~over] / p[~over].sum()
+    return p
+
+
+def _gumbel_topk(logw: np.ndarray, k: int, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    keys = logw[None, :] + rng.gumbel(size=(n, logw.size))
+    idx = np.argpartition(-keys, k - 1, axis=1)[:, :k]
+    kv = np.take_along_axis(keys, idx, axis=1)
+    order = np.argsort(-kv, axis=1)
+    return np.take_along_axis(idx, order, axis=1), np.take_along_axis(kv, order, axis=1)
+
+
+def calibrate_weights(pi: np.ndarray, k: int, rng: np.random.Generator, samples: int = 8000,
+                      iterations: int = 4) -> np.ndarray:
+    """Plackett-Luce log-weights whose top-k inclusion rate approximates ``k * pi``.
+
+    Start from the exponential-race approximation (expert i is in the top k with probability
+    ``1 - exp(-w_i * tau)``, so ``w_i = -ln(1 - k * pi_i)``), then refine by a few fixed-point
+    steps on Monte-Carlo inclusion rates.
+    """
+    if k == 1:
+        return np.log(np.maximum(pi, 1e-12))
+    q = np.clip(k * pi, 1e-12, 1 - 1e-9)
+    logw = np.log(-np.log1p(-q))
+    for _ in range(iterations):
+        ids, _ = _gumbel_topk(logw, k, samples, rng)
+        rate = np.bincount(ids.ravel(), minlength=pi.size) / (samples * k)
+        logw += np.log(np.maximum(pi, 1e-12) / np.maximum(rate, 0.5 / (samples * k)))
+        logw -= logw.max()
+    return logw
+
+
+def synthesize(spec: SyntheticSpec, model: ModelShape) -> RoutingTrace:
+    """Generate a trace for every MoE layer of ``model`` (deterministic for a given spec)."""
+    spec.check()
+    rng = np.random.default_rng(spec.seed)
+    T, k = spec.tokens, model.top_k
+    shares = target_shares(spec, model, rng)
+    experts, weights = empty_arrays(T, model.num_layers, k)
+    request = np.repeat(np.arange(spec.requests, dtype=np.int32), -(-T // spec.requests))[:T]
+    first_of_request = np.r_[True, request[1:] != request[:-1]]
+    position = (np.arange(T) - np.flatnonzero(first_of_request)[request]).astype(np.int32)
+    prev_layer = None
+    for layer in model.moe_layers:
+        logw = calibrate_weights(shares[layer], k, rng)
+        ids, keys = _gumbel_topk(logw, k, T, rng)
+        gates = np.exp(keys - keys.max(axis=1, keepdims=True))
+        gates /= gates.sum(axis=1, keepdims=True)
+        if prev_layer is not None and spec.layer_correlation > 0:
+            rank_map = np.empty(model.num_experts, np.int64)
+            rank_map[np.argsort(-shares[prev_layer], kind="stable")] = np.argsort(-shares[layer], kind="stable")
+            corr = rng.random(T) < spec.layer_correlation
+            ids[corr] = rank_map[experts[corr, prev_layer].astype(np.int64)]
+            gates[corr] = weights[corr, prev_layer]
+        if spec.locality > 0:
+            reuse = (rng.random(T) < spec.locality) & ~first_of_request
+            # a run of reuses copies from the last fresh token: index of the latest non-reused token
+            src = np.where(reuse, 0, np.arange(T))
+            src = np.maximum.accumulate(src)
+            ids, gates = ids[src], gates[src]
+        experts[:, layer] = ids
+        weights[:, layer] = gates
+        prev_layer = layer
+    observed = np.zeros(model.num_layers, bool)
+    observed[list(model.moe_layers)] = True
+    meta = {"format": "synthetic", "synthetic": asdict(spec), "weights_normalised": True,
+            "rows_read": 0, "warmup_rows_dropped": 0, "source": f"synthetic(seed={spec.seed})"}
+    return RoutingTrace(experts, weights, request, position, np.full(T, PHASES["unknown"], np.int8),
+                        observed, model.num_experts, meta)
+
+
+def fill_layers(trace: RoutingTrace, model: ModelShape, rule: str, seed: int) -> RoutingTrace:
+    """Fill unobserved MoE layers by ``replicate`` or ``synthetic`` (see the module docs).
+
+    - ``replicate``: copy the nearest observed layer (lower on ties), experts relabelled by a
+      seeded permutation per filled layer;
+    - ``synthetic``: fresh Gumbel-top-k draws from the pooled popularity of the observed layers,
+      relabelled per filled layer by a seeded permutation.
+    Filled layers are listed in ``meta["filled_layers"]``; ``observed`` stays as read.
+    """
+    from .readers import FILL_RULES
+
+    if rule not in FILL_RULES:
+        raise TraceError(f"fill rule {rule!r}; allowed: {', '.join(FILL_RULES)}")
+    seen = [layer for layer in model.moe_layers if trace.observed[layer]]
+    if not seen:
+        raise TraceError("cannot fill: no MoE layer was observed")
+    rng = np.random.default_rng(seed)
+    experts, weights = trace.experts.copy(), trace.weights.copy()
+    pooled = sum(trace.popularity(layer) for layer in seen) / len(seen)
+    filled = []
+    for layer in model.moe_layers:
+        if trace.observed[layer]:
+            continue
+        perm = rng.permutation(model.num_experts).astype(np.int16)
+        if rule == "replicate":
+            src = min(seen, key=lambda s: (abs(s - layer), s))
+            experts[:, layer] = perm[experts[:, src]]
+            weights[:, layer] = weights[:, src]
+        else:
+            logw = calibrate_weights(_feasible(pooled, model.top_k), model.top_k, rng)
+            ids, keys = _gumbel_topk(logw, model.top_k, trace.tokens, rng)
+            g = np.exp(keys - keys.max(axis=1, keepdims=True))
+            experts[:, layer] = perm[ids]
+            weights[:, layer] = g / g.sum(axis=1, keepdims=True)
+        filled.append(layer)
+    meta = {**trace.meta, "fill_rule": rule, "fill_seed": seed, "filled_layers": filled}
+    observed = trace.observed.copy()
+    observed[filled] = True
+    return replace(trace, experts=experts, weights=weights, observed=observed, meta=meta)
