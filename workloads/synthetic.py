@@ -145,6 +145,17 @@ def calibrate_weights(pi: np.ndarray, k: int, rng: np.random.Generator, samples:
     return logw
 
 
+def _calibrated(pi: np.ndarray, k: int, rng: np.random.Generator, cache: dict) -> np.ndarray:
+    """Calibration is permutation-equivariant: calibrate the sorted shares once, then permute."""
+    order = np.argsort(-pi, kind="stable")
+    key = pi[order].round(12).tobytes()
+    if key not in cache:
+        cache[key] = calibrate_weights(pi[order], k, rng)
+    out = np.empty_like(pi)
+    out[order] = cache[key]
+    return out
+
+
 def synthesize(spec: SyntheticSpec, model: ModelShape) -> RoutingTrace:
     """Generate a trace for every MoE layer of ``model`` (deterministic for a given spec)."""
     spec.check()
@@ -156,8 +167,9 @@ def synthesize(spec: SyntheticSpec, model: ModelShape) -> RoutingTrace:
     first_of_request = np.r_[True, request[1:] != request[:-1]]
     position = (np.arange(T) - np.flatnonzero(first_of_request)[request]).astype(np.int32)
     prev_layer = None
+    cache: dict = {}
     for layer in model.moe_layers:
-        logw = calibrate_weights(shares[layer], k, rng)
+        logw = _calibrated(shares[layer], k, rng, cache)
         ids, keys = _gumbel_topk(logw, k, T, rng)
         gates = np.exp(keys - keys.max(axis=1, keepdims=True))
         gates /= gates.sum(axis=1, keepdims=True)

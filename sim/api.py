@@ -1,0 +1,183 @@
+"""``simulate(...) -> Result``: the same run as ``hetmoe run``, usable from a notebook."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from arch import load_chip
+from arch.spec import ChipSpec
+from workloads.checkpoint import ExpertStats, compute_stats, synthetic_stats
+from workloads.readers import read_trace, require_complete
+from workloads.shapes import ModelShape, load_model
+from workloads.synthetic import SyntheticSpec, synthesize
+from workloads.trace import RoutingTrace
+
+from .engine import Engine, Timeline
+from .mapping import Mapping, build_mapping
+from .metrics import exposure, percentiles_us, price
+from .placement import POLICIES, Placement, PlacementContext, place
+from .result import Result
+from .workplan import WorkPlan, build_plan
+
+
+def resolve_inputs(hw: str | ChipSpec, model: str | ModelShape, trace: str | RoutingTrace | SyntheticSpec | None,
+                   *, seed: int = 0, fill: str | None = None, checkpoint: str | None = None,
+                   stats: ExpertStats | None = None, hw_overrides: dict | None = None
+                   ) -> tuple[ChipSpec, ModelShape, RoutingTrace, ExpertStats]:
+    chip = hw if isinstance(hw, ChipSpec) else load_chip(hw, hw_overrides)
+    shape = model if isinstance(model, ModelShape) else load_model(model)
+    if trace is None or trace == "synthetic":
+        trace = SyntheticSpec(seed=seed)
+    if isinstance(trace, SyntheticSpec):
+        trace = synthesize(trace, shape)
+    elif not isinstance(trace, RoutingTrace):
+        trace = read_trace(trace, shape, fill=fill, seed=seed)
+    require_complete(trace, shape)
+    if stats is None:
+        stats = compute_stats(checkpoint, shape) if checkpoint else synthetic_stats(shape, seed)
+    return chip, shape, trace, stats
+
+
+def simulate(hw: str | ChipSpec, model: str | ModelShape, trace: str | RoutingTrace | SyntheticSpec | None = None,
+             policy: str = "maxnn", *, fraction: float = 0.125, score: str = "gate_rows", scope: str = "layer",
+             mode: str = "prefill", batch: int = 64, seed: int = 0, context_tokens: int = 512,
+             max_inflight: int = 4, fill: str | None = None, checkpoint: str | None = None,
+             stats: ExpertStats | None = None, placement_file: str | None = None,
+             hw_overrides: dict | None = None, trace_events: str | Path | None = None) -> Result:
+    """Run one simulation and return its :class:`Result` (see ``sim.metrics.METRICS``)."""
+    wall0 = time.perf_counter()
+    run = build_run(hw, model, trace, policy, fraction=fraction, score=score, scope=scope, mode=mode, batch=batch,
+                    seed=seed, context_tokens=context_tokens, max_inflight=max_inflight, fill=fill,
+                    checkpoint=checkpoint, stats=stats, placement_file=placement_file, hw_overrides=hw_overrides,
+                    timeline=bool(trace_events))
+    chip, shape, tr, st, placement, plan, mapping, engine = (
+        run.chip, run.model, run.trace, run.stats, run.placement, run.plan, run.mapping, run.engine)
+    timeline = engine.timeline
+    makespan_ps = engine.run()
+    wall = time.perf_counter() - wall0
+    data = assemble(chip, shape, tr, st, placement, plan, mapping, engine, makespan_ps, dict(
+        hw=chip.name, hw_source=chip.source, model=shape.name, policy=policy, fraction=fraction, score=score,
+        scope=scope, mode=mode, batch=batch, seed=seed, context_tokens=context_tokens, max_inflight=max_inflight,
+        fill=fill, checkpoint=checkpoint, hw_overrides=hw_overrides or {}))
+    if trace_events:
+        from .timeline import write_chrome_trace
+        write_chrome_trace(timeline, engine, trace_events)
+    return Result(data, wall)
+
+
+@dataclass(frozen=True, eq=False)
+class Run:
+    """Everything a run is built from, before the engine runs (for tests and notebooks)."""
+
+    chip: ChipSpec
+    model: ModelShape
+    trace: RoutingTrace
+    stats: ExpertStats
+    placement: Placement
+    plan: WorkPlan
+    mapping: Mapping
+    engine: Engine
+
+
+def build_run(hw, model, trace=None, policy: str = "maxnn", *, fraction: float = 0.125, score: str = "gate_rows",
+              scope: str = "layer", mode: str = "prefill", batch: int = 64, seed: int = 0, context_tokens: int = 512,
+              max_inflight: int = 4, fill: str | None = None, checkpoint: str | None = None,
+              stats: ExpertStats | None = None, placement_file: str | None = None, hw_overrides: dict | None = None,
+              timeline: bool = False) -> Run:
+    if policy not in POLICIES:
+        place(policy, None)  # raises with the list of valid policies
+    chip, shape, tr, st = resolve_inputs(hw, model, trace, seed=seed, fill=fill, checkpoint=checkpoint,
+                                         stats=stats, hw_overrides=hw_overrides)
+    placement = place(policy, PlacementContext(shape, tr, st, fraction, score, scope, seed, placement_file))
+    plan = build_plan(tr, shape, mode, batch, context_tokens)
+    mapping = build_mapping(chip, shape, placement, plan)
+    engine = Engine(chip, shape, mapping, plan, Timeline() if timeline else None, max_inflight)
+    return Run(chip, shape, tr, st, placement, plan, mapping, engine)
+
+
+def assemble(chip, shape, tr, st, placement, plan, mapping, engine, makespan_ps, config) -> dict[str, Any]:
+    makespan_ns = makespan_ps / 1000.0
+    energy = price(chip, engine.c, makespan_ns)
+    domains = {d: sum(v.values()) for d, v in energy.items()}
+    total_pj = sum(domains.values())
+    tokens = tr.tokens
+    seconds = makespan_ns * 1e-9
+    mb_lat = np.asarray(engine.mb_end_ps, np.int64) - (np.asarray(engine.mb_start_ps, np.int64)
+                                                       if plan.mode == "decode" else 0)
+    tok_lat = np.repeat(mb_lat, plan.mb_tokens)
+    p50, p95, p99 = percentiles_us(tok_lat)
+    ends = np.asarray(engine.mb_end_ps, np.int64)
+    if plan.mode == "decode":
+        firsts = plan.mb_of_token[plan.first_token_of_seq]
+        ttft = ends[firsts] - np.asarray(engine.mb_start_ps, np.int64)[firsts]
+        tpot = float(mb_lat.mean() / 1e6)
+    else:
+        ttft = ends[plan.lm_head_tokens > 0]
+        tpot = float("nan")
+    t50 = percentiles_us(ttft)[0]
+    energy_j = total_pj * 1e-12
+    metrics = {
+        "makespan_s": seconds, "tokens": tokens,
+        "throughput_tokens_per_s": tokens / seconds if seconds else float("inf"),
+        "energy_j": energy_j, "energy_per_token_uj": energy_j / tokens * 1e6,
+        "average_power_w": energy_j / seconds if seconds else 0.0,
+        "tokens_per_s_per_w": tokens / energy_j if energy_j else float("inf"),
+        "latency_p50_us": p50, "latency_p95_us": p95, "latency_p99_us": p99, "ttft_p50_us": t50,
+        "tpot_mean_us": tpot,
+        **exposure(tr, shape, placement.digital_experts, st.score(config["score"])),
+    }
+    util = utilisation(chip, engine, makespan_ps)
+    c = engine.c
+    counters = {k: float(v) for k, v in vars(c).items()}
+    config = {**config, "trace": tr.meta.get("source"), "trace_format": tr.meta.get("format"),
+              "scores": st.source, "scores_synthetic": st.synthetic}
+    run_id = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    net = mapping.network
+    node_util = {}
+    per_tile = np.asarray(engine.tile_busy_ps(), float) / max(makespan_ps, 1)
+    for t in range(len(per_tile)):
+        node_util.setdefault(str(net.node_of_tile(t)), []).append(per_tile[t])
+    return {
+        "run_id": run_id, "config": config, "metrics": metrics,
+        "energy_pj": energy, "energy_by_domain_pj": domains, "counters": counters,
+        "utilisation": util["summary"], "utilisation_rows": util["rows"],
+        "tile_utilisation_by_node": {k: float(np.mean(v)) for k, v in node_util.items()},
+        "noc": {"topology": chip.noc.topology, "width": chip.noc.width, "height": chip.noc.height,
+                "simd_node": str(net.simd_node), "dram_node": str(net.dram_node)},
+        "mapping": mapping.report, "placement": placement.summary(shape),
+        "trace": {"tokens": tokens, "requests": int(tr.request.max()) + 1, "format": tr.meta.get("format"),
+                  "source": tr.meta.get("source"), "warmup_rows_dropped": tr.meta.get("warmup_rows_dropped", 0),
+                  "filled_layers": tr.meta.get("filled_layers", []), "synthetic": tr.meta.get("synthetic")},
+        "engine": {"micro_batches": plan.n_mb, "layer_visits": int(sum(engine.layer_visits)),
+                   "layers": shape.num_layers, "simpy_now_ps": makespan_ps},
+    }
+
+
+def utilisation(chip: ChipSpec, engine: Engine, makespan_ps: int) -> dict[str, Any]:
+    span = max(makespan_ps, 1)
+    rows = []
+    for i, b in enumerate(engine.tile_busy_ps()):
+        rows.append({"resource": f"tile {i}", "kind": "tile", "busy_ns": b / 1000, "utilisation": b / span})
+    for core in range(chip.digital.simd.cores):
+        rows.append({"resource": f"simd core {core}", "kind": "simd", "busy_ns": engine.simd.busy_ps / 1000,
+                     "utilisation": engine.simd.busy_ps / span})
+    for ch, cal in enumerate(engine.dram):
+        b = cal.busy_ps
+        rows.append({"resource": f"dram ch{ch}", "kind": "dram", "busy_ns": b / 1000, "utilisation": b / span})
+    for (u, v), cal in zip(engine.links, engine.link_cal):
+        b = cal.busy_ps
+        rows.append({"resource": f"link {u}->{v}", "kind": "noc_link", "busy_ns": b / 1000, "utilisation": b / span})
+    summary = {}
+    for kind in ("tile", "simd", "dram", "noc_link"):
+        vals = np.array([r["utilisation"] for r in rows if r["kind"] == kind])
+        if vals.size:
+            summary[f"{kind}_mean"] = float(vals.mean())
+            summary[f"{kind}_max"] = float(vals.max())
+    return {"summary": summary, "rows": rows}

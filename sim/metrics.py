@@ -1,0 +1,83 @@
+"""Price counters into energy and assemble the run's metrics (DESIGN §6).
+
+Energy = sum(count x unit energy) + sum(static power x makespan); mW x ns = pJ. Metric names carry
+their units; see ``METRICS`` for the formula of each.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from arch import costs
+from arch.spec import ChipSpec
+
+METRICS = {
+    "makespan_s": "end of the last operation",
+    "tokens": "tokens simulated",
+    "throughput_tokens_per_s": "tokens / makespan_s",
+    "energy_j": "dynamic (counts x unit energies) + static (power x makespan)",
+    "energy_per_token_uj": "energy_j / tokens x 1e6",
+    "average_power_w": "energy_j / makespan_s",
+    "tokens_per_s_per_w": "throughput / average power = tokens per joule",
+    "latency_p50_us": "per-token latency, median (prefill: micro-batch completion since t=0; decode: step time)",
+    "latency_p95_us": "per-token latency, 95th percentile",
+    "latency_p99_us": "per-token latency, 99th percentile",
+    "ttft_p50_us": "time to first token per request/sequence, median (prefill: last chunk's lm_head done; "
+                   "decode: first step done since the sequence was admitted)",
+    "tpot_mean_us": "decode: mean step time (time per output token); prefill: n/a",
+    "analog_exposure_macs": "share of routed-expert MACs that ran on analog tiles",
+    "analog_exposure_gate_weighted": "same, each selection weighted by its gate weight",
+    "analog_exposure_score_weighted": "same, each selection weighted by its expert's MaxNNScore",
+}
+
+
+def price(chip: ChipSpec, c: Any, makespan_ns: float) -> dict[str, dict[str, float]]:
+    """Energy in pJ by domain and component."""
+    a, mem = chip.analog, chip.memory
+    ld = a.local_digital
+    return {
+        "analog": {
+            "adc": c.adc_conversions * a.adc.energy_pj_per_conversion,
+            "dac": c.dac_conversions * a.dac.energy_pj_per_conversion,
+            "array": c.array_cell_reads * a.tile.array_energy_fj_per_cell * 1e-3,
+            "local_digital": c.local_digital_ops * (ld.energy_pj_per_op if ld else 0.0),
+            "static": a.tile_count * a.static_power_mw_per_tile * makespan_ns,
+        },
+        "digital": {
+            "mac": c.simd_macs * costs.e_mac_pj(chip),
+            "vector": c.simd_vector_ops * costs.e_vector_op_pj(chip),
+            "static": chip.digital.simd.static_power_mw * makespan_ns,
+        },
+        "memory": {
+            "sram": c.sram_bytes * costs.e_sram_pj_per_byte(chip),
+            "dram": costs.dram_energy_pj(c.dram_bytes, mem.dram.energy_pj_per_bit),
+            "sram_static": mem.sram.static_power_mw * makespan_ns,
+            "dram_static": mem.dram.static_power_mw * makespan_ns,
+        },
+        "noc": {"links": c.noc_energy_pj},
+    }
+
+
+def percentiles_us(values_ps: np.ndarray) -> tuple[float, float, float]:
+    if values_ps.size == 0:
+        return (float("nan"),) * 3
+    p = np.percentile(values_ps, [50, 95, 99]) / 1e6
+    return float(p[0]), float(p[1]), float(p[2])
+
+
+def exposure(trace: Any, model: Any, digital_experts: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """Analog share of routed-expert selections: raw (= MACs, all experts of a model are equal size),
+    gate-weighted and MaxNNScore-weighted."""
+    layers = list(model.moe_layers)
+    ex = trace.experts[:, layers, :].astype(np.int64)
+    w = trace.weights[:, layers, :].astype(np.float64)
+    lidx = np.broadcast_to(np.asarray(layers)[None, :, None], ex.shape)
+    analog = ~digital_experts[lidx, ex]
+    s = np.nan_to_num(scores[lidx, ex], nan=0.0)
+    def share(weight: np.ndarray) -> float:
+        total = weight.sum()
+        return float((weight * analog).sum() / total) if total > 0 else 0.0
+    return {"analog_exposure_macs": float(analog.mean()) if analog.size else 0.0,
+            "analog_exposure_gate_weighted": share(w), "analog_exposure_score_weighted": share(s)}

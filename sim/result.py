@@ -1,0 +1,65 @@
+"""The result of one run: a plain JSON-able dict plus writers for JSON and tidy CSV.
+
+Plots and reports read these files only (they never import the engine).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True, eq=False)
+class Result:
+    data: dict[str, Any]
+    wall_s: float = 0.0      # host time of the run; kept out of result.json so equal seeds give equal files
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.data["metrics"]
+
+    def to_json(self) -> str:
+        return json.dumps(self.data, indent=2, sort_keys=True)
+
+    def write(self, out_dir: str | Path) -> Path:
+        """Write ``result.json``, ``summary.csv``, ``energy.csv`` and ``utilisation.csv``."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "result.json").write_text(self.to_json() + "\n")
+        write_csv(out / "summary.csv", [summary_row(self.data)])
+        write_csv(out / "energy.csv", energy_rows(self.data))
+        write_csv(out / "utilisation.csv", [{"run": self.data["run_id"], **r} for r in self.data["utilisation_rows"]])
+        return out
+
+
+def summary_row(d: dict[str, Any]) -> dict[str, Any]:
+    p = d["placement"]
+    return {"run": d["run_id"], "policy": p["policy"], "digital_fraction": p.get("fraction", ""),
+            "digital_expert_share": p["digital_expert_share"], "mode": d["config"]["mode"],
+            "hw": d["config"]["hw"], **d["metrics"]}
+
+
+def energy_rows(d: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"run": d["run_id"], "domain": dom, "component": comp, "energy_pj": v}
+            for dom, comps in d["energy_pj"].items() for comp, v in comps.items()]
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        path.write_text("")
+        return
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def load_result(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "result.json"
+    return json.loads(path.read_text())
