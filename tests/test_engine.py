@@ -50,12 +50,13 @@ def tiny():
     return from_hf_config(TINY, name="tiny")
 
 
-def expected_single_token_ns(chip, model, analog_expert: bool, analog_dense: bool) -> float:
+def expected_single_token_ns(chip, model, analog_expert: bool, analog_dense: bool, expert_remote: bool) -> float:
     """Sum of closed forms for one token through the tiny model, in the documented stage order.
 
-    Slot rule (DESIGN/mapping): matrices in model order take slots 0, 1, 2, ...: q, k, v, o -> tiles
-    0-3 (node (0,0) = SIMD node); router -> tile 4; expert 0 gate/up/down -> tiles 5-7 (node (1,0));
-    expert 1 -> tiles 0-2 tier 1 (node (0,0)); lm_head -> tile 3 (node (0,0)).
+    Slot rule (DESIGN/mapping): analog matrices in model order take slots 0, 1, 2, ... . All-analog:
+    q, k, v, o -> tiles 0-3 (node (0,0) = SIMD node); router -> tile 4; expert 0 gate/up/down -> tiles
+    5-7 (node (1,0), ``expert_remote``); expert 1 -> tiles 0-2 tier 1; lm_head -> tile 3. Under maxnn
+    only expert 0 is analog: tiles 0-2, at the SIMD node.
     """
     H, W, E = model.hidden_size, model.expert_width, model.num_experts
     ab = chip.precision.activation_bits / 8
@@ -85,8 +86,9 @@ def expected_single_token_ns(chip, model, analog_expert: bool, analog_dense: boo
     t += (hop(H * ab) + mvm + hop(E * ab)) if analog_dense else gemm(E, H)
     t += vec(E * (ops.SOFTMAX_OPS_PER_ELEMENT + ops.TOPK_OPS_PER_ELEMENT))
     act_ops = W * ops.SWIGLU_OPS_PER_ELEMENT
-    if analog_expert:   # expert 0 on node (1,0): dispatch, gate|up, local activation, down, combine
-        t += hop(H * ab) + mvm + act_ops / ld_rate + mvm + hop(H * ab)
+    if analog_expert:   # dispatch, gate|up, local activation, down, combine
+        trip = hop(H * ab) if expert_remote else 0.0
+        t += trip + mvm + act_ops / ld_rate + mvm + trip
     else:
         t += 3 * gemm(W, H) + vec(act_ops)
     t += vec(model.top_k * H * ops.COMBINE_OPS_PER_ELEMENT + H * ops.RESIDUAL_OPS_PER_ELEMENT)
@@ -105,7 +107,8 @@ def test_single_token_matches_closed_form(chip, tiny, policy, route, analog_expe
     assert run.placement.digital_experts[0].tolist() == ([False, True] if policy == "maxnn" else
                                                           [policy == "all-digital"] * 2)
     makespan_ns = run.engine.run() / 1000
-    assert makespan_ns == pytest.approx(expected_single_token_ns(chip, tiny, analog_expert, analog_dense), abs=1e-3)
+    assert makespan_ns == pytest.approx(expected_single_token_ns(chip, tiny, analog_expert, analog_dense,
+                                                                  expert_remote=policy == "all-analog"), abs=1e-3)
 
 
 def _records(policy, chip, model, routes, batch=8, **kw):
