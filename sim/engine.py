@@ -103,6 +103,8 @@ class Engine:
         self.link_cal = [Calendar(clock) for _ in self.links]
         self.analog_ops = [0] * len(model.matrices)      # per matrix: operations and tokens, for tile busy time
         self.analog_tokens = [0] * len(model.matrices)
+        self.bookings = 0                                 # engine operations booked on calendars
+        self._mcal = {mi: tuple(self.groups[g] for g in am.groups) for mi, am in mapping.analog.items()}
         self._paths: dict[tuple[Any, Any], tuple[tuple[int, ...], float, float, int]] = {}
         self.router_ps = chip.noc.router_latency_ns * 1000.0
         # per-matrix static data
@@ -151,6 +153,7 @@ class Engine:
         end_ser = start + ser
         for cal in cals:
             cal.book(start, ser)
+        self.bookings += len(cals)
         if self.timeline is not None:
             for li in links:
                 self._record(f"link {self.links[li][0]}->{self.links[li][1]}", start, end_ser, label)
@@ -172,6 +175,7 @@ class Engine:
         else:
             start = self.simd.fit(ready, dur)
         self.simd.book(start, dur)
+        self.bookings += 1 + (dram_bytes > 0)
         self._record("simd", start, start + dur, label)
         return start + dur
 
@@ -211,19 +215,31 @@ class Engine:
         when there is none), which adds them. Returns (end, node holding the result).
         """
         am = self.map.analog[mi]
-        m = self.matrices[mi]
         k = n - 1
-        cals = [self.groups[g] for g in am.groups]
-        durs = [a + k * b for a, b in zip(am.group_mvm_ps, am.group_ii_ps)]
-        start = gang_fit(cals, durs, ready)
-        for cal, d in zip(cals, durs):
+        cals = self._mcal[mi]
+        if len(cals) == 1:
+            cal = cals[0]
+            d = am.group_mvm_ps[0] + k * am.group_ii_ps[0]
+            start = cal.fit(ready, d)
             cal.book(start, d)
-        end = start + max(durs)
+            end = start + d
+        else:
+            durs = [a + k * b for a, b in zip(am.group_mvm_ps, am.group_ii_ps)]
+            start = gang_fit(cals, durs, ready)
+            for cal, d in zip(cals, durs):
+                cal.book(start, d)
+            end = start + max(durs)
+        self.bookings += len(cals)
+        return self._after_mvm(mi, am, n, start, end)
+
+    def _after_mvm(self, mi: int, am: Any, n: int, start: int, end: int) -> tuple[int, Any]:
+        """Count an analog MVM's actions, then move and add its partial sums."""
+        m = self.matrices[mi]
         self.analog_ops[mi] += 1
         self.analog_tokens[mi] += n
         if self.timeline is not None:
             for x, a, b in zip(am.tiles, am.mvm_ps, am.ii_ps):
-                self._record(f"tile {x}", start, start + a + k * b, m.name)
+                self._record(f"tile {x}", start, start + a + (n - 1) * b, m.name)
         c = self.c
         c.dac_conversions += n * am.dac_per_token
         c.adc_conversions += n * am.adc_per_token
@@ -239,8 +255,8 @@ class Engine:
                 t = self.xfer(end, node, site, share, "partials")
                 if t > arrive:
                     arrive = t
-        adds = n * (m.out_features * (am.row_blocks - 1)) * ops.PARTIAL_SUM_OPS_PER_ADD
-        if adds:
+        if am.row_blocks > 1:
+            adds = n * m.out_features * (am.row_blocks - 1) * ops.PARTIAL_SUM_OPS_PER_ADD
             if self.ld_rate:
                 c.local_digital_ops += adds
                 arrive += ps(adds / self.ld_rate)
@@ -279,7 +295,9 @@ class Engine:
                 arrivals[home] = self.xfer(ready, self.simd_node, home, n * hidden * self.act_bytes, "dispatch")
             ends.append(self.analog_mvm(arrivals[home], mi, n))
         (tg, ng), (tu, nu) = ends
-        if self.ld_rate and ng == nu:
+        if self.ld_rate:
+            # activation at the gate's node; the up projection's output joins it there if it is elsewhere
+            tu = self.xfer(tu, nu, ng, n * width * self.act_bytes, "up out")
             self.c.local_digital_ops += act_ops
             t, site = max(tg, tu) + ps(act_ops / self.ld_rate), ng
         else:
