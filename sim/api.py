@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from arch import load_chip
+from arch.derived import derived_figures
 from arch.spec import ChipSpec
 from workloads.checkpoint import ExpertStats, compute_stats, synthetic_stats
 from workloads.readers import read_trace, require_complete
@@ -146,6 +147,7 @@ def assemble(chip, shape, tr, st, placement, plan, mapping, engine, makespan_ps,
         node_util.setdefault(str(net.node_of_tile(t)), []).append(per_tile[t])
     return {
         "run_id": run_id, "config": config, "metrics": metrics,
+        "hw_figures": derived_figures(chip), "model_summary": shape.summary(),
         "energy_pj": energy, "energy_by_domain_pj": domains, "counters": counters,
         "utilisation": util["summary"], "utilisation_rows": util["rows"],
         "tile_utilisation_by_node": {k: float(np.mean(v)) for k, v in node_util.items()},

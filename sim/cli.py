@@ -26,17 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _command_modules() -> list:
-    mods = [cli_hw]
-    try:
-        from . import cli_workloads
-        mods.append(cli_workloads)
-    except ImportError:  # pragma: no cover - during bring-up only
-        pass
-    try:
-        from . import cli_run
-        mods.append(cli_run)
-    except ImportError:  # pragma: no cover
-        pass
+    from . import cli_workloads
+
+    mods = [cli_hw, cli_workloads]
+    from . import cli_compare, cli_run
+    mods += [cli_run, cli_compare]
     return mods
 
 

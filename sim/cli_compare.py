@@ -1,0 +1,141 @@
+"""``hetmoe compare``, ``hetmoe plot`` and ``hetmoe sweep``."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from arch.errors import HetmoeError
+from workloads.synthetic import synthesize
+from workloads.trace import save_npz
+
+from .cli_run import add_common_run_args, run_kwargs
+from .cli_workloads import FMT
+
+SWEEP_FRACTIONS = (0.0, 0.125, 0.25, 0.5, 0.75, 1.0)
+BASELINE_FRACTIONS = (0.125, 0.25, 0.5)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare", formatter_class=FMT, help="compare placements and write a report with plots",
+        description="Run all-analog, all-digital, maxnn at 12.5%% and 25%%, a maxnn digital-fraction sweep "
+                    f"({', '.join(f'{f:g}' for f in SWEEP_FRACTIONS)}), the random and frequency baselines and the "
+                    f"maxnn-lowest control at {', '.join(f'{f:g}' for f in BASELINE_FRACTIONS)}; write "
+                    "OUT/report.md, plots (PNG), results.json and summary.csv. With no options: OLMoE-1B-7B, a "
+                    "seeded synthetic trace and the aimc-3d-moe preset.")
+    add_common_run_args(p, default_tokens=4096)
+    p.add_argument("--out", default="reports/compare", metavar="DIR", help="output folder")
+    p.add_argument("--jobs", type=int, default=2, help="local worker processes")
+    p.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="run on a Dask distributed cluster")
+    p.add_argument("--trace-events", metavar="FILE",
+                   help="also write a Chrome trace-event JSON of the maxnn 12.5%% run (keep --tokens small)")
+    p.set_defaults(handler=run_compare)
+
+    pl = sub.add_parser("plot", formatter_class=FMT, help="redraw plots and report from a results folder",
+                        description="Redraw every plot and report.md from OUT/runs/*/result.json alone.")
+    pl.add_argument("results", metavar="RESULTS_DIR", help="a folder written by compare or sweep")
+    pl.set_defaults(handler=run_plot)
+
+    sw = sub.add_parser(
+        "sweep", formatter_class=FMT, help="run a grid from a YAML spec",
+        description="Run policies x fractions x hw_overrides x traces x modes from SPEC.yaml (keys: hw, model, "
+                    "trace or traces, tokens, policies, fractions, hw_overrides (list of {KEY.PATH: value}), modes, "
+                    "seed, batch, score, scope, checkpoint, context_tokens, fill). Finished points are skipped "
+                    "when re-run into the same folder; a failed point is reported and the others go on.")
+    sw.add_argument("spec", metavar="SPEC.yaml")
+    sw.add_argument("--out", default="reports/sweep", metavar="DIR", help="output folder")
+    sw.add_argument("--jobs", type=int, default=2, help="local worker processes")
+    sw.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="run on a Dask distributed cluster")
+    sw.add_argument("--quiet", action="store_true", help="no progress bar")
+    sw.set_defaults(handler=run_sweep)
+
+
+def compare_points(base: dict) -> list[dict]:
+    points = [{**base, "policy": "all-analog", "fraction": 0.0}, {**base, "policy": "all-digital", "fraction": 1.0}]
+    points += [{**base, "policy": "maxnn", "fraction": f} for f in SWEEP_FRACTIONS]
+    for policy in ("frequency", "random", "maxnn-lowest"):
+        points += [{**base, "policy": policy, "fraction": f} for f in BASELINE_FRACTIONS]
+    return points
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from .api import resolve_inputs
+    from .plots import draw_all
+    from .report import write_report
+    from .sweep import collect, run_points, status_lines, write_tables
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    kw = run_kwargs(args)
+    # resolve once (validates everything before any worker starts) and share the trace as a file
+    chip, model, trace, _ = resolve_inputs(kw["hw"], kw["model"], kw["trace"], seed=args.seed, fill=args.fill,
+                                           checkpoint=args.checkpoint, hw_overrides=kw["hw_overrides"])
+    trace_file = out / "trace.npz"
+    save_npz(trace, trace_file)
+    kw["trace"] = str(trace_file)
+    kw["fill"] = None
+    points = compare_points(kw)
+    statuses = run_points(points, out, jobs=args.jobs, scheduler=args.scheduler, quiet=args.quiet)
+    runs = [r for r in collect(out) if r["folder"] in {s["id"] for s in statuses if s["ok"]}]
+    if not runs:
+        raise HetmoeError("every run failed:\n" + "\n".join(status_lines(statuses)))
+    write_tables(out, runs)
+    draw_all(runs, out)
+    command = "hetmoe " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "hetmoe compare"
+    report = write_report(runs, out, command=command, failures=status_lines(statuses))
+    if args.trace_events:
+        from .api import simulate
+        simulate(policy="maxnn", fraction=0.125, trace_events=args.trace_events, **kw)
+    for line in status_lines(statuses):
+        print(line, file=sys.stderr)
+    _print_table(runs)
+    print(f"wrote {report} with plots, results.json and summary.csv")
+    return 0 if all(s["ok"] for s in statuses) else 1
+
+
+def _print_table(runs: list[dict]) -> None:
+    from .plots import label
+    from .report import _sort_key
+
+    print(f"{'placement':<20} {'tokens/s':>12} {'uJ/token':>10} {'tokens/s/W':>11} {'exposure':>9}")
+    for r in sorted(runs, key=_sort_key):
+        m = r["metrics"]
+        print(f"{label(r):<20} {m['throughput_tokens_per_s']:>12,.0f} {m['energy_per_token_uj']:>10.4g} "
+              f"{m['tokens_per_s_per_w']:>11,.0f} {100 * m['analog_exposure_macs']:>8.1f}%")
+
+
+def run_plot(args: argparse.Namespace) -> int:
+    from .plots import draw_all
+    from .report import write_report
+    from .sweep import collect
+
+    runs = collect(args.results)
+    if not runs:
+        raise HetmoeError(f"{args.results}: no runs/*/result.json found")
+    for path in draw_all(runs, args.results):
+        print(f"wrote {path}")
+    print(f"wrote {write_report(runs, args.results)}")
+    return 0
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    from .plots import draw_all
+    from .sweep import collect, load_sweep_spec, run_points, status_lines, write_tables
+
+    points = load_sweep_spec(args.spec)
+    statuses = run_points(points, args.out, jobs=args.jobs, scheduler=args.scheduler, quiet=args.quiet)
+    done = {s["id"] for s in statuses if s["ok"]}
+    runs = [r for r in collect(args.out) if r["folder"] in done]
+    skipped = sum(1 for s in statuses if s.get("skipped"))
+    if runs:
+        write_tables(args.out, runs)
+        draw_all(runs, args.out)
+        _print_table(runs)
+    for line in status_lines(statuses):
+        print(line, file=sys.stderr)
+    print(f"{len(statuses)} points: {len(done) - skipped} run, {skipped} already done, "
+          f"{len(statuses) - len(done)} failed; wrote {args.out}/summary.csv")
+    return 0 if len(done) == len(statuses) else 1

@@ -1,0 +1,210 @@
+"""Trade-off plots drawn from result files only (never imports the engine).
+
+- ``throughput_vs_energy.png``: tokens/s against energy per token, Pareto front marked;
+- ``energy_breakdown.png``: each placement's energy per token split by domain and component;
+- ``exposure_vs_efficiency.png``: analog exposure against tokens/s/W;
+- ``tile_utilisation.png``: mean tile utilisation per NoC node on the mesh layout.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+FAMILY_STYLE = {
+    "all-analog": ("#d62728", "s"), "all-digital": ("#1f77b4", "D"), "maxnn": ("#2ca02c", "o"),
+    "random": ("#9467bd", "^"), "frequency": ("#ff7f0e", "v"), "maxnn-lowest": ("#8c564b", "P"),
+    "explicit": ("#7f7f7f", "X"),
+}
+COMPONENT_COLORS = {
+    ("analog", "adc"): "#fcbba1", ("analog", "dac"): "#fc9272", ("analog", "array"): "#fb6a4a",
+    ("analog", "local_digital"): "#de2d26", ("analog", "static"): "#a50f15",
+    ("digital", "mac"): "#9ecae1", ("digital", "vector"): "#4292c6", ("digital", "static"): "#08519c",
+    ("memory", "sram"): "#c7e9c0", ("memory", "dram"): "#74c476", ("memory", "sram_static"): "#31a354",
+    ("memory", "dram_static"): "#006d2c", ("noc", "links"): "#bdbdbd",
+}
+
+
+def label(run: dict[str, Any]) -> str:
+    p = run["placement"]
+    if p["policy"] in ("all-analog", "all-digital", "explicit"):
+        return p["policy"]
+    return f"{p['policy']} {100 * p['fraction']:g}%"
+
+
+def _style(ax) -> None:
+    ax.grid(True, which="major", alpha=0.3)
+    ax.grid(True, which="minor", alpha=0.1)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+
+
+def pareto(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of points not dominated (lower x = energy and higher y = throughput are better)."""
+    keep = []
+    for i, (x, y) in enumerate(points):
+        if not any((x2 <= x and y2 >= y) and (x2 < x or y2 > y) for j, (x2, y2) in enumerate(points) if j != i):
+            keep.append(i)
+    return sorted(keep, key=lambda i: points[i][0])
+
+
+def _families(runs):
+    fam: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:
+        fam.setdefault(r["placement"]["policy"], []).append(r)
+    for rs in fam.values():
+        rs.sort(key=lambda r: r["placement"].get("fraction", 0.0))
+    return fam
+
+
+def _subtitle(runs) -> str:
+    c = runs[0]["config"]
+    return f"{c['model']} on {c['hw']}, {c['mode']}, {runs[0]['metrics']['tokens']:,} tokens"
+
+
+def plot_throughput_energy(runs: list[dict[str, Any]], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7.5, 5.2), dpi=150)
+    pts = [(r["metrics"]["energy_per_token_uj"], r["metrics"]["throughput_tokens_per_s"]) for r in runs]
+    front = pareto(pts)
+    for policy, rs in _families(runs).items():
+        color, marker = FAMILY_STYLE.get(policy, ("k", "o"))
+        xs = [r["metrics"]["energy_per_token_uj"] for r in rs]
+        ys = [r["metrics"]["throughput_tokens_per_s"] for r in rs]
+        ax.plot(xs, ys, marker=marker, color=color, linestyle="-" if len(rs) > 1 else "none", lw=1, ms=7,
+                label=policy, alpha=0.9)
+        if policy == "maxnn":
+            for r, x, y in zip(rs, xs, ys):
+                ax.annotate(f"{100 * r['placement']['fraction']:g}%", (x, y), textcoords="offset points",
+                            xytext=(6, 4), fontsize=7, color=color)
+    fx, fy = zip(*[pts[i] for i in front])
+    ax.plot(fx, fy, color="k", lw=2.5, alpha=0.25, zorder=0, label="Pareto front")
+    ax.scatter(fx, fy, s=160, facecolors="none", edgecolors="k", linewidths=1.0, zorder=3)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("energy per token (µJ)")
+    ax.set_ylabel("throughput (tokens/s)")
+    ax.set_title(f"Throughput vs energy per token\n{_subtitle(runs)}", fontsize=10)
+    _style(ax)
+    ax.legend(fontsize=8, frameon=False, loc="best")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_energy_breakdown(runs: list[dict[str, Any]], path: Path) -> None:
+    runs = sorted(runs, key=lambda r: r["metrics"]["energy_per_token_uj"])
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 0.42 * len(runs) + 1.8), dpi=150, sharey=True,
+                                  gridspec_kw={"width_ratios": [3, 1.3]})
+    labels = [label(r) for r in runs]
+    y = np.arange(len(runs))
+    left = np.zeros(len(runs))
+    used = [k for k in COMPONENT_COLORS if any(r["energy_pj"].get(k[0], {}).get(k[1], 0) > 0 for r in runs)]
+    for dom, comp in used:
+        share = np.array([r["energy_pj"][dom].get(comp, 0.0) / sum(sum(v.values()) for v in r["energy_pj"].values())
+                          for r in runs])
+        ax.barh(y, 100 * share, left=100 * left, color=COMPONENT_COLORS[(dom, comp)], label=f"{dom}: {comp}",
+                edgecolor="white", linewidth=0.4)
+        left += share
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("share of energy (%)")
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.legend(fontsize=7, frameon=False, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.5 / max(len(runs), 4) - 0.12))
+    totals = [r["metrics"]["energy_per_token_uj"] for r in runs]
+    ax2.barh(y, totals, color="#555555")
+    ax2.set_xscale("log")
+    ax2.set_xlabel("energy per token (µJ)")
+    for yi, t in zip(y, totals):
+        ax2.text(t, yi, f" {t:,.0f}" if t >= 100 else f" {t:.3g}", va="center", fontsize=7)
+    ax.set_title(f"Energy breakdown per placement — {_subtitle(runs)}", fontsize=10, loc="left")
+    for a in (ax, ax2):
+        for side in ("top", "right"):
+            a.spines[side].set_visible(False)
+    fig.tight_layout()
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_exposure_efficiency(runs: list[dict[str, Any]], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7.5, 5.2), dpi=150)
+    for policy, rs in _families(runs).items():
+        color, marker = FAMILY_STYLE.get(policy, ("k", "o"))
+        xs = [100 * r["metrics"]["analog_exposure_macs"] for r in rs]
+        ys = [r["metrics"]["tokens_per_s_per_w"] for r in rs]
+        ax.plot(xs, ys, marker=marker, color=color, linestyle="-" if len(rs) > 1 else "none", lw=1, ms=7,
+                label=policy)
+    ax.set_yscale("log")
+    ax.set_xlabel("analog exposure: routed-expert MACs on analog tiles (%)")
+    ax.set_ylabel("tokens/s/W (tokens per joule)")
+    ax.set_title(f"Analog exposure vs efficiency\n{_subtitle(runs)}", fontsize=10)
+    _style(ax)
+    ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_tile_heatmap(runs: list[dict[str, Any]], path: Path) -> None:
+    chosen = [r for r in runs if r["placement"]["policy"] == "all-analog"][:1] + \
+             [r for r in runs if r["placement"]["policy"] == "maxnn" and r["placement"].get("fraction") in (0.125, 0.25)]
+    chosen = chosen or runs[:1]
+    noc = chosen[0]["noc"]
+    if noc["topology"] != "mesh":
+        fig, ax = plt.subplots(figsize=(6, 3), dpi=150)
+        ax.text(0.5, 0.5, "tile heat map is drawn for mesh NoCs only", ha="center", va="center")
+        ax.axis("off")
+        fig.savefig(path)
+        plt.close(fig)
+        return
+    W, H = noc["width"], noc["height"]
+    grids = []
+    for r in chosen:
+        g = np.full((H, W), np.nan)
+        for node, u in r["tile_utilisation_by_node"].items():
+            x, y = (int(v) for v in node.strip("()").split(","))
+            g[y, x] = 100 * u
+        grids.append(g)
+    fig, axes = plt.subplots(1, len(chosen), figsize=(4.2 * len(chosen), 3.9), dpi=150, squeeze=False)
+    for ax, r, g in zip(axes[0], chosen, grids):
+        vmax = float(np.nanmax(g)) or 1e-9     # one scale per panel: utilisations differ by orders of magnitude
+        im = ax.imshow(g, cmap="magma", vmin=0, vmax=vmax, origin="upper")
+        cb = fig.colorbar(im, ax=ax, shrink=0.8, format="%.3g")
+        cb.set_label("mean tile utilisation (%)", fontsize=7)
+        cb.ax.tick_params(labelsize=6)
+        ax.set_title(label(r), fontsize=9)
+        ax.set_xticks(range(W))
+        ax.set_yticks(range(H))
+        ax.tick_params(labelsize=6)
+        for name, mark in (("simd_node", "S"), ("dram_node", "D")):
+            x, y = (int(v) for v in r["noc"][name].strip("()").split(","))
+            ax.text(x, y, mark, ha="center", va="center", color="cyan", fontsize=8, fontweight="bold")
+        ax.set_xlabel("mesh x", fontsize=7)
+        ax.set_ylabel("mesh y", fontsize=7)
+    fig.suptitle(f"Mean tile utilisation per NoC node on the {W}x{H} mesh (S: SIMD core, D: DRAM controller)",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+
+
+PLOTS = {
+    "throughput_vs_energy.png": plot_throughput_energy,
+    "energy_breakdown.png": plot_energy_breakdown,
+    "exposure_vs_efficiency.png": plot_exposure_efficiency,
+    "tile_utilisation.png": plot_tile_heatmap,
+}
+
+
+def draw_all(runs: list[dict[str, Any]], out_dir: str | Path) -> list[Path]:
+    out = Path(out_dir)
+    paths = []
+    for name, fn in PLOTS.items():
+        fn(runs, out / name)
+        paths.append(out / name)
+    return paths

@@ -1,0 +1,112 @@
+"""``report.md`` from result files only: assumptions first, then tables with units, then plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .plots import PLOTS, label, pareto
+
+
+def _fmt(x: float, digits: int = 4) -> str:
+    if x != x:  # NaN
+        return "n/a"
+    if abs(x) >= 1e4:
+        return f"{x:,.0f}"
+    return f"{x:.{digits}g}"
+
+
+def _sort_key(r: dict[str, Any]) -> tuple:
+    order = {"all-analog": 0, "maxnn": 1, "frequency": 2, "random": 3, "maxnn-lowest": 4, "all-digital": 5}
+    p = r["placement"]
+    return (order.get(p["policy"], 9), p.get("fraction", 0.0))
+
+
+def write_report(runs: list[dict[str, Any]], out_dir: str | Path, *, command: str = "",
+                 failures: list[str] | None = None) -> Path:
+    out = Path(out_dir)
+    runs = sorted(runs, key=_sort_key)
+    first = runs[0]
+    c, hw, model, tr = first["config"], first["hw_figures"], first["model_summary"], first["trace"]
+    pts = [(r["metrics"]["energy_per_token_uj"], r["metrics"]["throughput_tokens_per_s"]) for r in runs]
+    front = {id(runs[i]) for i in pareto(pts)}
+    lines = [f"# hetmoe comparison: {c['model']} on {c['hw']}", ""]
+    if command:
+        lines += [f"Produced by `{command}`.", ""]
+    lines += ["## Assumptions", "",
+              f"- **Chip**: `{c['hw']}` (source: {c['hw_source']}); {hw['tile_count']:,} tiles of "
+              f"{hw['tile_rows']}x{hw['tile_cols']} weights x {hw['tiers']} tiers "
+              f"({hw['analog_capacity_weights']:,} weights); one MVM {hw['mvm_latency_ns']:.4g} ns and "
+              f"{hw['mvm_energy_pj']:,.4g} pJ; peak analog {hw['peak_analog_tops']:,.4g} TOPS at "
+              f"{hw['analog_tops_per_w']:.4g} TOPS/W; peak digital {hw['peak_digital_tops']:.4g} TOPS; "
+              f"SRAM {hw['sram_capacity_mib']:g} MiB; DRAM {hw['dram_bandwidth_gbps']:,.0f} Gbit/s; "
+              f"NoC {hw['noc_nodes']} nodes, bisection {hw['noc_bisection_bandwidth_gbps']:,.0f} Gbit/s."
+              + (f" Overrides: `{c['hw_overrides']}`." if c.get("hw_overrides") else ""),
+              f"- **Model**: `{c['model']}`: {model['layers']} layers ({model['moe_layers']} MoE), hidden "
+              f"{model['hidden_size']}, {model['experts']} routed experts of width {model['expert_width']}, "
+              f"top-{model['top_k']}.",
+              f"- **Trace**: {tr['tokens']:,} tokens in {tr['requests']} requests, format `{tr['format']}`, "
+              f"source `{tr['source']}`"
+              + (f"; synthetic parameters {tr['synthetic']}" if tr.get("synthetic") else "")
+              + (f"; warm-up rows dropped: {tr['warmup_rows_dropped']}" if tr.get("warmup_rows_dropped") else "")
+              + (f"; layers filled: {tr['filled_layers']}" if tr.get("filled_layers") else "") + ".",
+              f"- **MaxNNScore**: variant `{c['score']}`, ranking scope `{c['scope']}`, from "
+              f"{'**synthetic stand-in scores** (no checkpoint given)' if c['scores_synthetic'] else c['scores']}.",
+              f"- **Run**: mode `{c['mode']}`, "
+              + (f"micro-batch {c['batch']} tokens, {c['max_inflight']} micro-batches in flight"
+                 if c["mode"] == "prefill" else f"{c['batch']} sequences, context {c['context_tokens']} tokens")
+              + f", seed {c['seed']}.",
+              "- Budget policies (`maxnn`, `frequency`, `random`, `maxnn-lowest`) put the given fraction of each "
+              "MoE layer's routed experts plus attention, router, shared experts, dense FFNs and lm_head on the "
+              "digital SIMD core; `all-analog` puts every weight-static matrix on tiles.",
+              ""]
+    if failures:
+        lines += ["## Failed points", ""] + [f"- {f}" for f in failures] + [""]
+    lines += ["## Placements", "",
+              "| placement | digital experts (%) | tokens/s | energy/token (µJ) | tokens/s/W | power (W) | "
+              "p50 latency (µs) | p99 latency (µs) | analog exposure: MACs / gate-weighted / score-weighted (%) |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in runs:
+        m = r["metrics"]
+        star = " ★" if id(r) in front else ""
+        lines.append(
+            f"| {label(r)}{star} | {100 * r['placement']['digital_expert_share']:.1f} | "
+            f"{_fmt(m['throughput_tokens_per_s'])} | {_fmt(m['energy_per_token_uj'])} | "
+            f"{_fmt(m['tokens_per_s_per_w'])} | {_fmt(m['average_power_w'])} | {_fmt(m['latency_p50_us'])} | "
+            f"{_fmt(m['latency_p99_us'])} | {100 * m['analog_exposure_macs']:.1f} / "
+            f"{100 * m['analog_exposure_gate_weighted']:.1f} / {100 * m['analog_exposure_score_weighted']:.1f} |")
+    lines += ["", "★ on the throughput–energy Pareto front.", "",
+              "## Energy per token by domain (µJ)", "",
+              "| placement | analog | digital | memory | NoC | total |", "|---|---:|---:|---:|---:|---:|"]
+    for r in runs:
+        tok = r["metrics"]["tokens"]
+        d = {k: v * 1e-6 / tok for k, v in r["energy_by_domain_pj"].items()}
+        lines.append(f"| {label(r)} | {_fmt(d['analog'])} | {_fmt(d['digital'])} | {_fmt(d['memory'])} | "
+                     f"{_fmt(d['noc'])} | {_fmt(sum(d.values()))} |")
+    lines += ["", "## Mapping and utilisation", "",
+              "| placement | tiles used | crossbar slots used | SRAM-resident matrices (MiB) | DRAM-streamed matrices | "
+              "tile util. mean/max (%) | SIMD util. (%) | DRAM util. (%) | NoC link util. max (%) |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in runs:
+        mp, u = r["mapping"], r["utilisation"]
+        lines.append(f"| {label(r)} | {mp['tiles_used']:,} | {mp['crossbar_slots_used']:,} | "
+                     f"{mp['sram_resident_matrices']} ({mp['sram_resident_bytes'] / 2**20:.1f}) | "
+                     f"{mp['dram_streamed_matrices']} | {100 * u.get('tile_mean', 0):.2f} / "
+                     f"{100 * u.get('tile_max', 0):.2f} | {100 * u.get('simd_mean', 0):.1f} | "
+                     f"{100 * u.get('dram_mean', 0):.1f} | {100 * u.get('noc_link_max', 0):.1f} |")
+    lines += ["", "## Plots", ""]
+    titles = {"throughput_vs_energy.png": "Throughput vs energy per token (Pareto front circled)",
+              "energy_breakdown.png": "Energy breakdown per placement",
+              "exposure_vs_efficiency.png": "Analog exposure vs tokens/s/W",
+              "tile_utilisation.png": "Tile utilisation on the NoC"}
+    for name in PLOTS:
+        lines += [f"### {titles[name]}", "", f"![{titles[name]}]({name})", ""]
+    lines += ["## Formulas", "",
+              "- tokens/s = tokens / makespan; energy = Σ action counts × unit energies + Σ static power × makespan; "
+              "tokens/s/W = tokens per joule; analog exposure = share of routed-expert MACs on analog tiles.",
+              "- Closed forms and engine semantics: see the README and `../shared/DESIGN.md`-derived docs in "
+              "`arch/costs.py` and `sim/engine.py`. Per-run files: `runs/*/result.json`, tables: `summary.csv`.",
+              ""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path

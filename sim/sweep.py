@@ -1,0 +1,196 @@
+"""Independent runs through a ``concurrent.futures`` executor (DESIGN §7).
+
+A point is a dict of :func:`sim.api.simulate` keyword arguments. Each point writes
+``OUT/runs/<id>/result.json`` (or ``error.txt``); ``<id>`` is derived from the point's content, so
+re-running into the same folder skips finished points. A failing point is recorded with its error
+and never stops the others. Local processes by default; a Dask distributed cluster when a
+scheduler address is given (``pip install 'hetmoe[dask]'``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import sys
+import traceback
+from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from arch.errors import HetmoeError
+
+from .result import load_result, summary_row, write_csv
+
+NO_FRACTION = {"all-analog", "all-digital", "explicit"}
+
+
+def point_id(point: dict[str, Any]) -> str:
+    text = json.dumps(point, sort_keys=True, default=str)
+    label = f"{point.get('policy', 'run')}"
+    if point.get("policy") not in NO_FRACTION:
+        label += f"-{float(point.get('fraction', 0.125)):.3f}"
+    if point.get("mode", "prefill") != "prefill":
+        label += f"-{point['mode']}"
+    return f"{label}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
+def run_point(point: dict[str, Any], out_dir: str) -> dict[str, Any]:
+    """Run one point in a worker; write its files; return a status dict (never raises)."""
+    from .api import simulate
+    from workloads.synthetic import SyntheticSpec
+
+    pid = point_id(point)
+    folder = Path(out_dir) / "runs" / pid
+    folder.mkdir(parents=True, exist_ok=True)
+    kwargs = dict(point)
+    trace = kwargs.get("trace")
+    if isinstance(trace, dict):
+        kwargs["trace"] = SyntheticSpec(**trace)
+    tag = kwargs.pop("label", None)
+    try:
+        result = simulate(**kwargs)
+        if tag:
+            result.data["label"] = tag
+        result.write(folder)
+        (folder / "point.json").write_text(json.dumps(point, indent=2, sort_keys=True, default=str))
+        return {"id": pid, "ok": True, "wall_s": result.wall_s}
+    except HetmoeError as exc:
+        message = str(exc)
+    except Exception as exc:  # noqa: BLE001 - a failed point must not take the sweep down
+        message = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+    (folder / "error.txt").write_text(message + "\n")
+    (folder / "point.json").write_text(json.dumps(point, indent=2, sort_keys=True, default=str))
+    return {"id": pid, "ok": False, "error": message.splitlines()[0]}
+
+
+def make_executor(jobs: int, scheduler: str | None) -> tuple[Executor, Any]:
+    if scheduler:
+        try:
+            from dask.distributed import Client
+        except ImportError:
+            raise HetmoeError("--scheduler needs Dask: pip install 'hetmoe[dask]'") from None
+        try:
+            client = Client(scheduler, timeout="10s")
+        except OSError as exc:
+            raise HetmoeError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+        return client.get_executor(), client
+    return ProcessPoolExecutor(max_workers=max(1, jobs)), None
+
+
+def run_points(points: list[dict[str, Any]], out_dir: str | Path, *, jobs: int = 2, scheduler: str | None = None,
+               quiet: bool = False, executor: Executor | None = None) -> list[dict[str, Any]]:
+    """Run every unfinished point; returns one status per point, in input order."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    statuses: dict[str, dict[str, Any]] = {}
+    todo = []
+    for p in points:
+        pid = point_id(p)
+        if (out / "runs" / pid / "result.json").is_file():
+            statuses[pid] = {"id": pid, "ok": True, "skipped": True}
+        else:
+            todo.append(p)
+    if todo:
+        client = None
+        own = executor is None
+        if own:
+            executor, client = make_executor(jobs, scheduler)
+        try:
+            futures = {executor.submit(run_point, p, str(out)): point_id(p) for p in todo}
+            bar = _progress(len(futures), quiet)
+            for fut in as_completed(futures):
+                try:
+                    status = fut.result()
+                except Exception as exc:  # noqa: BLE001 - worker died
+                    status = {"id": futures[fut], "ok": False, "error": f"worker failed: {exc}"}
+                statuses[status["id"]] = status
+                bar.update(1)
+            bar.close()
+        finally:
+            if own:
+                executor.shutdown(wait=True)
+                if client is not None:
+                    client.close()
+    return [statuses[point_id(p)] for p in points]
+
+
+def _progress(total: int, quiet: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="runs", unit="run", disable=quiet or not sys.stderr.isatty())
+
+
+def collect(out_dir: str | Path) -> list[dict[str, Any]]:
+    """Every finished run's result dict under ``OUT/runs``, sorted by run folder name."""
+    runs = []
+    for path in sorted(Path(out_dir).glob("runs/*/result.json")):
+        data = load_result(path)
+        data["folder"] = path.parent.name
+        runs.append(data)
+    return runs
+
+
+def write_tables(out_dir: str | Path, runs: list[dict[str, Any]]) -> None:
+    out = Path(out_dir)
+    rows = [{"label": r.get("label", r["folder"]), **summary_row(r)} for r in runs]
+    write_csv(out / "summary.csv", rows)
+    (out / "results.json").write_text(json.dumps(runs, indent=2, sort_keys=True) + "\n")
+
+
+# ----------------------------------------------------------------------------- sweep specs
+
+SPEC_KEYS = {"hw", "model", "traces", "trace", "policies", "fractions", "hw_overrides", "modes", "seed", "batch",
+             "tokens", "score", "scope", "checkpoint", "context_tokens", "fill"}
+
+
+def load_sweep_spec(path: str | Path) -> list[dict[str, Any]]:
+    """Expand a sweep YAML into points: policies x fractions x hw_overrides x traces x modes."""
+    path = Path(path)
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise HetmoeError(f"{path}: cannot read sweep spec: {exc}") from None
+    if not isinstance(spec, dict):
+        raise HetmoeError(f"{path}: expected a mapping with keys {', '.join(sorted(SPEC_KEYS))}")
+    unknown = set(spec) - SPEC_KEYS
+    if unknown:
+        raise HetmoeError(f"{path}: unknown keys {sorted(unknown)}; recognised: {', '.join(sorted(SPEC_KEYS))}")
+    tokens = int(spec.get("tokens", 4096))
+    seed = int(spec.get("seed", 0))
+    traces = spec.get("traces", [spec.get("trace", "synthetic")])
+    traces = [{"tokens": tokens, "requests": 8, "seed": seed} if t == "synthetic" else t for t in traces]
+    overrides = spec.get("hw_overrides") or [{}]
+    if not isinstance(overrides, list) or not all(isinstance(o, dict) for o in overrides):
+        raise HetmoeError(f"{path}: hw_overrides must be a list of mappings (KEY.PATH: value)")
+    base = {k: spec[k] for k in ("hw", "model", "score", "scope", "checkpoint", "context_tokens", "fill")
+            if k in spec}
+    base.setdefault("hw", "aimc-3d-moe")
+    base.setdefault("model", "olmoe-1b-7b")
+    points = []
+    for policy, frac, over, trace, mode in itertools.product(
+            spec.get("policies", ["maxnn"]), spec.get("fractions", [0.125]), overrides, traces,
+            spec.get("modes", ["prefill"])):
+        if policy in NO_FRACTION and frac != spec.get("fractions", [0.125])[0]:
+            continue
+        batch = spec.get("batch", 64 if mode == "prefill" else 32)
+        points.append({**base, "policy": policy, "fraction": float(frac), "hw_overrides": _nest(over),
+                       "trace": trace, "mode": mode, "seed": seed, "batch": int(batch)})
+    return points
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = out
+        parts = str(key).split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def status_lines(statuses: Iterable[dict[str, Any]]) -> list[str]:
+    return [f"FAILED {s['id']}: {s['error']}" for s in statuses if not s["ok"]]
