@@ -104,8 +104,8 @@ def write_report(runs: list[dict[str, Any]], out_dir: str | Path, *, command: st
     lines += ["## Formulas", "",
               "- tokens/s = tokens / makespan; energy = Σ action counts × unit energies + Σ static power × makespan; "
               "tokens/s/W = tokens per joule; analog exposure = share of routed-expert MACs on analog tiles.",
-              "- Closed forms and engine semantics: see the README and `../shared/DESIGN.md`-derived docs in "
-              "`arch/costs.py` and `sim/engine.py`. Per-run files: `runs/*/result.json`, tables: `summary.csv`.",
+              "- Closed forms: `arch/costs.py`; engine semantics: `sim/engine.py` and the README. "
+              "Per-run files: `runs/*/result.json`; all runs: `results.json`, `summary.csv`.",
               ""]
     path = out / "report.md"
     path.write_text("\n".join(lines))

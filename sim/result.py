@@ -22,7 +22,9 @@ class Result:
         return self.data["metrics"]
 
     def to_json(self) -> str:
-        return json.dumps(self.data, indent=2, sort_keys=True)
+        """The result without per-resource rows (those go to utilisation.csv)."""
+        slim = {k: v for k, v in self.data.items() if k != "utilisation_rows"}
+        return json.dumps(slim, indent=2, sort_keys=True)
 
     def write(self, out_dir: str | Path) -> Path:
         """Write ``result.json``, ``summary.csv``, ``energy.csv`` and ``utilisation.csv``."""

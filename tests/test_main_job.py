@@ -1,0 +1,169 @@
+"""The main job end to end on a tiny system: compare, plot, timeline, sweep (local and Dask), --help."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sim.cli import build_parser
+from sim.sweep import load_sweep_spec, point_id, run_points
+from tests.test_engine import TINY, TWO_NODE
+
+PNGS = ("throughput_vs_energy.png", "energy_breakdown.png", "exposure_vs_efficiency.png", "tile_utilisation.png")
+
+
+def hetmoe(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "sim.cli", *args], capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"hetmoe {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def tiny_inputs(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("tiny")
+    (root / "chip.yaml").write_text(TWO_NODE.replace("tile_count: 8", "tile_count: 8"))
+    (root / "model").mkdir()
+    (root / "model" / "config.json").write_text(json.dumps({**TINY, "num_experts": 8, "num_experts_per_tok": 2}))
+    return root / "chip.yaml", root / "model" / "config.json"
+
+
+@pytest.fixture(scope="module")
+def compared(tiny_inputs, tmp_path_factory) -> Path:
+    chip, model = tiny_inputs
+    out = tmp_path_factory.mktemp("cmp")
+    hetmoe("compare", "--hw", str(chip), "--model", str(model), "--tokens", "48", "--requests", "3",
+           "--batch", "8", "--jobs", "2", "--out", str(out), "--quiet",
+           "--set", "analog.tile.tiers=16", "--trace-events", str(out / "timeline.json"))
+    return out
+
+
+def test_compare_writes_report_tables_and_plots(compared):
+    report = (compared / "report.md").read_text()
+    assert report.index("## Assumptions") < report.index("## Placements")
+    for policy in ("all-analog", "all-digital", "maxnn 12.5%", "maxnn 25%", "random 25%", "frequency 50%"):
+        assert f"| {policy}" in report, policy
+    runs = json.loads((compared / "results.json").read_text())
+    assert len(runs) == 2 + 6 + 3 * 3
+    header = (compared / "summary.csv").read_text().splitlines()[0].split(",")
+    assert {"throughput_tokens_per_s", "energy_per_token_uj", "tokens_per_s_per_w"} <= set(header)
+    for name in PNGS:
+        data = (compared / name).read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 10_000, name
+
+
+def test_plot_redraws_from_files_alone(compared, tmp_path):
+    import matplotlib.image as mpimg
+
+    before = {n: mpimg.imread(compared / n) for n in PNGS}
+    for n in PNGS:
+        (compared / n).unlink()
+    hetmoe("plot", str(compared))
+    for n in PNGS:
+        after = mpimg.imread(compared / n)
+        assert after.shape == before[n].shape and np.array_equal(after, before[n]), n
+    import ast
+
+    for module in ("sim/plots.py", "sim/report.py"):
+        tree = ast.parse(Path(module).read_text())
+        imported = {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | \
+                   {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        assert not imported & {"engine", "api", "mapping", "sim.engine", "sim.api", "simpy"}, (module, imported)
+
+
+def test_trace_events_are_valid(compared):
+    events = json.loads((compared / "timeline.json").read_text())["traceEvents"]
+    complete = [e for e in events if e["ph"] == "X"]
+    assert complete
+    names = {(e["pid"], e["tid"]) for e in events if e["ph"] == "M" and e["name"] == "thread_name"}
+    rows: dict[tuple[int, int], list[tuple[float, float]]] = {}
+    for e in complete:
+        assert {"name", "pid", "tid", "ts", "dur"} <= set(e)
+        assert e["dur"] >= 0 and e["ts"] >= 0
+        assert (e["pid"], e["tid"]) in names
+        rows.setdefault((e["pid"], e["tid"]), []).append((e["ts"], e["ts"] + e["dur"]))
+    for spans in rows.values():
+        spans.sort()
+        assert all(a_end <= b_start + 1e-9 for (_, a_end), (b_start, _) in zip(spans, spans[1:]))
+    kinds = {e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "process_name"}
+    assert kinds == {"analog tiles", "SIMD cores", "NoC links", "DRAM"}
+
+
+def _spec(tmp_path: Path, chip: Path, model: Path, overrides: str) -> Path:
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(f"hw: {chip}\nmodel: {model}\ntokens: 32\nbatch: 8\npolicies: [maxnn, random]\n"
+                    f"fractions: [0.25, 0.5]\nhw_overrides:\n{overrides}")
+    return spec
+
+
+def test_sweep_resumes_and_isolates_failures(tiny_inputs, tmp_path):
+    chip, model = tiny_inputs
+    spec = _spec(tmp_path, chip, model, "  - {analog.tile.tiers: 16}\n")
+    out = tmp_path / "out"
+    hetmoe("sweep", str(spec), "--out", str(out), "--jobs", "2", "--quiet")
+    points = load_sweep_spec(spec)
+    assert len(points) == 4
+    done = sorted((out / "runs").glob("*/result.json"))
+    assert len(done) == 4
+    # "interrupt": lose one point, then re-run: only that one runs again
+    victim = out / "runs" / point_id(points[1])
+    for f in victim.iterdir():
+        f.unlink()
+    kept = {p: p.stat().st_mtime_ns for p in done if p.parent != victim}
+    proc = hetmoe("sweep", str(spec), "--out", str(out), "--quiet")
+    assert "1 run, 3 already done, 0 failed" in proc.stdout
+    assert all(p.stat().st_mtime_ns == t for p, t in kept.items())
+    # a bad override fails alone, with its message
+    bad = _spec(tmp_path, chip, model, "  - {analog.tile.tiers: 16}\n  - {analog.tile.rows: -1}\n")
+    proc = hetmoe("sweep", str(bad), "--out", str(tmp_path / "bad"), "--quiet", check=False)
+    assert proc.returncode == 1
+    assert "4 failed" in proc.stdout and proc.stderr.count("FAILED") == 4
+    assert "analog.tile.rows: -1 is outside the allowed range" in proc.stderr
+    assert len(list((tmp_path / "bad" / "runs").glob("*/result.json"))) == 4
+
+
+def test_sweep_on_dask_local_cluster(tiny_inputs, tmp_path):
+    distributed = pytest.importorskip("dask.distributed", reason="the dask extra is not installed")
+    chip, model = tiny_inputs
+    points = load_sweep_spec(_spec(tmp_path, chip, model, "  - {analog.tile.tiers: 16}\n"))[:2]
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=None) as cluster:
+        statuses = run_points(points, tmp_path / "dask", scheduler=cluster.scheduler_address, quiet=True)
+    assert [s["ok"] for s in statuses] == [True, True]
+    assert len(list((tmp_path / "dask" / "runs").glob("*/result.json"))) == 2
+
+
+UNIT_WORDS = ("ns", "tokens", "count", "0..1", "integer", "Gbit/s", "ps", "MiB", "processes", "sequences",
+              "dimensionless", "> 0", "seed", "micro-batches", "FILE", "DIR")
+
+
+def _subparsers(parser: argparse.ArgumentParser):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield name, sub
+                for inner_name, inner in _subparsers(sub):
+                    yield f"{name} {inner_name}", inner
+
+
+def test_help_lists_every_option_with_unit_and_default():
+    checked = 0
+    for name, sub in _subparsers(build_parser()):
+        text = sub.format_help()
+        for action in sub._actions:
+            if not action.option_strings or action.help == argparse.SUPPRESS or "-h" in action.option_strings:
+                continue
+            assert action.help, f"hetmoe {name} {action.option_strings[0]} has no help"
+            if action.type in (int, float):
+                assert any(w in action.help for w in UNIT_WORDS), f"{name} {action.option_strings[0]}: no unit"
+            if action.default not in (None, False) and action.nargs != 0:
+                assert "(default:" in text, name
+            checked += 1
+    assert checked > 40
+    assert "(default: 0.125)" in build_parser()._subparsers._group_actions[0].choices["run"].format_help()
