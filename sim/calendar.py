@@ -40,20 +40,16 @@ class Calendar:
     def book(self, s: int, d: int) -> None:
         if d <= 0:
             return
-        starts = self.starts
-        if len(starts) > 48:
-            k = bisect_right(self.ends, int(self.clock()))
-            if k:
-                del starts[:k]
-                del self.ends[:k]
         self.busy_ps += d
-        ends = self.ends
+        starts, ends = self.starts, self.ends
         if not starts or s >= starts[-1]:
             if ends and ends[-1] == s:          # touches the last interval: extend it
                 ends[-1] = s + d
             else:
                 starts.append(s)
                 ends.append(s + d)
+                if len(starts) > 64:
+                    self._prune()
             return
         i = bisect_left(starts, s)
         e = s + d
@@ -68,6 +64,13 @@ class Calendar:
         else:
             starts.insert(i, s)
             ends.insert(i, e)
+
+
+    def _prune(self) -> None:
+        k = bisect_right(self.ends, int(self.clock()))
+        if k:
+            del self.starts[:k]
+            del self.ends[:k]
 
 
 def gang_fit(cals: Sequence[Calendar], durs: Sequence[int], t: int) -> int:

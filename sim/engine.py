@@ -141,7 +141,8 @@ class Engine:
         """NoC message: ``h * router_latency + bytes / bottleneck_bandwidth``; links held for the latter."""
         if src == dst or nbytes <= 0:
             return ready
-        links, bw, e_bit, hops, cals = self._path(src, dst)
+        path = self._paths.get((src, dst)) or self._path(src, dst)
+        links, bw, e_bit, hops, cals = path
         ser = int(nbytes * 8000.0 / bw + 0.5)
         start = ready
         while True:                       # gang over the path's links
@@ -158,9 +159,10 @@ class Engine:
             for li in links:
                 self._record(f"link {self.links[li][0]}->{self.links[li][1]}", start, end_ser, label)
         bits = nbytes * 8.0
-        self.c.noc_bit_hops += bits * hops
-        self.c.noc_energy_pj += bits * e_bit
-        return end_ser + int(round(hops * self.router_ps))
+        c = self.c
+        c.noc_bit_hops += bits * hops
+        c.noc_energy_pj += bits * e_bit
+        return end_ser + int(hops * self.router_ps + 0.5)
 
     def simd_op(self, ready: int, dur: int, dram_bytes: float = 0.0, label: str = "") -> int:
         """A gang operation on all SIMD cores, optionally streaming ``dram_bytes`` from one DRAM channel."""
