@@ -14,6 +14,7 @@ from workloads.readers import FILL_RULES
 
 from .cli_workloads import FMT, add_model_arg, add_synthetic_args, synthetic_spec
 from .placement import POLICIES
+from .result import fmt_number
 from .workplan import MODES
 
 
@@ -93,6 +94,6 @@ def run(args: argparse.Namespace) -> int:
                              ("tokens_per_s_per_w", "tokens/s/W", 1), ("average_power_w", "W", 1),
                              ("latency_p50_us", "us", 1), ("latency_p99_us", "us", 1),
                              ("analog_exposure_macs", "share", 1)):
-        print(f"  {key:<28} {m[key] * scale:,.4g} {unit}")
+        print(f"  {key:<28} {fmt_number(m[key] * scale)} {unit}")
     print(f"wrote {args.out}/result.json, summary.csv, energy.csv, utilisation.csv")
     return 0

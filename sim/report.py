@@ -6,14 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from .plots import PLOTS, label, pareto
-
-
-def _fmt(x: float, digits: int = 4) -> str:
-    if x != x:  # NaN
-        return "n/a"
-    if abs(x) >= 1e4:
-        return f"{x:,.0f}"
-    return f"{x:.{digits}g}"
+from .result import fmt_number as _fmt
 
 
 def _sort_key(r: dict[str, Any]) -> tuple:

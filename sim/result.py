@@ -37,6 +37,15 @@ class Result:
         return out
 
 
+def fmt_number(x: float, digits: int = 4) -> str:
+    """Readable number: thousands separators from 10,000 up, ``digits`` significant digits below."""
+    if x != x:  # NaN
+        return "n/a"
+    if abs(x) >= 1e4:
+        return f"{x:,.0f}"
+    return f"{x:.{digits}g}"
+
+
 def summary_row(d: dict[str, Any]) -> dict[str, Any]:
     p = d["placement"]
     return {"run": d["run_id"], "policy": p["policy"], "digital_fraction": p.get("fraction", ""),

@@ -59,3 +59,20 @@ def shared_data_or_skip() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"reference data folder {SHARED_DATA} is absent (it is not shipped with the repository)")
     return SHARED_DATA
+
+
+def graph_yaml(edges: str, tile_nodes: str, tiles_per_node: int) -> str:
+    """UNIT_YAML with its mesh replaced by an explicit graph over nodes a, b, c (SIMD and DRAM at a)."""
+    return UNIT_YAML.split("noc:")[0] + f"""noc:
+  topology: graph
+  nodes: [a, b, c]
+  edges: {edges}
+  tile_nodes: {tile_nodes}
+  tiles_per_node: {tiles_per_node}
+  link_bandwidth_gbps: 8
+  router_latency_ns: 1.0
+  energy_pj_per_bit_per_hop: 0.125
+  simd_node: a
+  dram_node: a
+precision: {{activation_bits: 2, digital_weight_bits: 8, digital_mac: int8}}
+"""

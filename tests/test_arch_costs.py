@@ -7,7 +7,7 @@ import pytest
 from arch import costs, load_chip, load_chip_text
 from arch.derived import derived_figures
 from arch.noc import build_network
-from tests.conftest import UNIT_YAML
+from tests.conftest import UNIT_YAML, graph_yaml
 
 
 @pytest.fixture
@@ -83,19 +83,7 @@ def test_mesh_xy_routing_is_dimension_order(unit):
 
 
 def test_graph_topology_routes_over_custom_links(tmp_path):
-    text = UNIT_YAML.split("noc:")[0] + """noc:
-  topology: graph
-  nodes: [a, b, c]
-  edges: [{a: a, b: b}, {a: b, b: c, bandwidth_gbps: 1, energy_pj_per_bit: 5}]
-  tile_nodes: [b, c]
-  tiles_per_node: 4
-  link_bandwidth_gbps: 8
-  router_latency_ns: 1.0
-  energy_pj_per_bit_per_hop: 0.125
-  simd_node: a
-  dram_node: a
-precision: {activation_bits: 2, digital_weight_bits: 8, digital_mac: int8}
-"""
+    text = graph_yaml("[{a: a, b: b}, {a: b, b: c, bandwidth_gbps: 1, energy_pj_per_bit: 5}]", "[b, c]", 4)
     chip = load_chip_text(text, "g.yaml")
     net = build_network(chip.noc)
     path = net.path("a", "c")

@@ -11,7 +11,7 @@ import pytest
 
 from arch import SpecError, load_chip
 from arch.derived import derived_figures
-from tests.conftest import UNIT_YAML
+from tests.conftest import UNIT_YAML, graph_yaml
 
 
 def _with(text: str, old: str, new: str) -> str:
@@ -116,19 +116,7 @@ def test_override_error_points_at_the_overriding_file(tmp_path):
 
 
 def test_graph_not_connected(tmp_path):
-    text = UNIT_YAML.split("noc:")[0] + """noc:
-  topology: graph
-  nodes: [a, b, c]
-  edges: [{a: a, b: b}]
-  tile_nodes: [b]
-  tiles_per_node: 8
-  link_bandwidth_gbps: 8
-  router_latency_ns: 1.0
-  energy_pj_per_bit_per_hop: 0.125
-  simd_node: a
-  dram_node: a
-precision: {activation_bits: 2, digital_weight_bits: 8, digital_mac: int8}
-"""
+    text = graph_yaml("[{a: a, b: b}]", "[b]", 8)
     file = tmp_path / "g.yaml"
     file.write_text(text)
     with pytest.raises(SpecError, match=f"{file}:{_line_of(text, 'edges')}: noc.edges: the graph is not connected"):
