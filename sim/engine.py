@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from math import ceil
 from typing import Any
 
+import numpy as np
 import simpy
 
 from arch import costs
@@ -117,6 +118,18 @@ class Engine:
         for i, m in enumerate(model.matrices):
             if m.module == EXPERT:
                 self.expert_mats.setdefault((m.layer, m.expert), []).append(i)
+        # analog routed experts: which NoC nodes need a token's activations (homes of gate and up)
+        self.node_list = list(net.graph.nodes)
+        node_ix = {node: i for i, node in enumerate(self.node_list)}
+        self.dispatch_member: dict[int, np.ndarray] = {}
+        for layer in model.moe_layers:
+            member = np.zeros((model.num_experts, len(self.node_list)), bool)
+            for e in range(model.num_experts):
+                g, u, _ = self.expert_mats[(layer, e)]
+                for mi in (g, u):
+                    if mi in mapping.analog:
+                        member[e, node_ix[mapping.analog[mi].home]] = True
+            self.dispatch_member[layer] = member
         # outputs
         self.mb_start_ps = [0] * plan.n_mb
         self.mb_end_ps = [0] * plan.n_mb
@@ -276,27 +289,37 @@ class Engine:
         return self.xfer(t, node, self.simd_node, n * m.out_features * self.act_bytes, m.name + " out")
 
     def ffn_chain(self, ready: int, gate: int, up: int, down: int, n: int) -> int:
-        """SwiGLU FFN (routed expert, shared expert or dense FFN) on ``n`` tokens from the SIMD node."""
-        width = self.matrices[gate].out_features
-        act_ops = n * width * ops.SWIGLU_OPS_PER_ELEMENT
+        """SwiGLU FFN (shared expert or dense FFN) on ``n`` tokens from and back to the SIMD node."""
         if gate not in self.map.analog:
-            # gate, up, activation and down run back to back on the SIMD gang: one booking
-            dur, dram = 0, 0.0
-            for mi in (gate, up, down):
-                d, b = self.gemm_cost(mi, n)
-                dur, dram = dur + d, dram + b
-            self.c.simd_vector_ops += act_ops
-            dur += ps(act_ops / self.vec_rate)
-            return self.simd_op(ready, dur, dram_bytes=dram, label=self.matrices[gate].name.rsplit(".", 1)[0])
+            return self.digital_chain(ready, gate, up, down, n)
         hidden = self.matrices[gate].in_features
         arrivals: dict[Any, int] = {}
-        ends = []
         for mi in (gate, up):
             home = self.map.analog[mi].home
             if home not in arrivals:
                 arrivals[home] = self.xfer(ready, self.simd_node, home, n * hidden * self.act_bytes, "dispatch")
-            ends.append(self.analog_mvm(arrivals[home], mi, n))
-        (tg, ng), (tu, nu) = ends
+        t, node = self.analog_chain(arrivals, gate, up, down, n)
+        return self.xfer(t, node, self.simd_node, n * hidden * self.act_bytes, "combine")
+
+    def digital_chain(self, ready: int, gate: int, up: int, down: int, n: int) -> int:
+        """Gate, up, activation and down back to back on the SIMD gang: one booking."""
+        dur, dram = 0, 0.0
+        for mi in (gate, up, down):
+            d, b = self.gemm_cost(mi, n)
+            dur, dram = dur + d, dram + b
+        act_ops = n * self.matrices[gate].out_features * ops.SWIGLU_OPS_PER_ELEMENT
+        self.c.simd_vector_ops += act_ops
+        dur += ps(act_ops / self.vec_rate)
+        return self.simd_op(ready, dur, dram_bytes=dram, label=self.matrices[gate].name.rsplit(".", 1)[0])
+
+    def analog_chain(self, arrivals: dict[Any, int], gate: int, up: int, down: int, n: int) -> tuple[int, Any]:
+        """Analog gate|up -> activation -> down, inputs present at the nodes in ``arrivals``.
+
+        Returns (end, node holding the output)."""
+        width = self.matrices[gate].out_features
+        act_ops = n * width * ops.SWIGLU_OPS_PER_ELEMENT
+        tg, ng = self.analog_mvm(arrivals[self.map.analog[gate].home], gate, n)
+        tu, nu = self.analog_mvm(arrivals[self.map.analog[up].home], up, n)
         if self.ld_rate:
             # activation at the gate's node; the up projection's output joins it there if it is elsewhere
             tu = self.xfer(tu, nu, ng, n * width * self.act_bytes, "up out")
@@ -308,8 +331,7 @@ class Engine:
             t, site = self.vec(t, act_ops, "swiglu"), self.simd_node
         dhome = self.map.analog[down].home
         t = self.xfer(t, site, dhome, n * width * self.act_bytes, "activation")
-        t, node = self.analog_mvm(t, down, n)
-        return self.xfer(t, node, self.simd_node, n * hidden * self.act_bytes, "combine")
+        return self.analog_mvm(t, down, n)
 
     # ----------------------------------------------------------------------- stages
     def attention_stage(self, ready: int, b: int, layer: int, n: int) -> int:
@@ -351,14 +373,45 @@ class Engine:
             end = max(end, self.ffn_chain(t, shared[0], shared[1], shared[2], n))
             if len(shared) > 3:
                 end = max(end, self.matrix_op(t, shared[3], n))
-        row = self.plan.counts[b, layer]
-        for e in row.nonzero()[0].tolist():
-            g, u, d = self.expert_mats[(layer, e)]
-            te = self.ffn_chain(tr, g, u, d, int(row[e]))
-            if te > end:
-                end = te
+        end = max(end, self.routed_experts(tr, b, layer))
         combine = n * model.top_k * H * ops.COMBINE_OPS_PER_ELEMENT + n * H * ops.RESIDUAL_OPS_PER_ELEMENT
         return self.vec(end, combine, "combine")
+
+    def routed_experts(self, ready: int, b: int, layer: int) -> int:
+        """Every active routed expert of micro-batch ``b`` at ``layer``, in expert order.
+
+        Analog experts: one dispatch message per destination node carrying each token once (however
+        many of its experts sit there), and one combine message per node carrying its experts'
+        outputs back to the SIMD node. Digital experts run on the SIMD gang.
+        """
+        row = self.plan.counts[b, layer]
+        active = row.nonzero()[0].tolist()
+        H = self.model.hidden_size
+        end = ready
+        member = self.dispatch_member[layer]
+        analog = [e for e in active if member[e].any()]
+        arrivals: dict[Any, int] = {}
+        if analog:
+            routes = self.plan.experts[self.plan.mb_start[b]:self.plan.mb_start[b + 1], layer]
+            per_node = member[routes.astype(np.int64)].any(axis=1).sum(axis=0)   # distinct tokens per node
+            for ni in per_node.nonzero()[0].tolist():
+                node = self.node_list[ni]
+                arrivals[node] = self.xfer(ready, self.simd_node, node, int(per_node[ni]) * H * self.act_bytes,
+                                           "dispatch")
+        done: dict[Any, list] = {}
+        for e in active:
+            g, u, d = self.expert_mats[(layer, e)]
+            n = int(row[e])
+            if g in self.map.analog:
+                t, node = self.analog_chain(arrivals, g, u, d, n)
+                slot = done.setdefault(node, [t, 0])
+                slot[0] = max(slot[0], t)
+                slot[1] += n
+            else:
+                end = max(end, self.digital_chain(ready, g, u, d, n))
+        for node, (t, n_out) in done.items():
+            end = max(end, self.xfer(t, node, self.simd_node, n_out * H * self.act_bytes, "combine"))
+        return end
 
     # ----------------------------------------------------------------------- processes
     def _layers(self, b: int, n: int, attn_gate: list[simpy.Event] | None, prev_gate: list[simpy.Event] | None,

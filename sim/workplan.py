@@ -39,6 +39,7 @@ class WorkPlan:
     lm_head_tokens: np.ndarray  # int64 [n_mb]
     first_token_of_seq: np.ndarray  # bool [T] in execution order: first decode token of a sequence
     mb_of_token: np.ndarray     # int64 [T] in execution order
+    experts: np.ndarray         # int16 [T, layers, k]: routes in execution order
 
     @property
     def n_mb(self) -> int:
@@ -113,4 +114,4 @@ def build_plan(trace: RoutingTrace, model: ModelShape, mode: str, batch: int, co
     else:
         kv_prior = np.bincount(mb_of_token, weights=pos, minlength=len(groups)).astype(np.int64)
     return WorkPlan(mode, batch, token_order, mb_start, np.array(prev, np.int64), counts, context_sum, kv_prior,
-                    np.array(lm, np.int64), np.concatenate(first), mb_of_token)
+                    np.array(lm, np.int64), np.concatenate(first), mb_of_token, trace.experts[token_order])
