@@ -96,6 +96,10 @@ def test_empty_file(tmp_path):
     path.write_text("")
     with pytest.raises(TraceError, match="empty"):
         read_trace(path, load_model(QWEN))
+    proc = subprocess.run([sys.executable, "-m", "sim.cli", "trace", "inspect", str(path), "--model", QWEN],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.strip() == f"hetmoe: error: {path}: the file is empty; " \
+        "expected JSON lines of routing records"
 
 
 def test_own_formats_round_trip(tmp_path):
