@@ -103,10 +103,14 @@ def build_plan(trace: RoutingTrace, model: ModelShape, mode: str, batch: int, co
     token_order = np.concatenate(groups)
     mb_of_token = np.repeat(np.arange(len(groups)), sizes)
     E, L = model.num_experts, model.num_layers
-    ex = trace.experts[token_order].astype(np.int64)            # [T, L, k]
-    valid = ex >= 0
-    flat = (mb_of_token[:, None, None] * L + np.arange(L)[None, :, None]) * E + np.where(valid, ex, 0)
-    counts = np.bincount(flat[valid], minlength=len(groups) * L * E).reshape(len(groups), L, E).astype(np.int32)
+    routes = trace.experts[token_order]                          # int16 [T, L, k]
+    counts = np.zeros((len(groups), L, E), np.int32)
+    for layer in range(L):                                      # per layer: temporaries of [T, k] only
+        ex = routes[:, layer, :]
+        valid = ex >= 0
+        if valid.any():
+            flat = (np.broadcast_to(mb_of_token[:, None], ex.shape)[valid] * E + ex[valid])
+            counts[:, layer, :] = np.bincount(flat, minlength=len(groups) * E).reshape(len(groups), E)
     pos = pos_of[token_order]
     context_sum = np.bincount(mb_of_token, weights=pos + 1, minlength=len(groups)).astype(np.int64)
     if mode == "prefill":
@@ -114,4 +118,4 @@ def build_plan(trace: RoutingTrace, model: ModelShape, mode: str, batch: int, co
     else:
         kv_prior = np.bincount(mb_of_token, weights=pos, minlength=len(groups)).astype(np.int64)
     return WorkPlan(mode, batch, token_order, mb_start, np.array(prev, np.int64), counts, context_sum, kv_prior,
-                    np.array(lm, np.int64), np.concatenate(first), mb_of_token, trace.experts[token_order])
+                    np.array(lm, np.int64), np.concatenate(first), mb_of_token, routes)
