@@ -21,7 +21,7 @@ BASELINE_FRACTIONS = (0.125, 0.25, 0.5)
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "compare", formatter_class=FMT, help="compare placements and write a report with plots",
-        description="Run all-analog, all-digital, maxnn at 12.5%% and 25%%, a maxnn digital-fraction sweep "
+        description="Run all-analog, all-digital, maxnn at 12.5% and 25%, a maxnn digital-fraction sweep "
                     f"({', '.join(f'{f:g}' for f in SWEEP_FRACTIONS)}), the random and frequency baselines and the "
                     f"maxnn-lowest control at {', '.join(f'{f:g}' for f in BASELINE_FRACTIONS)}; write "
                     "OUT/report.md, plots (PNG), results.json and summary.csv. With no options: OLMoE-1B-7B, a "
