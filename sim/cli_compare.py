@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 from arch.errors import HetmoeError
-from workloads.synthetic import synthesize
 from workloads.trace import save_npz
 
 from .cli_run import add_common_run_args, run_kwargs

@@ -25,7 +25,6 @@ Weights streamed from DRAM take ``latency + bytes / bandwidth``; the channel is 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from math import ceil
 from typing import Any
 
 import numpy as np
