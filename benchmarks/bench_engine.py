@@ -55,7 +55,7 @@ def main() -> None:
             run = build_run("aimc-3d-moe", model, trace, policy, mode=mode, batch=batch)
             env = run.engine.env
             t0 = time.perf_counter()
-            _start_processes(run)
+            run.engine.start()
             events = 0
             while True:
                 try:
@@ -90,17 +90,6 @@ def _scaled(tokens: int, k: int) -> tuple[float, float, float, int]:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     arrays = (tr.experts.nbytes + tr.weights.nbytes + run.plan.counts.nbytes) / 2**20
     return wall, rss, arrays, tr.tokens
-
-
-def _start_processes(run) -> None:
-    """Register the engine's processes without running them (Engine.run does both)."""
-    eng = run.engine
-    orig = eng.env.run
-    eng.env.run = lambda *a, **k: None
-    try:
-        eng.run()
-    finally:
-        eng.env.run = orig
 
 
 if __name__ == "__main__":

@@ -73,6 +73,16 @@ class Calendar:
             del self.ends[:k]
 
 
+def gang_fit_same(cals: Sequence[Calendar], d: int, t: int) -> int:
+    """Earliest common start ``>= t`` for every calendar busy the same ``d`` (a NoC path's links)."""
+    while True:
+        t0 = t
+        for c in cals:
+            t = c.fit(t, d)
+        if t == t0:
+            return t
+
+
 def gang_fit(cals: Sequence[Calendar], durs: Sequence[int], t: int) -> int:
     """Earliest common start ``>= t`` for ``cals[i]`` busy ``durs[i]`` each."""
     if len(cals) == 1:

@@ -35,7 +35,7 @@ from arch.spec import ChipSpec
 from workloads.shapes import ATTENTION, DENSE, EXPERT, LM_HEAD, ROUTER, SHARED, ModelShape
 
 from . import ops
-from .calendar import Calendar, gang_fit
+from .calendar import Calendar, gang_fit, gang_fit_same
 from .mapping import Mapping
 from .workplan import WorkPlan
 
@@ -156,13 +156,7 @@ class Engine:
         path = self._paths.get((src, dst)) or self._path(src, dst)
         links, bw, e_bit, hops, cals = path
         ser = int(nbytes * 8000.0 / bw + 0.5)
-        start = ready
-        while True:                       # gang over the path's links
-            t0 = start
-            for cal in cals:
-                start = cal.fit(start, ser)
-            if start == t0:
-                break
+        start = gang_fit_same(cals, ser, ready)
         end_ser = start + ser
         for cal in cals:
             cal.book(start, ser)
@@ -463,6 +457,12 @@ class Engine:
 
     def run(self) -> int:
         """Simulate the whole plan; returns the makespan in ps."""
+        self.start()
+        self.env.run()
+        return int(self.env.now)
+
+    def start(self) -> None:
+        """Register the plan's processes without running them (benchmarks step the environment)."""
         L = self.model.num_layers
         if self.plan.mode == "prefill":
             chained = {int(p) for p in self.plan.mb_prev if p >= 0}
@@ -473,5 +473,3 @@ class Engine:
                 self.env.process(self._prefill_mb(b, gates, ends, admission))
         else:
             self.env.process(self._decode())
-        self.env.run()
-        return int(self.env.now)
