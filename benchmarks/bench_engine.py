@@ -20,7 +20,7 @@ import simpy
 
 from sim.api import build_run
 from workloads.shapes import load_model
-from workloads.synthetic import SyntheticSpec, synthesize
+from workloads.traces.synthetic import SyntheticSpec, synthesize
 
 
 def raw_simpy_rate(n: int = 200_000) -> float:

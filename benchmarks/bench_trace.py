@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from workloads.readers import read_trace
+from workloads.traces.readers import read_trace
 from workloads.shapes import load_model
-from workloads.trace import load_npz, save_npz
+from workloads.traces.format import load_npz, save_npz
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "routing-logs"
 

@@ -14,18 +14,18 @@ import numpy as np
 from arch import load_chip
 from arch.derived import derived_figures
 from arch.spec import ChipSpec
-from workloads.checkpoint import ExpertStats, compute_stats, synthetic_stats
-from workloads.readers import read_trace, require_complete
+from workloads.checkpoints.stats import ExpertStats, compute_stats, synthetic_stats
+from workloads.traces.readers import read_trace, require_complete
 from workloads.shapes import ModelShape, load_model
-from workloads.synthetic import SyntheticSpec, synthesize
-from workloads.trace import RoutingTrace
+from workloads.traces.synthetic import SyntheticSpec, synthesize
+from workloads.traces.format import RoutingTrace
 
-from .engine import Engine, Timeline
+from .engine.simulator import Engine, Timeline
 from .mapping import Mapping, build_mapping
 from .metrics import exposure, percentiles_us, price
 from .placement import POLICIES, Placement, PlacementContext, place
 from .result import Result
-from .workplan import WorkPlan, build_plan
+from .engine.workplan import WorkPlan, build_plan
 
 
 def resolve_inputs(hw: str | ChipSpec, model: str | ModelShape, trace: str | RoutingTrace | SyntheticSpec | None,
@@ -68,7 +68,7 @@ def simulate(hw: str | ChipSpec, model: str | ModelShape, trace: str | RoutingTr
         scope=scope, mode=mode, batch=batch, seed=seed, context_tokens=context_tokens, max_inflight=max_inflight,
         fill=fill, checkpoint=checkpoint, hw_overrides=hw_overrides or {}))
     if trace_events:
-        from .timeline import write_chrome_trace
+        from .report.timeline import write_chrome_trace
         write_chrome_trace(timeline, engine, trace_events)
     return Result(data, wall)
 

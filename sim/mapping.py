@@ -29,7 +29,7 @@ from arch.spec import ChipSpec
 from workloads.shapes import EXPERT, LM_HEAD, ModelShape
 
 from .placement import Placement
-from .workplan import WorkPlan
+from .engine.workplan import WorkPlan
 
 
 class MappingError(HetmoeError):

@@ -20,9 +20,9 @@ import numpy as np
 import yaml
 
 from arch.errors import HetmoeError
-from workloads.checkpoint import SCOPES, VARIANTS, ExpertStats
+from workloads.checkpoints.stats import SCOPES, VARIANTS, ExpertStats
 from workloads.shapes import ATTENTION, DENSE, LM_HEAD, ROUTER, SHARED, Matrix, ModelShape
-from workloads.trace import RoutingTrace
+from workloads.traces.format import RoutingTrace
 
 DENSE_MODULES = frozenset({ATTENTION, ROUTER, SHARED, DENSE, LM_HEAD})
 

@@ -40,7 +40,7 @@ def point_id(point: dict[str, Any]) -> str:
 def run_point(point: dict[str, Any], out_dir: str) -> dict[str, Any]:
     """Run one point in a worker; write its files; return a status dict (never raises)."""
     from .api import simulate
-    from workloads.synthetic import SyntheticSpec
+    from workloads.traces.synthetic import SyntheticSpec
 
     pid = point_id(point)
     folder = Path(out_dir) / "runs" / pid

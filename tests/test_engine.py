@@ -10,13 +10,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from arch import costs, load_chip_text
-from sim import ops
+from sim.engine import ops
 from sim.api import build_run, simulate
 from tests.conftest import UNIT_YAML
-from workloads.checkpoint import VARIANTS, ExpertStats, synthetic_stats
+from workloads.checkpoints.stats import VARIANTS, ExpertStats, synthetic_stats
 from workloads.shapes import from_hf_config, load_model
-from workloads.synthetic import SyntheticSpec, synthesize
-from workloads.trace import RoutingTrace
+from workloads.traces.synthetic import SyntheticSpec, synthesize
+from workloads.traces.format import RoutingTrace
 
 # A tiny model: every matrix is 4x4 or smaller, so each takes exactly one 4x4 crossbar slot.
 TINY = {"hidden_size": 4, "num_hidden_layers": 1, "num_attention_heads": 1, "num_key_value_heads": 1,

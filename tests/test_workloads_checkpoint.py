@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from workloads.checkpoint import CheckpointError, compute_stats
+from workloads.checkpoints.stats import CheckpointError, compute_stats
 from workloads.shapes import from_hf_config
 
 H, W, E, L = 8, 4, 3, 2

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from tests.conftest import shared_data_or_skip
-from workloads.readers import read_trace, require_complete
+from workloads.traces.readers import read_trace, require_complete
 from workloads.shapes import load_model
-from workloads.synthetic import SyntheticSpec, _feasible, synthesize, target_shares
-from workloads.trace import TraceError, load_npz, save_jsonl, save_npz
+from workloads.traces.synthetic import SyntheticSpec, _feasible, synthesize, target_shares
+from workloads.traces.format import TraceError, load_npz, save_jsonl, save_npz
 
 QWEN = "qwen1.5-moe-a2.7b"
 

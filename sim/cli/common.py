@@ -1,21 +1,57 @@
-"""``hetmoe run``: one simulation, written as result.json + CSV."""
+"""Option helpers shared by the command modules (which import this module, never each other)."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 from typing import Any
 
 import yaml
 
 from arch import list_presets
 from arch.errors import HetmoeError
-from workloads.checkpoint import SCOPES, VARIANTS
-from workloads.readers import FILL_RULES
+from workloads.checkpoints.stats import SCOPES, VARIANTS
+from workloads.shapes import list_model_presets
+from workloads.traces.format import FILL_RULES
+from workloads.traces.synthetic import POPULARITY, SyntheticSpec
 
-from .cli_workloads import FMT, add_model_arg, add_synthetic_args, synthetic_spec
-from .placement import POLICIES
-from .result import fmt_number
-from .workplan import MODES
+from ..engine.workplan import MODES
+
+FMT = argparse.ArgumentDefaultsHelpFormatter
+
+
+def add_model_arg(p: argparse.ArgumentParser, required: bool = True, default: str | None = None) -> None:
+    p.add_argument("--model", required=required, default=default, metavar="NAME|CONFIG",
+                   help=f"model preset ({', '.join(list_model_presets())}), a config.json, or a folder holding one")
+
+
+def add_synthetic_args(p: argparse.ArgumentParser, tokens: int) -> None:
+    g = p.add_argument_group("synthetic trace")
+    g.add_argument("--tokens", type=int, default=tokens, help="tokens to generate (count)")
+    g.add_argument("--requests", type=int, default=8, help="requests the tokens are split into (count)")
+    g.add_argument("--popularity", choices=POPULARITY, default="zipf", help="per-layer expert popularity law")
+    g.add_argument("--zipf-s", type=float, default=1.0, help="Zipf exponent (dimensionless, >= 0)")
+    g.add_argument("--dirichlet-alpha", type=float, default=1.0, help="Dirichlet concentration (> 0)")
+    g.add_argument("--locality", type=float, default=0.0,
+                   help="probability a token reuses the previous token's experts (0..1)")
+    g.add_argument("--layer-correlation", type=float, default=0.0,
+                   help="probability a token's experts follow its previous-layer experts (0..1)")
+    g.add_argument("--counts", metavar="FILE", help="per-expert selection counts (popularity 'counts')")
+    g.add_argument("--counts-model", help="model key inside the counts file (default: first)")
+    g.add_argument("--counts-domain", help="domain key inside the counts file (default: first)")
+
+
+def synthetic_spec(args: argparse.Namespace) -> SyntheticSpec:
+    return SyntheticSpec(tokens=args.tokens, requests=args.requests, popularity=args.popularity,
+                         zipf_s=args.zipf_s, dirichlet_alpha=args.dirichlet_alpha, locality=args.locality,
+                         layer_correlation=args.layer_correlation, seed=args.seed, counts_file=args.counts,
+                         counts_model=args.counts_model, counts_domain=args.counts_domain)
+
+
+def print_json(data: object) -> None:
+    json.dump(data, sys.stdout, indent=2, sort_keys=False, default=str)
+    sys.stdout.write("\n")
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
@@ -64,36 +100,3 @@ def run_kwargs(args: argparse.Namespace) -> dict[str, Any]:
                 context_tokens=args.context_tokens, max_inflight=args.max_inflight, fill=args.fill,
                 checkpoint=args.checkpoint, score=args.score, scope=args.scope,
                 hw_overrides=parse_overrides(args.set))
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="simulate one placement and write result.json + CSV", formatter_class=FMT,
-                       description="Simulate MoE inference of --model on --hw with one placement policy; "
-                                   "write result.json, summary.csv, energy.csv and utilisation.csv to --out.")
-    add_common_run_args(p, default_tokens=4096)
-    p.add_argument("--policy", default="maxnn", metavar="NAME", help=f"placement policy: {', '.join(POLICIES)}")
-    p.add_argument("--fraction", type=float, default=0.125,
-                   help="digital share of routed experts for the budget policies (0..1)")
-    p.add_argument("--placement-file", metavar="FILE", help="YAML/JSON list for policy 'explicit'")
-    p.add_argument("--trace-events", metavar="FILE", help="also write a Chrome trace-event JSON (Perfetto)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.set_defaults(handler=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    from .api import simulate
-
-    result = simulate(policy=args.policy, fraction=args.fraction, placement_file=args.placement_file,
-                      trace_events=args.trace_events, **run_kwargs(args))
-    result.write(args.out)
-    m = result.metrics
-    p = result.data["placement"]
-    print(f"{p['policy']}: {m['tokens']} tokens in {m['makespan_s'] * 1e3:.3f} ms simulated "
-          f"({result.wall_s:.2f} s wall)")
-    for key, unit, scale in (("throughput_tokens_per_s", "tokens/s", 1), ("energy_per_token_uj", "uJ/token", 1),
-                             ("tokens_per_s_per_w", "tokens/s/W", 1), ("average_power_w", "W", 1),
-                             ("latency_p50_us", "us", 1), ("latency_p99_us", "us", 1),
-                             ("analog_exposure_macs", "share", 1)):
-        print(f"  {key:<28} {fmt_number(m[key] * scale)} {unit}")
-    print(f"wrote {args.out}/result.json, summary.csv, energy.csv, utilisation.csv")
-    return 0

@@ -8,10 +8,9 @@ import sys
 from pathlib import Path
 
 from arch.errors import HetmoeError
-from workloads.trace import save_npz
+from workloads.traces.format import save_npz
 
-from .cli_run import add_common_run_args, run_kwargs
-from .cli_workloads import FMT
+from .common import FMT, add_common_run_args, run_kwargs
 
 SWEEP_FRACTIONS = (0.0, 0.125, 0.25, 0.5, 0.75, 1.0)
 BASELINE_FRACTIONS = (0.125, 0.25, 0.5)
@@ -61,10 +60,10 @@ def compare_points(base: dict) -> list[dict]:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from .api import resolve_inputs
-    from .plots import draw_all
-    from .report import write_report
-    from .sweep import collect, run_points, status_lines, write_tables
+    from ..api import resolve_inputs
+    from ..report.plots import draw_all
+    from ..report.markdown import write_report
+    from ..sweep import collect, run_points, status_lines, write_tables
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -86,7 +85,7 @@ def run_compare(args: argparse.Namespace) -> int:
     command = "hetmoe " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "hetmoe compare"
     report = write_report(runs, out, command=command, failures=status_lines(statuses))
     if args.trace_events:
-        from .api import simulate
+        from ..api import simulate
         simulate(policy="maxnn", fraction=0.125, trace_events=args.trace_events, **kw)
     for line in status_lines(statuses):
         print(line, file=sys.stderr)
@@ -96,8 +95,8 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 def _print_table(runs: list[dict]) -> None:
-    from .plots import label
-    from .report import _sort_key
+    from ..report.plots import label
+    from ..report.markdown import _sort_key
 
     print(f"{'placement':<20} {'tokens/s':>12} {'uJ/token':>10} {'tokens/s/W':>11} {'exposure':>9}")
     for r in sorted(runs, key=_sort_key):
@@ -107,9 +106,9 @@ def _print_table(runs: list[dict]) -> None:
 
 
 def run_plot(args: argparse.Namespace) -> int:
-    from .plots import draw_all
-    from .report import write_report
-    from .sweep import collect
+    from ..report.plots import draw_all
+    from ..report.markdown import write_report
+    from ..sweep import collect
 
     runs = collect(args.results)
     if not runs:
@@ -121,8 +120,8 @@ def run_plot(args: argparse.Namespace) -> int:
 
 
 def run_sweep(args: argparse.Namespace) -> int:
-    from .plots import draw_all
-    from .sweep import collect, load_sweep_spec, run_points, status_lines, write_tables
+    from ..report.plots import draw_all
+    from ..sweep import collect, load_sweep_spec, run_points, status_lines, write_tables
 
     points = load_sweep_spec(args.spec)
     statuses = run_points(points, args.out, jobs=args.jobs, scheduler=args.scheduler, quiet=args.quiet)

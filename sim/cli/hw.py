@@ -9,6 +9,8 @@ from arch import list_presets, load_chip
 from arch.derived import UNITS, derived_figures
 from arch.yamlsource import to_plain
 
+from .common import print_json
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     hw = sub.add_parser("hw", help="hardware descriptions",
@@ -29,8 +31,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from .cli import print_json
-
     chip = load_chip(args.system)
     figures = derived_figures(chip)
     if args.json:

@@ -28,11 +28,11 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .shapes import ModelShape
-from .trace import PHASES, RoutingTrace, TraceError, empty_arrays, load_npz, save_npz
+from ..shapes import ModelShape
+from .format import FILL_RULES, PHASES, RoutingTrace, TraceError, empty_arrays, load_npz, save_npz
+from .synthetic import fill_layers
 
 FORMATS = ("vllm-moe-logger", "speculative-moe", "vllm-routed-experts", "hetmoe-jsonl", "hetmoe-npz")
-FILL_RULES = ("replicate", "synthetic")
 
 
 def detect_format(path: Path) -> str:
@@ -302,7 +302,6 @@ def read_trace(path: str | Path, model: ModelShape, *, keep_warmup: bool = False
                 cached.parent.mkdir(parents=True, exist_ok=True)
                 save_npz(trace, cached)
     if fill is not None:
-        from .synthetic import fill_layers
         trace = fill_layers(trace, model, fill, seed)
     return trace
 

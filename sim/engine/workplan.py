@@ -21,7 +21,7 @@ import numpy as np
 
 from arch.errors import HetmoeError
 from workloads.shapes import ModelShape
-from workloads.trace import RoutingTrace
+from workloads.traces.format import RoutingTrace
 
 MODES = ("prefill", "decode")
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from .plots import PLOTS, label, pareto
-from .result import fmt_number as _fmt
+from ..result import fmt_number as _fmt
 
 
 def _sort_key(r: dict[str, Any]) -> tuple:
@@ -97,7 +97,7 @@ def write_report(runs: list[dict[str, Any]], out_dir: str | Path, *, command: st
     lines += ["## Formulas", "",
               "- tokens/s = tokens / makespan; energy = Σ action counts × unit energies + Σ static power × makespan; "
               "tokens/s/W = tokens per joule; analog exposure = share of routed-expert MACs on analog tiles.",
-              "- Closed forms: `arch/costs.py`; engine semantics: `sim/engine.py` and the README. "
+              "- Closed forms: `arch/costs.py`; engine semantics: `sim/engine/simulator.py` and the README. "
               "Per-run files: `runs/*/result.json`; all runs: `results.json`, `summary.csv`.",
               ""]
     path = out / "report.md"

@@ -25,7 +25,7 @@ Weights streamed from DRAM take ``latency + bytes / bandwidth``; the channel is 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import simpy
@@ -36,8 +36,10 @@ from workloads.shapes import ATTENTION, DENSE, EXPERT, LM_HEAD, ROUTER, SHARED, 
 
 from . import ops
 from .calendar import Calendar, gang_fit, gang_fit_same
-from .mapping import Mapping
 from .workplan import WorkPlan
+
+if TYPE_CHECKING:  # the engine reads a Mapping; it never builds one
+    from ..mapping import Mapping
 
 
 def ps(ns: float) -> int:

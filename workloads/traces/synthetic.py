@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .shapes import ModelShape
-from .trace import PHASES, RoutingTrace, TraceError, empty_arrays
+from ..shapes import ModelShape
+from .format import FILL_RULES, PHASES, RoutingTrace, TraceError, empty_arrays
 
 POPULARITY = ("zipf", "dirichlet", "uniform", "counts")
 
@@ -205,8 +205,6 @@ def fill_layers(trace: RoutingTrace, model: ModelShape, rule: str, seed: int) ->
       relabelled per filled layer by a seeded permutation.
     Filled layers are listed in ``meta["filled_layers"]``; ``observed`` stays as read.
     """
-    from .readers import FILL_RULES
-
     if rule not in FILL_RULES:
         raise TraceError(f"fill rule {rule!r}; allowed: {', '.join(FILL_RULES)}")
     seen = [layer for layer in model.moe_layers if trace.observed[layer]]

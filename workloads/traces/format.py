@@ -24,6 +24,9 @@ import numpy as np
 
 from arch.errors import HetmoeError
 
+# rules for filling MoE layers a log did not observe (workloads.traces.synthetic.fill_layers)
+FILL_RULES = ("replicate", "synthetic")
+
 PHASES = {"prefill": 0, "decode": 1, "unknown": -1}
 
 

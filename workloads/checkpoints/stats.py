@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,15 +27,11 @@ import numpy as np
 
 from arch.errors import HetmoeError
 
-from .shapes import ModelShape
+from ..shapes import ModelShape
+from .tensors import CheckpointError, TensorRef, index_checkpoint, load_tensor
 
 VARIANTS = ("gate_rows", "up_rows", "gate_up_rows", "down_cols", "product")
 SCOPES = ("layer", "global")
-_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64}
-
-
-class CheckpointError(HetmoeError):
-    """A checkpoint is missing, truncated or not in the expected layout."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,85 +65,6 @@ class ExpertStats:
         ranks = np.empty(flat.size, np.int64)
         ranks[flat] = np.arange(flat.size)
         return ranks.reshape(s.shape)
-
-
-# ----------------------------------------------------------------------------- safetensors files
-
-@dataclass(frozen=True)
-class TensorRef:
-    file: Path
-    dtype: str
-    shape: tuple[int, ...]
-    offset: int      # absolute byte offset in the file
-    nbytes: int
-
-
-def read_header(path: Path) -> dict[str, TensorRef]:
-    """Parse a safetensors header and check every tensor lies inside the file."""
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
-            raw = fh.read(8)
-            if len(raw) < 8:
-                raise CheckpointError(f"{path}: not a safetensors file (shorter than its 8-byte header length)")
-            (n,) = struct.unpack("<Q", raw)
-            if n > size - 8 or n > 100_000_000:
-                raise CheckpointError(f"{path}: not a safetensors file (header length {n} exceeds the file)")
-            header = json.loads(fh.read(n))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: not a safetensors file ({exc})") from None
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{path}: not a safetensors file (header is not a JSON object)")
-    refs = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        dtype = info.get("dtype")
-        if dtype not in _DTYPES:
-            raise CheckpointError(f"{path}: tensor {name}: dtype {dtype!r} not supported; "
-                                  f"allowed: {', '.join(_DTYPES)}")
-        begin, end = info["data_offsets"]
-        shape = tuple(info["shape"])
-        expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(_DTYPES[dtype]).itemsize
-        if end - begin != expected:
-            raise CheckpointError(f"{path}: tensor {name}: {end - begin} bytes for shape {shape} {dtype}")
-        if 8 + n + end > size:
-            raise CheckpointError(f"{path}: truncated: tensor {name} ends at byte {8 + n + end} of {size}")
-        refs[name] = TensorRef(path, dtype, shape, 8 + n + begin, end - begin)
-    return refs
-
-
-def load_tensor(ref: TensorRef) -> np.ndarray:
-    """One tensor as float32 (bf16 widened bit-exactly)."""
-    raw = np.memmap(ref.file, dtype=_DTYPES[ref.dtype], mode="r", offset=ref.offset, shape=ref.shape)
-    if ref.dtype == "BF16":
-        return (np.asarray(raw, np.uint32) << 16).view(np.float32)
-    return np.asarray(raw, np.float32)
-
-
-def index_checkpoint(directory: Path) -> dict[str, TensorRef]:
-    """All tensors of a checkpoint folder (one file, or shards listed in model.safetensors.index.json)."""
-    if directory.is_file():
-        return read_header(directory)
-    if not directory.is_dir():
-        raise CheckpointError(f"{directory}: no such checkpoint folder")
-    index = directory / "model.safetensors.index.json"
-    if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError) as exc:
-            raise CheckpointError(f"{index}: not a safetensors index ({exc})") from None
-        files = sorted(set(weight_map.values()))
-    else:
-        files = sorted(p.name for p in directory.glob("*.safetensors"))
-    if not files:
-        raise CheckpointError(f"{directory}: no *.safetensors files")
-    refs: dict[str, TensorRef] = {}
-    for name in files:
-        if not (directory / name).is_file():
-            raise CheckpointError(f"{directory / name}: listed in the index but missing")
-        refs.update(read_header(directory / name))
-    return refs
 
 
 def _names(refs: dict[str, TensorRef], layer: int, expert: int) -> tuple[str, str, str]:

@@ -7,42 +7,14 @@ from pathlib import Path
 
 import numpy as np
 
-from workloads.checkpoint import SCOPES, VARIANTS, compute_stats
-from workloads.readers import FILL_RULES, read_trace
-from workloads.shapes import list_model_presets, load_model
-from workloads.synthetic import POPULARITY, SyntheticSpec, synthesize
-from workloads.trace import save_jsonl, save_npz
+from workloads.checkpoints.stats import SCOPES, VARIANTS, compute_stats
+from workloads.traces.format import FILL_RULES
+from workloads.traces.readers import read_trace
+from workloads.shapes import load_model
+from workloads.traces.synthetic import synthesize
+from workloads.traces.format import save_jsonl, save_npz
 
-FMT = argparse.ArgumentDefaultsHelpFormatter
-
-
-def add_model_arg(p: argparse.ArgumentParser, required: bool = True, default: str | None = None) -> None:
-    p.add_argument("--model", required=required, default=default, metavar="NAME|CONFIG",
-                   help=f"model preset ({', '.join(list_model_presets())}), a config.json, or a folder holding one")
-
-
-def add_synthetic_args(p: argparse.ArgumentParser, tokens: int) -> None:
-    g = p.add_argument_group("synthetic trace")
-    g.add_argument("--tokens", type=int, default=tokens, help="tokens to generate (count)")
-    g.add_argument("--requests", type=int, default=8, help="requests the tokens are split into (count)")
-    g.add_argument("--popularity", choices=POPULARITY, default="zipf", help="per-layer expert popularity law")
-    g.add_argument("--zipf-s", type=float, default=1.0, help="Zipf exponent (dimensionless, >= 0)")
-    g.add_argument("--dirichlet-alpha", type=float, default=1.0, help="Dirichlet concentration (> 0)")
-    g.add_argument("--locality", type=float, default=0.0,
-                   help="probability a token reuses the previous token's experts (0..1)")
-    g.add_argument("--layer-correlation", type=float, default=0.0,
-                   help="probability a token's experts follow its previous-layer experts (0..1)")
-    g.add_argument("--counts", metavar="FILE", help="per-expert selection counts (popularity 'counts')")
-    g.add_argument("--counts-model", help="model key inside the counts file (default: first)")
-    g.add_argument("--counts-domain", help="domain key inside the counts file (default: first)")
-
-
-def synthetic_spec(args: argparse.Namespace) -> SyntheticSpec:
-    return SyntheticSpec(tokens=args.tokens, requests=args.requests, popularity=args.popularity,
-                         zipf_s=args.zipf_s, dirichlet_alpha=args.dirichlet_alpha, locality=args.locality,
-                         layer_correlation=args.layer_correlation, seed=args.seed, counts_file=args.counts,
-                         counts_model=args.counts_model, counts_domain=args.counts_domain)
-
+from .common import FMT, add_model_arg, add_synthetic_args, print_json, synthetic_spec
 
 def register(sub: argparse._SubParsersAction) -> None:
     tr = sub.add_parser("trace", help="routing traces: inspect and synthesize", formatter_class=FMT)
@@ -89,7 +61,6 @@ def inspect_dict(trace, model) -> dict:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    from .cli import print_json
 
     model = load_model(args.model)
     trace = read_trace(args.file, model, keep_warmup=args.keep_warmup, fill=args.fill, seed=args.seed)
@@ -132,7 +103,6 @@ def run_synth(args: argparse.Namespace) -> int:
 
 
 def run_stats(args: argparse.Namespace) -> int:
-    from .cli import print_json
 
     model = load_model(args.model or args.checkpoint)
     stats = compute_stats(args.checkpoint, model, cache=not args.no_cache, progress=not args.json)

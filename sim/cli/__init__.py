@@ -1,15 +1,20 @@
-"""The ``hetmoe`` command line: load -> build -> run -> write. Errors are one line, exit status 2."""
+"""The ``hetmoe`` command line: load -> build -> run -> write. Errors are one line, exit status 2.
+
+One module per command group (``hw``, ``workloads``, ``run``, ``compare``, ``accuracy``), each with a
+``register(subparsers)``; option helpers shared between them live in ``common``, which the command
+modules import (they never import each other). Command modules import the API, sweeps and reports
+lazily inside their handlers so that ``hetmoe --help`` starts fast.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Callable, Sequence
 
 from arch.errors import HetmoeError
 
-from . import cli_hw
+from . import compare, hw, run, workloads
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -26,17 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _command_modules() -> list:
-    from . import cli_workloads
-
-    mods = [cli_hw, cli_workloads]
-    from . import cli_compare, cli_run
-    mods += [cli_run, cli_compare]
-    return mods
-
-
-def print_json(data: object) -> None:
-    json.dump(data, sys.stdout, indent=2, sort_keys=False, default=str)
-    sys.stdout.write("\n")
+    return [hw, workloads, run, compare]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -55,5 +50,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
