@@ -67,6 +67,76 @@ class LocalDigitalSpec:
 
 
 @dataclass(frozen=True)
+class ProgrammingNoiseSpec:
+    """Weight programming noise, conductance drift and drift compensation (aihwkit's noise models)."""
+
+    model: str = param("programming-noise model: none; relative (Gaussian, sigma_relative x max|W|); "
+                       "pcm (aihwkit PCMLikeNoiseModel, Nandakumar et al. ICECS 2019); hermes (aihwkit "
+                       "HermesNoiseModel, Le Gallo et al. Nat. Electron. 2023)",
+                       choices=("none", "relative", "pcm", "hermes"), default="none")
+    sigma_relative: float = param("model relative: std of the additive Gaussian on each weight, as a fraction "
+                                  "of max|W| over the scope of analog.noise.weight_scaling", lo=0.0, hi=10.0,
+                                  default=0.0)
+    g_max_us: float | None = param("pcm/hermes: conductance that max|W| maps to, uS (default: 25 for pcm; "
+                                   "20.7 for hermes with 2 devices, 10.35 with 1)", lo=0.0, lo_open=True,
+                                   default=None)
+    num_devices: int = param("hermes: devices per weight polarity (1 or 2; 2 = multi-device programming)",
+                             lo=1, hi=2, default=2)
+    t_inference_s: float = param("pcm/hermes: time from the end of programming to inference, s; drift "
+                                 "acts over it and 1/f read noise over t_0 + it, as aihwkit's "
+                                 "drift_analog_weights(t_inference)", lo=0.0, default=0.0)
+    drift_compensation: str = param("global: one output scale per slot, the mean |readout| of the "
+                                    "programmed weights over that after drift (aihwkit "
+                                    "GlobalDriftCompensation); none: uncompensated",
+                                    choices=("global", "none"), default="global")
+    prog_noise_scale: float = param("pcm/hermes: factor on the programming-noise std", lo=0.0, default=1.0)
+    read_noise_scale: float = param("pcm/hermes: factor on the accumulated 1/f read-noise std", lo=0.0,
+                                    default=1.0)
+    drift_scale: float = param("pcm/hermes: factor on the drift exponent nu", lo=0.0, default=1.0)
+
+
+@dataclass(frozen=True)
+class NoiseSpec:
+    """Analog non-idealities for the functional (accuracy) side, in IBM aihwkit's vocabulary.
+
+    Units: inside a crossbar slot weights are normalised to max|W| = 1 (over the slot or the whole
+    matrix, ``weight_scaling``) and inputs to the DAC range; ``out_bound`` and ``out_noise`` are in
+    those normalised output units, exactly as aihwkit's ``out_bound``/``out_noise``. DAC and ADC
+    resolutions come from ``analog.dac.bits`` and ``analog.adc.bits``: a b-bit converter over
+    [-bound, bound] has step 2 * bound / (2^b - 2) (aihwkit ``inp_res``/``out_res`` = 1 / (2^b - 2)).
+    """
+
+    noise_management: str = param("input range of the DAC: abs_max scales each input slice by its own "
+                                  "max |x| (aihwkit NoiseManagementType.ABS_MAX); none uses the fixed "
+                                  "range [-inp_bound, inp_bound] in activation units",
+                                  choices=("abs_max", "none"), default="abs_max")
+    inp_bound: float = param("DAC range (abs_max: 1 = the slice's max |x|), activation units", lo=0.0,
+                             lo_open=True, default=1.0)
+    inp_noise: float = param("std of Gaussian noise on each DAC output, in units of inp_bound (aihwkit "
+                             "inp_noise)", lo=0.0, default=0.0)
+    out_bound: float = param("ADC range (fixed): |y| saturates here, normalised output units (aihwkit "
+                             "out_bound)", lo=0.0, lo_open=True, default=12.0)
+    out_range: str = param("ADC range rule: fixed (out_bound) or calibrated (per input vector, the max "
+                           "|y| of the noise-free slot output)", choices=("fixed", "calibrated"),
+                           default="fixed")
+    out_noise: float = param("std of additive Gaussian noise on each slot output before the ADC, "
+                             "normalised output units (aihwkit out_noise)", lo=0.0, default=0.0)
+    w_noise: float = param("read noise: std of a fresh Gaussian on each normalised weight at every MVM "
+                           "(aihwkit w_noise, ADDITIVE_CONSTANT)", lo=0.0, default=0.0)
+    bound_management: str = param("iterative: a vector whose output saturates is re-run with its input "
+                                  "halved, up to a reduction of max_bm_res / input step (aihwkit "
+                                  "BoundManagementType.ITERATIVE); none: saturate",
+                                  choices=("iterative", "none"), default="iterative")
+    max_bm_res: float = param("iterative bound management stops once the input step times the reduction "
+                              "exceeds this (aihwkit max_bm_res)", lo=0.0, lo_open=True, hi=1.0, default=0.25)
+    weight_scaling: str = param("what max|W| is taken over for normalisation and relative noise: slot "
+                                "(each crossbar slot, as aihwkit maps each tile) or matrix",
+                                choices=("slot", "matrix"), default="slot")
+    programming: ProgrammingNoiseSpec = param("weight programming noise and drift",
+                                              default=ProgrammingNoiseSpec())
+
+
+@dataclass(frozen=True)
 class AnalogSpec:
     tile: TileSpec = param("one crossbar tile")
     dac: DacSpec = param("input DACs")
@@ -75,6 +145,8 @@ class AnalogSpec:
     static_power_mw_per_tile: float = param("static power of one tile with its periphery, mW", lo=0.0)
     local_digital: LocalDigitalSpec | None = param(
         "per-node digital unit for activations and partial sums (absent: the SIMD core does them)", default=None)
+    noise: NoiseSpec = param("analog non-idealities for the accuracy side (absent: DAC/ADC quantisation "
+                             "only)", default=NoiseSpec())
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 
 from arch.errors import HetmoeError
 
-from . import compare, hw, run, workloads
+from . import accuracy, compare, hw, run, workloads
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _command_modules() -> list:
-    return [hw, workloads, run, compare]
+    return [hw, workloads, run, compare, accuracy]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

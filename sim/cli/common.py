@@ -100,3 +100,10 @@ def run_kwargs(args: argparse.Namespace) -> dict[str, Any]:
                 context_tokens=args.context_tokens, max_inflight=args.max_inflight, fill=args.fill,
                 checkpoint=args.checkpoint, score=args.score, scope=args.scope,
                 hw_overrides=parse_overrides(args.set))
+
+
+def fmt_table(header: list[str], rows: list[list[str]]) -> str:
+    """A plain text table, columns padded to their widest cell."""
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])

@@ -1,0 +1,161 @@
+"""What each placement costs in accuracy: the evaluation behind ``hetmoe accuracy``.
+
+Metrics per variant (over every predicted token of the evaluation set, natural logs):
+- ``ce_nats``: next-token cross-entropy; ``bits_per_token`` = ce / ln 2; ``perplexity`` = exp(ce);
+- ``delta_ce_nats`` / ``delta_bits_per_token``: increase over the clean model on the same tokens;
+  ``rel_perplexity_increase`` = exp(delta_ce) - 1;
+- ``kl_nats``: mean KL(clean || noisy) of the next-token distributions;
+- ``top1_agreement``: share of positions whose arg-max token equals the clean model's;
+- ``routes_changed``: share of (token, MoE layer) pairs whose top-k expert set differs from the clean run.
+Each placement reports mean and sample standard deviation (ddof = 1) over the noise seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from math import exp, log
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from arch.noise import slot_physics
+from arch.spec import ChipSpec
+from workloads.checkpoints.stats import ExpertStats
+from workloads.evaldata import EvalData
+from workloads.traces.format import RoutingTrace
+
+from ..placement import Placement, PlacementContext, place
+from .architecture import Architecture
+from .backend import backend
+from .forward import ForwardRun, Tally, Variant
+
+METRICS = ("ce_nats", "bits_per_token", "perplexity", "delta_ce_nats", "delta_bits_per_token",
+           "rel_perplexity_increase", "kl_nats", "top1_agreement", "routes_changed")
+FIXED = ("all-analog", "all-digital", "explicit")
+
+
+@dataclass(frozen=True)
+class PlacementRequest:
+    policy: str
+    fraction: float = 0.125
+
+    @property
+    def label(self) -> str:
+        return self.policy if self.policy in FIXED else f"{self.policy} {self.fraction * 100:g}%"
+
+
+def requests(policies: list[str], fractions: list[float]) -> list[PlacementRequest]:
+    """Every policy at every fraction (fixed policies once), in the order given."""
+    out: list[PlacementRequest] = []
+    for p in policies:
+        for f in ([0.0] if p in FIXED else fractions):
+            if PlacementRequest(p, f) not in out:
+                out.append(PlacementRequest(p, f))
+    return out
+
+
+def tally_metrics(t: Tally, clean: Tally) -> dict[str, float]:
+    ce = t.ce_nats / t.tokens
+    ce0 = clean.ce_nats / clean.tokens
+    return {"ce_nats": ce, "bits_per_token": ce / log(2), "perplexity": exp(ce),
+            "delta_ce_nats": ce - ce0, "delta_bits_per_token": (ce - ce0) / log(2),
+            "rel_perplexity_increase": exp(ce - ce0) - 1.0, "kl_nats": t.kl_nats / t.tokens,
+            "top1_agreement": t.agree / t.tokens,
+            "routes_changed": t.routes_changed / t.routed_tokens if t.routed_tokens else 0.0}
+
+
+def evaluate(arch: Architecture, checkpoint: str | Path, data: EvalData, chip: ChipSpec,
+             wanted: list[PlacementRequest], stats: ExpertStats, trace: RoutingTrace, *, noise_seeds: int = 3,
+             seed: int = 0, score: str = "gate_rows", scope: str = "layer", placement_file: str | None = None,
+             digital_weight_bits: int = 16, device: str = "numpy", batch_sequences: int = 8,
+             progress: bool = False) -> dict[str, Any]:
+    """Run the clean model and every placement under ``noise_seeds`` seeds; return the result dict."""
+    shape = arch.shape
+    placements: list[Placement] = [
+        place(r.policy, PlacementContext(shape, trace, stats, r.fraction, score, scope, seed, placement_file))
+        for r in wanted]
+    # placements with the same digital set (e.g. every policy at fraction 0) run once
+    keys = [(p.digital_experts.tobytes(), tuple(sorted(p.digital_modules))) for p in placements]
+    unique = list(dict.fromkeys(keys))
+    slot = [unique.index(k) for k in keys]
+    be = backend(device)
+    run = ForwardRun(arch, Path(checkpoint), slot_physics(chip), [placements[keys.index(k)] for k in unique],
+                     list(range(noise_seeds)), be, seed=seed,
+                     digital_weight_bits=digital_weight_bits, batch_sequences=batch_sequences, progress=progress)
+    tallies = run.run(data.ids)
+    clean = tallies[Variant(None, None)]
+    ce0 = clean.ce_nats / clean.tokens
+    rows = []
+    for p, (req, placement) in enumerate(zip(wanted, placements)):
+        per_seed = [tally_metrics(tallies[Variant(slot[p], k)], clean) for k in range(noise_seeds)]
+        arr = {m: np.array([s[m] for s in per_seed]) for m in METRICS}
+        layers = {}
+        for k in range(noise_seeds):
+            t = tallies[Variant(slot[p], k)]
+            for layer, n in t.per_layer_changed.items():
+                layers.setdefault(layer, []).append(n / data.predicted_tokens)
+        analog = [m for m in shape.matrices if not placement.is_digital(m)]
+        rows.append({
+            "label": req.label, "policy": req.policy, "fraction": req.fraction,
+            "digital_expert_share": placement.summary(shape)["digital_expert_share"],
+            "digital_experts_per_layer": placement.summary(shape)["digital_experts_per_layer"],
+            "analog_matrices": len(analog),
+            "analog_weight_share": sum(m.params for m in analog) / sum(m.params for m in shape.matrices),
+            "mean": {m: float(arr[m].mean()) for m in METRICS},
+            "std": {m: float(arr[m].std(ddof=1)) if noise_seeds > 1 else 0.0 for m in METRICS},
+            "per_seed": {m: arr[m].tolist() for m in METRICS},
+            "routes_changed_per_layer": {str(k): float(np.mean(v)) for k, v in sorted(layers.items())},
+            "notes": list(placement.notes),
+        })
+    return {
+        "kind": "accuracy",
+        "checkpoint": str(checkpoint), "family": arch.family, "model": shape.summary(),
+        "hw": chip.name, "hw_source": chip.source,
+        "noise": _plain(asdict(chip.analog.noise)),
+        "converters": {"dac_bits": chip.analog.dac.bits, "input_bits": slot_physics(chip).dac_bits,
+                       "dac_encoding": chip.analog.dac.encoding, "adc_bits": chip.analog.adc.bits,
+                       "tile_rows": chip.analog.tile.rows, "tile_cols": chip.analog.tile.cols},
+        "eval": {"source": data.source, "sequences": data.sequences, "length": int(data.ids.shape[1]),
+                 "predicted_tokens": data.predicted_tokens},
+        "scores": {"source": stats.source, "synthetic": stats.synthetic, "variant": score, "scope": scope},
+        "trace": trace.meta.get("source"),
+        "seed": seed, "noise_seeds": noise_seeds, "device": be.name, "digital_weight_bits": digital_weight_bits,
+        "clean": {"ce_nats": ce0, "bits_per_token": ce0 / log(2), "perplexity": exp(ce0), "tokens": clean.tokens},
+        "placements": rows,
+    }
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    return obj
+
+
+def write_accuracy(result: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
+    """``accuracy.json`` and ``accuracy.csv`` (one row per placement, units in the column names),
+    each written to a temporary file and renamed, so an interrupted write never leaves half a file."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    js = out / "accuracy.json"
+    _atomic(js, json.dumps(result, indent=2) + "\n")
+    cols = ["label", "policy", "fraction", "digital_expert_share", "analog_weight_share"]
+    lines = [",".join(cols + [f"{m}_{s}" for m in METRICS for s in ("mean", "std")])]
+    for r in result["placements"]:
+        vals = [r["label"], r["policy"], f"{r['fraction']:g}", f"{r['digital_expert_share']:.6g}",
+                f"{r['analog_weight_share']:.6g}"]
+        vals += [f"{r[s][m]:.8g}" for m in METRICS for s in ("mean", "std")]
+        lines.append(",".join(vals))
+    csv = out / "accuracy.csv"
+    _atomic(csv, "\n".join(lines) + "\n")
+    return js, csv
+
+
+def _atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)

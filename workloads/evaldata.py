@@ -1,0 +1,155 @@
+"""Evaluation data for the accuracy side: token ids ``int64[sequences, length]``.
+
+Accepted inputs:
+- ``.npy`` holding a 2-D integer array, or ``.npz`` with one such array (the key ``input_ids`` or
+  the only array);
+- JSONL, one ``{"input_ids": [...]}`` object per line (all lines the same length, or cut to the
+  shortest with ``seq_len``);
+- a text file with ``tokenizer``: ``bytes`` (UTF-8 bytes as ids 0-255, for byte-level models) or a
+  Hugging Face ``tokenizer.json`` (the ``tokenizers`` package, offline), cut into windows of
+  ``seq_len + 1`` tokens.
+Each sequence predicts its positions 1..L-1 from 0..L-2. Ids are checked against the vocabulary.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from arch.errors import HetmoeError
+
+
+class EvalDataError(HetmoeError):
+    """Evaluation data that cannot be read or does not fit the model."""
+
+
+@dataclass(frozen=True, eq=False)
+class EvalData:
+    ids: np.ndarray          # int64 [sequences, length]
+    source: str
+
+    @property
+    def sequences(self) -> int:
+        return int(self.ids.shape[0])
+
+    @property
+    def predicted_tokens(self) -> int:
+        return int(self.ids.shape[0] * (self.ids.shape[1] - 1))
+
+
+def load_eval(path: str | Path, vocab_size: int, *, tokenizer: str | None = None, seq_len: int | None = None,
+              max_sequences: int | None = None) -> EvalData:
+    """Read evaluation ids from ``path`` (see the module docs) and check them against ``vocab_size``."""
+    path = Path(path)
+    if not path.is_file():
+        raise EvalDataError(f"{path}: no such evaluation file")
+    suffix = path.suffix.lower()
+    if tokenizer is not None:
+        ids = _tokenize(path, tokenizer, seq_len)
+    elif suffix == ".npy":
+        ids = _npy(path)
+    elif suffix == ".npz":
+        ids = _npz(path)
+    elif suffix in (".jsonl", ".json"):
+        ids = _jsonl(path, seq_len)
+    else:
+        raise EvalDataError(f"{path}: unknown evaluation format {suffix!r}; give .npy, .npz or .jsonl token "
+                            "ids, or a text file with --tokenizer bytes|tokenizer.json")
+    if ids.ndim != 2 or ids.shape[0] < 1 or ids.shape[1] < 2:
+        raise EvalDataError(f"{path}: expected token ids [sequences, length >= 2], got shape {tuple(ids.shape)}")
+    if seq_len is not None and tokenizer is None:
+        if seq_len + 1 > ids.shape[1]:
+            raise EvalDataError(f"{path}: --seq-len {seq_len} needs {seq_len + 1} ids per sequence, "
+                                f"the file has {ids.shape[1]}")
+        ids = ids[:, : seq_len + 1]
+    lo, hi = int(ids.min()), int(ids.max())
+    if lo < 0 or hi >= vocab_size:
+        bad = np.argwhere((ids < 0) | (ids >= vocab_size))[0]
+        raise EvalDataError(f"{path}: sequence {bad[0]}, position {bad[1]}: id {int(ids[tuple(bad)])} outside the "
+                            f"model's vocabulary [0, {vocab_size - 1}]")
+    if max_sequences is not None:
+        ids = ids[:max_sequences]
+    return EvalData(np.ascontiguousarray(ids, np.int64), str(path))
+
+
+def _as_ids(a: np.ndarray, path: Path) -> np.ndarray:
+    if not np.issubdtype(a.dtype, np.integer):
+        raise EvalDataError(f"{path}: token ids must be integers, got dtype {a.dtype}")
+    return a.astype(np.int64)
+
+
+def _npy(path: Path) -> np.ndarray:
+    try:
+        return _as_ids(np.load(path, allow_pickle=False), path)
+    except (ValueError, OSError, EOFError) as exc:
+        raise EvalDataError(f"{path}: not a readable .npy array ({exc})") from None
+
+
+def _npz(path: Path) -> np.ndarray:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            keys = list(z.keys())
+            key = "input_ids" if "input_ids" in keys else (keys[0] if len(keys) == 1 else None)
+            if key is None:
+                raise EvalDataError(f"{path}: .npz holds {keys}; name the ids array 'input_ids'")
+            return _as_ids(z[key], path)
+    except (ValueError, OSError, EOFError) as exc:
+        raise EvalDataError(f"{path}: not a readable .npz archive ({exc})") from None
+
+
+def _jsonl(path: Path, seq_len: int | None) -> np.ndarray:
+    rows = []
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise EvalDataError(f"{path}:{lineno}: not valid JSON: {exc.msg}") from None
+                ids = obj.get("input_ids") if isinstance(obj, dict) else None
+                if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+                    raise EvalDataError(f"{path}:{lineno}: expected {{\"input_ids\": [integers]}}")
+                rows.append(ids)
+    except UnicodeDecodeError as exc:
+        raise EvalDataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    if not rows:
+        raise EvalDataError(f"{path}: no sequences")
+    length = min(len(r) for r in rows) if seq_len is None else seq_len + 1
+    if seq_len is None and len({len(r) for r in rows}) > 1:
+        raise EvalDataError(f"{path}: sequences differ in length ({min(len(r) for r in rows)}.."
+                            f"{max(len(r) for r in rows)}); give --seq-len to cut them")
+    short = [i for i, r in enumerate(rows) if len(r) < length]
+    if short:
+        raise EvalDataError(f"{path}:{short[0] + 1}: sequence of {len(rows[short[0]])} ids, --seq-len needs {length}")
+    return np.asarray([r[:length] for r in rows], np.int64)
+
+
+def _tokenize(path: Path, tokenizer: str, seq_len: int | None) -> np.ndarray:
+    if seq_len is None or seq_len < 1:
+        raise EvalDataError("a text evaluation file needs --seq-len (tokens per window, >= 1)")
+    if tokenizer == "bytes":
+        ids = np.frombuffer(path.read_bytes(), np.uint8).astype(np.int64)
+    else:
+        try:
+            from tokenizers import Tokenizer
+        except ImportError:
+            raise EvalDataError("--tokenizer FILE needs the 'tokenizers' package (pip install tokenizers)") from None
+        try:
+            tok = Tokenizer.from_file(str(tokenizer))
+        except Exception as exc:  # the tokenizers package raises its own exception types
+            raise EvalDataError(f"{tokenizer}: not a tokenizer.json ({exc})") from None
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise EvalDataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        ids = np.asarray(tok.encode(text).ids, np.int64)
+    window = seq_len + 1
+    n = ids.size // window
+    if n < 1:
+        raise EvalDataError(f"{path}: {ids.size} tokens, fewer than one window of {window}")
+    return ids[: n * window].reshape(n, window)
