@@ -148,7 +148,7 @@ def program(w_norm: np.ndarray, noise: NoiseSpec, out_step: float,
     ``|Q(w + out_noise * N)|`` over the slot's weights, as aihwkit reads ``eye(in)`` through the tile.
     """
     prog = noise.programming
-    w_norm = np.asarray(w_norm, np.float64)
+    w_norm = np.asarray(w_norm)
     if prog.model == "none":
         return w_norm, 1.0
     if prog.model == "relative":

@@ -35,6 +35,7 @@ from .backend import Backend
 from .operators import AnalogMatrix, analog_apply, lowbit, program_matrix
 
 Op = Callable[[Any], Any]
+HEAD_CHUNK_ELEMENTS = 1 << 22     # logits per lm_head chunk (16 MiB in float32)
 
 
 @dataclass(frozen=True)
@@ -256,13 +257,15 @@ class ForwardRun:
         self.logits: dict[Variant, list[np.ndarray]] = {v: [] for v in variants}
         target = ids[:, 1:]
         S, T = target.shape
-        for start in range(0, S, self.batch_sequences):
-            tgt = target[start:start + self.batch_sequences].reshape(-1)
+        # logits are [sequences x length x vocab]: take as many sequences as keep one chunk near 16 MiB
+        per = max(1, min(self.batch_sequences, HEAD_CHUNK_ELEMENTS // (T * shape.vocab_size)))
+        for start in range(0, S, per):
+            tgt = target[start:start + per].reshape(-1)
             tgt_b = tgt if be.device is None else xp.asarray(tgt, device=be.device)
             rows = xp.arange(tgt.size, **({} if be.device is None else {"device": be.device}))
             clean_lp = None
             for v in variants:
-                h = states[v][start:start + self.batch_sequences]
+                h = states[v][start:start + per]
                 x = xp.reshape(_rms(h, norm, self.arch.rms_norm_eps, xp), (-1, shape.hidden_size))
                 logits = ops[v](x)
                 if self.keep_logits:

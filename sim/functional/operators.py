@@ -31,12 +31,12 @@ def program_matrix(w: np.ndarray, phys: SlotPhysics, rng: np.random.Generator, b
     rows, cols = slot_grid(w.shape[0], w.shape[1], phys.rows, phys.cols)
     out_step = converter_step(phys.adc_bits, noise.out_bound)
     whole = float(np.abs(w).max())
-    normal = lambda shape: rng.standard_normal(shape)  # noqa: E731  (float64 draws for programming)
+    normal = lambda shape: rng.standard_normal(shape, dtype=np.float32)  # noqa: E731
     slots = []
     for cb in cols:
         line = []
         for rb in rows:
-            block = np.asarray(w[cb, rb], np.float64)
+            block = np.asarray(w[cb, rb], np.float32)
             scale = float(np.abs(block).max()) if noise.weight_scaling == "slot" else whole
             scale = scale if scale > 0 else 1.0
             prog, alpha = program(block / scale, noise, out_step, normal)
