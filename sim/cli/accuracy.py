@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from arch import list_presets
 
@@ -95,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate(arch, args.checkpoint, data, chip, requests(policies, fractions), stats, trace,
                       noise_seeds=args.noise_seeds, seed=args.seed, score=args.score, scope=args.scope,
                       placement_file=args.placement_file, digital_weight_bits=args.digital_weight_bits,
-                      device=args.device, batch_sequences=args.batch_sequences, progress=not args.quiet)
+                      device=args.device, batch_sequences=args.batch_sequences, progress=not args.quiet,
+                      routes_dir=Path(args.out) / "routes")
     js, csv = write_accuracy(result, args.out)
     c = result["clean"]
     print(f"{arch.family} checkpoint {args.checkpoint} on {chip.name}: {data.sequences} sequences, "
@@ -110,5 +112,6 @@ def run(args: argparse.Namespace) -> int:
             for r in result["placements"]]
     print(fmt_table(["placement", "analog weights", "Δ bits/token", "Δ perplexity", "KL nats",
                      "top-1 agree", "routes changed"], rows))
-    print(f"wrote {js} and {csv}")
+    print(f"wrote {js}, {csv} and the routes each placement took (noise seed 0) under {Path(args.out) / 'routes'}/ "
+          f"(price them with hetmoe run --trace FILE)")
     return 0

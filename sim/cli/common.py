@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -22,8 +23,10 @@ FMT = argparse.ArgumentDefaultsHelpFormatter
 
 
 def add_model_arg(p: argparse.ArgumentParser, required: bool = True, default: str | None = None) -> None:
+    where = "required" if required else "default: the --checkpoint's config.json, else olmoe-1b-7b"
     p.add_argument("--model", required=required, default=default, metavar="NAME|CONFIG",
-                   help=f"model preset ({', '.join(list_model_presets())}), a config.json, or a folder holding one")
+                   help=f"model preset ({', '.join(list_model_presets())}), a config.json, or a folder holding "
+                        f"one ({where})")
 
 
 def add_synthetic_args(p: argparse.ArgumentParser, tokens: int) -> None:
@@ -74,7 +77,7 @@ def add_common_run_args(p: argparse.ArgumentParser, *, default_tokens: int) -> N
                    help=f"hardware preset ({', '.join(list_presets())}) or YAML file")
     p.add_argument("--set", action="append", metavar="KEY.PATH=VALUE",
                    help="override a hardware YAML key, e.g. analog.tile.tiers=8 (repeatable)")
-    add_model_arg(p, required=False, default="olmoe-1b-7b")
+    add_model_arg(p, required=False, default=None)
     p.add_argument("--trace", default="synthetic", metavar="FILE|synthetic",
                    help="routing log / .npz trace, or 'synthetic' for a seeded synthetic trace")
     p.add_argument("--fill", choices=FILL_RULES, help="fill MoE layers the log did not observe by this rule")
@@ -96,7 +99,8 @@ def add_common_run_args(p: argparse.ArgumentParser, *, default_tokens: int) -> N
 def run_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     batch = args.batch if args.batch is not None else (64 if args.mode == "prefill" else 32)
     trace = synthetic_spec(args) if args.trace == "synthetic" else args.trace
-    return dict(hw=args.hw, model=args.model, trace=trace, mode=args.mode, batch=batch, seed=args.seed,
+    model = args.model or (str(Path(args.checkpoint)) if args.checkpoint else "olmoe-1b-7b")
+    return dict(hw=args.hw, model=model, trace=trace, mode=args.mode, batch=batch, seed=args.seed,
                 context_tokens=args.context_tokens, max_inflight=args.max_inflight, fill=args.fill,
                 checkpoint=args.checkpoint, score=args.score, scope=args.scope,
                 hw_overrides=parse_overrides(args.set))

@@ -30,6 +30,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="run on a Dask distributed cluster")
     p.add_argument("--trace-events", metavar="FILE",
                    help="also write a Chrome trace-event JSON of the maxnn 12.5%% run (keep --tokens small)")
+    a = p.add_argument_group("accuracy (needs --checkpoint; see hetmoe accuracy --help)")
+    a.add_argument("--eval", metavar="FILE",
+                   help="evaluation token ids (.npy/.npz/JSONL, or text with --tokenizer): measure every "
+                        "placement's accuracy with the noise model of --hw and put it beside its cost")
+    a.add_argument("--tokenizer", metavar="bytes|FILE", help="tokenise a text --eval file")
+    a.add_argument("--seq-len", type=int, metavar="N", help="tokens per evaluation sequence (default: the file's)")
+    a.add_argument("--max-sequences", type=int, metavar="N", help="evaluate only the first N sequences")
+    a.add_argument("--noise-seeds", type=int, default=3, metavar="N", help="noise seeds per placement (count)")
+    a.add_argument("--max-loss", type=float, default=1.0, metavar="PERCENT",
+                   help="accuracy budget for the report's answer: relative perplexity increase (%%)")
+    a.add_argument("--device", choices=("numpy", "cpu", "cuda"), default="numpy",
+                   help="array backend of the forward pass")
     p.set_defaults(handler=run_compare)
 
     pl = sub.add_parser("plot", formatter_class=FMT, help="redraw plots and report from a results folder",
@@ -61,7 +73,7 @@ def compare_points(base: dict) -> list[dict]:
 
 def run_compare(args: argparse.Namespace) -> int:
     from ..api import resolve_inputs
-    from ..report.plots import draw_all
+    from ..report.figures import draw_all
     from ..report.markdown import write_report
     from ..sweep import collect, run_points, status_lines, write_tables
 
@@ -69,13 +81,17 @@ def run_compare(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     kw = run_kwargs(args)
     # resolve once (validates everything before any worker starts) and share the trace as a file
-    chip, model, trace, _ = resolve_inputs(kw["hw"], kw["model"], kw["trace"], seed=args.seed, fill=args.fill,
-                                           checkpoint=args.checkpoint, hw_overrides=kw["hw_overrides"])
+    if args.eval and not args.checkpoint:
+        raise HetmoeError("--eval needs --checkpoint DIR (the model whose accuracy is measured)")
+    chip, model, trace, stats = resolve_inputs(kw["hw"], kw["model"], kw["trace"], seed=args.seed, fill=args.fill,
+                                               checkpoint=args.checkpoint, hw_overrides=kw["hw_overrides"])
     trace_file = out / "trace.npz"
     save_npz(trace, trace_file)
     kw["trace"] = str(trace_file)
     kw["fill"] = None
     points = compare_points(kw)
+    if args.eval:
+        _measure_accuracy(args, chip, trace, stats, points, out)
     statuses = run_points(points, out, jobs=args.jobs, scheduler=args.scheduler, quiet=args.quiet)
     runs = [r for r in collect(out) if r["folder"] in {s["id"] for s in statuses if s["ok"]}]
     if not runs:
@@ -94,6 +110,28 @@ def run_compare(args: argparse.Namespace) -> int:
     return 0 if all(s["ok"] for s in statuses) else 1
 
 
+def _measure_accuracy(args: argparse.Namespace, chip, trace, stats, points: list[dict], out: Path) -> None:
+    """The accuracy of every compared placement, written to OUT/accuracy.json before the cost runs."""
+    from workloads.evaldata import load_eval
+
+    from ..functional.architecture import read_architecture
+    from ..functional.evaluate import PlacementRequest, evaluate, write_accuracy
+
+    if args.noise_seeds < 1:
+        raise HetmoeError(f"--noise-seeds {args.noise_seeds}: allowed >= 1")
+    if not 0 <= args.max_loss:
+        raise HetmoeError(f"--max-loss {args.max_loss}: allowed >= 0 (percent)")
+    arch = read_architecture(args.checkpoint)
+    data = load_eval(args.eval, arch.shape.vocab_size, tokenizer=args.tokenizer, seq_len=args.seq_len,
+                     max_sequences=args.max_sequences)
+    wanted = [PlacementRequest(p["policy"], p["fraction"]) for p in points]
+    result = evaluate(arch, args.checkpoint, data, chip, wanted, stats, trace, noise_seeds=args.noise_seeds,
+                      seed=args.seed, score=args.score, scope=args.scope, device=args.device,
+                      progress=not args.quiet, routes_dir=out / "routes")
+    result["max_loss_rel_perplexity"] = args.max_loss / 100
+    write_accuracy(result, out)
+
+
 def _print_table(runs: list[dict]) -> None:
     from ..report.plots import label
     from ..report.markdown import _sort_key
@@ -106,7 +144,7 @@ def _print_table(runs: list[dict]) -> None:
 
 
 def run_plot(args: argparse.Namespace) -> int:
-    from ..report.plots import draw_all
+    from ..report.figures import draw_all
     from ..report.markdown import write_report
     from ..sweep import collect
 
@@ -120,7 +158,7 @@ def run_plot(args: argparse.Namespace) -> int:
 
 
 def run_sweep(args: argparse.Namespace) -> int:
-    from ..report.plots import draw_all
+    from ..report.figures import draw_all
     from ..sweep import collect, load_sweep_spec, run_points, status_lines, write_tables
 
     points = load_sweep_spec(args.spec)

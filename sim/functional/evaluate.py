@@ -26,7 +26,7 @@ from arch.noise import slot_physics
 from arch.spec import ChipSpec
 from workloads.checkpoints.stats import ExpertStats
 from workloads.evaldata import EvalData
-from workloads.traces.format import RoutingTrace
+from workloads.traces.format import RoutingTrace, save_npz
 
 from ..placement import Placement, PlacementContext, place
 from .architecture import Architecture
@@ -72,8 +72,12 @@ def evaluate(arch: Architecture, checkpoint: str | Path, data: EvalData, chip: C
              wanted: list[PlacementRequest], stats: ExpertStats, trace: RoutingTrace, *, noise_seeds: int = 3,
              seed: int = 0, score: str = "gate_rows", scope: str = "layer", placement_file: str | None = None,
              digital_weight_bits: int = 16, device: str = "numpy", batch_sequences: int = 8,
-             progress: bool = False) -> dict[str, Any]:
-    """Run the clean model and every placement under ``noise_seeds`` seeds; return the result dict."""
+             progress: bool = False, routes_dir: str | Path | None = None) -> dict[str, Any]:
+    """Run the clean model and every placement under ``noise_seeds`` seeds; return the result dict.
+
+    With ``routes_dir``, the routes the clean model took and those each placement took under noise
+    seed 0 are written there as hetmoe traces (``clean.npz``, ``<label>.npz``), so that ``hetmoe run
+    --trace`` prices the load that noise actually produces."""
     shape = arch.shape
     placements: list[Placement] = [
         place(r.policy, PlacementContext(shape, trace, stats, r.fraction, score, scope, seed, placement_file))
@@ -88,6 +92,12 @@ def evaluate(arch: Architecture, checkpoint: str | Path, data: EvalData, chip: C
                      digital_weight_bits=digital_weight_bits, batch_sequences=batch_sequences, progress=progress)
     tallies = run.run(data.ids)
     clean = tallies[Variant(None, None)]
+    clean_trace = run.trace(Variant(None, None), f"clean routes of {checkpoint} on {data.source}")
+    routes_files: dict[str, str] = {}
+    if routes_dir is not None:
+        Path(routes_dir).mkdir(parents=True, exist_ok=True)
+        save_npz(clean_trace, Path(routes_dir) / "clean.npz")
+        routes_files["clean"] = f"{Path(routes_dir).name}/clean.npz"
     ce0 = clean.ce_nats / clean.tokens
     rows = []
     for p, (req, placement) in enumerate(zip(wanted, placements)):
@@ -98,6 +108,11 @@ def evaluate(arch: Architecture, checkpoint: str | Path, data: EvalData, chip: C
             t = tallies[Variant(slot[p], k)]
             for layer, n in t.per_layer_changed.items():
                 layers.setdefault(layer, []).append(n / data.predicted_tokens)
+        noisy = [run.trace(Variant(slot[p], k), f"{req.label} routes, noise seed {k}") for k in range(noise_seeds)]
+        if routes_dir is not None:
+            path = Path(routes_dir) / f"{req.label.replace(' ', '-').replace('%', 'pct')}.npz"
+            save_npz(noisy[0], path)
+            routes_files[req.label] = f"{path.parent.name}/{path.name}"
         analog = [m for m in shape.matrices if not placement.is_digital(m)]
         rows.append({
             "label": req.label, "policy": req.policy, "fraction": req.fraction,
@@ -109,6 +124,9 @@ def evaluate(arch: Architecture, checkpoint: str | Path, data: EvalData, chip: C
             "std": {m: float(arr[m].std(ddof=1)) if noise_seeds > 1 else 0.0 for m in METRICS},
             "per_seed": {m: arr[m].tolist() for m in METRICS},
             "routes_changed_per_layer": {str(k): float(np.mean(v)) for k, v in sorted(layers.items())},
+            "load_imbalance_per_layer": {str(layer): {"clean": imbalance(clean_trace, layer),
+                                                      "noisy": float(np.mean([imbalance(t, layer) for t in noisy]))}
+                                         for layer in shape.moe_layers},
             "notes": list(placement.notes),
         })
     return {
@@ -126,7 +144,14 @@ def evaluate(arch: Architecture, checkpoint: str | Path, data: EvalData, chip: C
         "seed": seed, "noise_seeds": noise_seeds, "device": be.name, "digital_weight_bits": digital_weight_bits,
         "clean": {"ce_nats": ce0, "bits_per_token": ce0 / log(2), "perplexity": exp(ce0), "tokens": clean.tokens},
         "placements": rows,
+        "routes_files": routes_files,      # relative to the folder holding accuracy.json
     }
+
+
+def imbalance(trace: RoutingTrace, layer: int) -> float:
+    """Expert load imbalance at ``layer``: the busiest expert's selections over the mean (1 = even)."""
+    p = trace.popularity(layer)
+    return float(p.max() / p.mean()) if p.sum() else 0.0
 
 
 def _plain(obj: Any) -> Any:

@@ -28,6 +28,7 @@ import numpy as np
 from arch.noise import SlotPhysics
 from workloads.checkpoints.tensors import CheckpointError, TensorRef, index_checkpoint, load_tensor
 from workloads.shapes import LM_HEAD, Matrix
+from workloads.traces.format import PHASES, RoutingTrace, empty_arrays
 
 from ..placement import Placement
 from .architecture import Architecture
@@ -114,15 +115,34 @@ class ForwardRun:
             self._layer(layer, mats, variants, states, bar)
         tallies = self._head(ids, variants, states, bar)
         bar.close()
+        self.length = inputs.shape[1]
         for v in variants[1:]:
             t = tallies[v]
-            for layer, noisy in self.routes[v].items():
-                clean = self.routes[variants[0]][layer]
+            for layer, (noisy, _) in self.routes[v].items():
+                clean = self.routes[variants[0]][layer][0]
                 changed = int(np.any(np.sort(noisy, axis=1) != np.sort(clean, axis=1), axis=1).sum())
                 t.per_layer_changed[layer] = changed
                 t.routes_changed += changed
                 t.routed_tokens += clean.shape[0]
         return tallies
+
+    def trace(self, v: Variant, source: str) -> RoutingTrace:
+        """The routes variant ``v`` took, as a hetmoe trace (one request per sequence, prefill)."""
+        shape = self.arch.shape
+        routes = self.routes[v]
+        T = next(iter(routes.values()))[0].shape[0] if routes else 0
+        experts, weights = empty_arrays(T, shape.num_layers, shape.top_k)
+        observed = np.zeros(shape.num_layers, bool)
+        for layer, (ids, w) in routes.items():
+            experts[:, layer], weights[:, layer] = ids, w
+            observed[layer] = True
+        seqs = T // self.length
+        request = np.repeat(np.arange(seqs, dtype=np.int32), self.length)
+        position = np.tile(np.arange(self.length, dtype=np.int32), seqs)
+        meta = {"format": "hetmoe-forward", "source": source, "weights_normalised": bool(shape.norm_topk_prob),
+                "rows_read": 0, "warmup_rows_dropped": 0}
+        return RoutingTrace(experts, weights, request, position, np.full(T, PHASES["prefill"], np.int8),
+                            observed, shape.num_experts, meta)
 
     def _layer(self, layer: int, mats: list[Matrix], variants: list[Variant], states: dict, bar: Any) -> None:
         be = self.be
@@ -165,10 +185,10 @@ class ForwardRun:
                 routes.append(route)
         states[v] = parts[0] if len(parts) == 1 else self.be.xp.concat(parts, axis=0)
         if routes:
-            self.routes[v][layer] = np.concatenate(routes)
+            self.routes[v][layer] = (np.concatenate([r[0] for r in routes]), np.concatenate([r[1] for r in routes]))
 
     # ------------------------------------------------------------------ one decoder layer
-    def _block(self, h: Any, layer: int, ops: dict[str, Op], extra: dict) -> tuple[Any, np.ndarray | None]:
+    def _block(self, h: Any, layer: int, ops: dict[str, Op], extra: dict) -> tuple[Any, tuple | None]:
         xp, a, shape = self.be.xp, self.arch, self.arch.shape
         b, T, H = h.shape
         L = f"L{layer}"
@@ -205,7 +225,7 @@ class ForwardRun:
             y = _swiglu(x2, ops, f"{L}.mlp", xp)
         return h + xp.reshape(y, (b, T, H)), route
 
-    def _moe(self, x2: Any, L: str, ops: dict[str, Op]) -> tuple[Any, np.ndarray]:
+    def _moe(self, x2: Any, L: str, ops: dict[str, Op]) -> tuple[Any, tuple[np.ndarray, np.ndarray]]:
         xp, be, shape = self.be.xp, self.be, self.arch.shape
         logits = ops[f"{L}.router"](x2)
         probs = _softmax(logits, xp)
@@ -229,7 +249,7 @@ class ForwardRun:
             if shape.shared_expert_gate:
                 s = s * _sigmoid(ops[f"{L}.shared.gate"](x2), xp)
             out = out + s
-        return out, top_np.astype(np.int16)
+        return out, (top_np.astype(np.int16), be.numpy(w).astype(np.float32))
 
     def _rope(self, T: int, hd: int) -> tuple[Any, Any]:
         inv = (1.0 / (self.arch.rope_theta ** (np.arange(0, hd, 2, dtype=np.int64).astype(np.float32) / hd)))

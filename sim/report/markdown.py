@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .plots import PLOTS, label, pareto
 from ..result import fmt_number as _fmt
+from . import tradeoff
+from .figures import ACCURACY_PLOT
+from .plots import PLOTS, label, pareto
 
 
 def _sort_key(r: dict[str, Any]) -> tuple:
@@ -23,9 +25,17 @@ def write_report(runs: list[dict[str, Any]], out_dir: str | Path, *, command: st
     c, hw, model, tr = first["config"], first["hw_figures"], first["model_summary"], first["trace"]
     pts = [(r["metrics"]["energy_per_token_uj"], r["metrics"]["throughput_tokens_per_s"]) for r in runs]
     front = {id(runs[i]) for i in pareto(pts)}
+    accuracy = tradeoff.load_accuracy(out)
+    rows = tradeoff.join(runs, accuracy) if accuracy else []
     lines = [f"# hetmoe comparison: {c['model']} on {c['hw']}", ""]
     if command:
         lines += [f"Produced by `{command}`.", ""]
+    if rows:
+        lines += ["## Answer", ""] + tradeoff.answer(rows, accuracy) + [""]
+    else:
+        lines += ["**Accuracy was not measured**: the table below prices each placement but says nothing about "
+                  "the accuracy it keeps. Give `--checkpoint DIR --eval FILE` to measure it with the noise "
+                  "model of the same hardware description.", ""]
     lines += ["## Assumptions", "",
               f"- **Chip**: `{c['hw']}` (source: {c['hw_source']}); {hw['tile_count']:,} tiles of "
               f"{hw['tile_rows']}x{hw['tile_cols']} weights x {hw['tiers']} tiers "
@@ -49,12 +59,18 @@ def write_report(runs: list[dict[str, Any]], out_dir: str | Path, *, command: st
               + (f"micro-batch {c['batch']} tokens, {c['max_inflight']} micro-batches in flight"
                  if c["mode"] == "prefill" else f"{c['batch']} sequences, context {c['context_tokens']} tokens")
               + f", seed {c['seed']}.",
+              *(_accuracy_assumptions(accuracy) if rows else []),
               "- Budget policies (`maxnn`, `frequency`, `random`, `maxnn-lowest`) put the given fraction of each "
               "MoE layer's routed experts plus attention, router, shared experts, dense FFNs and lm_head on the "
               "digital SIMD core; `all-analog` puts every weight-static matrix on tiles.",
               ""]
     if failures:
         lines += ["## Failed points", ""] + [f"- {f}" for f in failures] + [""]
+    if rows:
+        lines += ["## Accuracy and cost", ""] + tradeoff.table(rows) + [
+            "", "★ on the accuracy–efficiency Pareto front (lower perplexity increase, higher tokens/s/W). "
+            "Also in `tradeoff.csv`; per seed in `accuracy.json`.", "",
+            f"![Accuracy lost vs efficiency]({ACCURACY_PLOT})", ""]
     lines += ["## Placements", "",
               "| placement | digital experts (%) | tokens/s | energy/token (µJ) | tokens/s/W | power (W) | "
               "p50 latency (µs) | p99 latency (µs) | analog exposure: MACs / gate-weighted / score-weighted (%) |",
@@ -103,3 +119,25 @@ def write_report(runs: list[dict[str, Any]], out_dir: str | Path, *, command: st
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _accuracy_assumptions(acc: dict[str, Any]) -> list[str]:
+    n, p, cv = acc["noise"], acc["noise"]["programming"], acc["converters"]
+    prog = {"none": "none", "relative": f"relative Gaussian, σ = {p['sigma_relative']:g} × max|W| of the "
+            f"{n['weight_scaling']}",
+            "pcm": "aihwkit PCMLikeNoiseModel (Nandakumar et al., ICECS 2019)",
+            "hermes": f"aihwkit HermesNoiseModel, {p['num_devices']} devices (Le Gallo et al., Nat. Electron. 2023)"
+            }[p["model"]]
+    drift = (f", drift to t = {p['t_inference_s']:g} s with {p['drift_compensation']} drift compensation"
+             if p["model"] in ("pcm", "hermes") else "")
+    ev = acc["eval"]
+    return [f"- **Noise model** (`analog.noise` of `{acc['hw']}`, aihwkit semantics, per {cv['tile_rows']}x"
+            f"{cv['tile_cols']} crossbar slot): inputs {n['noise_management']}-scaled and quantised to "
+            f"{cv['input_bits']} bits, outputs to {cv['adc_bits']} bits over ±{n['out_bound']:g} "
+            f"({n['out_range']} range, {n['bound_management']} bound management), output noise "
+            f"{n['out_noise']:g}, read noise {n['w_noise']:g}; programming noise: {prog}{drift}.",
+            f"- **Accuracy measured** on checkpoint `{acc['checkpoint']}` ({acc['family']}), {ev['sequences']} "
+            f"sequences of {ev['length']} ids from `{ev['source']}` ({ev['predicted_tokens']:,} predicted tokens), "
+            f"{acc['noise_seeds']} noise seeds with common random numbers; digital weights "
+            f"{'as stored' if acc['digital_weight_bits'] >= 16 else str(acc['digital_weight_bits']) + '-bit'}; "
+            f"clean perplexity {acc['clean']['perplexity']:.5g}."]

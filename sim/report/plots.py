@@ -199,12 +199,3 @@ PLOTS = {
     "exposure_vs_efficiency.png": plot_exposure_efficiency,
     "tile_utilisation.png": plot_tile_heatmap,
 }
-
-
-def draw_all(runs: list[dict[str, Any]], out_dir: str | Path) -> list[Path]:
-    out = Path(out_dir)
-    paths = []
-    for name, fn in PLOTS.items():
-        fn(runs, out / name)
-        paths.append(out / name)
-    return paths

@@ -1,0 +1,159 @@
+"""Accuracy beside cost: the joined table, its Pareto front, the plain-words answer and the plot.
+
+Reads ``accuracy.json`` (written by ``hetmoe compare --checkpoint --eval`` or ``hetmoe accuracy``) and
+the cost runs' result dictionaries, joined by placement label (``maxnn 12.5%``, ``all-analog``).
+Accuracy loss is the relative perplexity increase over the clean model, exp(Δ cross-entropy) − 1,
+mean and sample std over noise seeds; efficiency is tokens/s/W (tokens per joule).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from ..result import fmt_number  # noqa: E402
+from .plots import FAMILY_STYLE, _style, label, pareto  # noqa: E402
+
+ACCURACY_FILE = "accuracy.json"
+DEFAULT_MAX_LOSS = 0.01          # 1 % relative perplexity increase
+
+
+def load_accuracy(out_dir: str | Path) -> dict[str, Any] | None:
+    path = Path(out_dir) / ACCURACY_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def join(runs: list[dict[str, Any]], accuracy: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per placement measured on both sides, in the cost runs' order."""
+    acc = {p["label"]: p for p in accuracy["placements"]}
+    rows = []
+    for r in runs:
+        a = acc.get(label(r))
+        if a is None:
+            continue
+        m = r["metrics"]
+        rows.append({"label": label(r), "policy": r["placement"]["policy"],
+                     "fraction": r["placement"].get("fraction", 0.0),
+                     "tokens_per_s": m["throughput_tokens_per_s"], "energy_per_token_uj": m["energy_per_token_uj"],
+                     "tokens_per_s_per_w": m["tokens_per_s_per_w"],
+                     "loss": a["mean"]["rel_perplexity_increase"], "loss_std": a["std"]["rel_perplexity_increase"],
+                     "delta_bits": a["mean"]["delta_bits_per_token"], "delta_bits_std": a["std"]["delta_bits_per_token"],
+                     "kl": a["mean"]["kl_nats"], "kl_std": a["std"]["kl_nats"],
+                     "top1": a["mean"]["top1_agreement"], "routes_changed": a["mean"]["routes_changed"]})
+    return rows
+
+
+def front(rows: list[dict[str, Any]]) -> list[int]:
+    """Indices of rows no other row beats on both loss (lower) and tokens/s/W (higher)."""
+    return pareto([(r["loss"], r["tokens_per_s_per_w"]) for r in rows])
+
+
+def answer(rows: list[dict[str, Any]], accuracy: dict[str, Any]) -> list[str]:
+    """Three to five plain sentences computed from the joined table."""
+    budget = accuracy.get("max_loss_rel_perplexity", DEFAULT_MAX_LOSS)
+    by = {r["label"]: r for r in rows}
+    ev = accuracy["eval"]
+    out = [f"Accuracy budget: perplexity at most {100 * budget:g} % above the clean model's "
+           f"({accuracy['clean']['perplexity']:.4g}), measured on {ev['predicted_tokens']:,} tokens of "
+           f"`{Path(ev['source']).name}` with {accuracy['noise_seeds']} noise seeds."]
+    ok = [r for r in rows if r["loss"] <= budget]
+    if ok:
+        best = max(ok, key=lambda r: r["tokens_per_s_per_w"])
+        s = (f"The most efficient placement within it is **{best['label']}**: "
+             f"{fmt_number(best['tokens_per_s_per_w'])} tokens/s/W at {100 * best['loss']:+.3g} % "
+             f"(± {100 * best['loss_std']:.2g}) perplexity")
+        ratios = [f"{best['tokens_per_s_per_w'] / by[ref]['tokens_per_s_per_w']:.3g}× {ref}'s efficiency"
+                  for ref in ("all-analog", "all-digital") if ref in by and ref != best["label"]]
+        out.append(s + (", " + " and ".join(ratios) if ratios else "") + ".")
+    else:
+        least = min(rows, key=lambda r: r["loss"])
+        out.append(f"No measured placement stays within it; the least damaging is **{least['label']}** at "
+                   f"{100 * least['loss']:+.3g} % perplexity.")
+    if "all-analog" in by:
+        a = by["all-analog"]
+        out.append(f"All-analog costs {100 * a['loss']:+.3g} % (± {100 * a['loss_std']:.2g}) perplexity at "
+                   f"{fmt_number(a['tokens_per_s_per_w'])} tokens/s/W.")
+    pf = [rows[i]["label"] for i in front(rows)]
+    out.append(f"On the accuracy–efficiency Pareto front: {', '.join(pf)}.")
+    for f in (0.125, 0.25):
+        trio = [by.get(f"{p} {100 * f:g}%") for p in ("maxnn", "random", "maxnn-lowest")]
+        if all(trio):
+            out.append(f"At {100 * f:g} % digital experts, perplexity rises {100 * trio[0]['loss']:+.3g} % "
+                       f"(± {100 * trio[0]['loss_std']:.2g}) under maxnn, {100 * trio[1]['loss']:+.3g} % under "
+                       f"random and {100 * trio[2]['loss']:+.3g} % under maxnn-lowest.")
+            break
+    return out
+
+
+def table(rows: list[dict[str, Any]]) -> list[str]:
+    """Markdown table lines, Pareto-front rows starred."""
+    star = set(front(rows))
+    lines = ["| placement | tokens/s | energy/token (µJ) | tokens/s/W | perplexity increase (%) | Δ bits/token | "
+             "KL (nats) | top-1 agreement | routes changed (%) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for i, r in enumerate(rows):
+        lines.append(
+            f"| {r['label']}{' ★' if i in star else ''} | {fmt_number(r['tokens_per_s'])} | "
+            f"{fmt_number(r['energy_per_token_uj'])} | {fmt_number(r['tokens_per_s_per_w'])} | "
+            f"{100 * r['loss']:+.3f} ± {100 * r['loss_std']:.3f} | {r['delta_bits']:+.4f} ± {r['delta_bits_std']:.4f} | "
+            f"{r['kl']:.4f} ± {r['kl_std']:.4f} | {r['top1']:.4f} | {100 * r['routes_changed']:.2f} |")
+    return lines
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    cols = [("label", "label"), ("policy", "policy"), ("fraction", "fraction"), ("tokens_per_s", "tokens_per_s"),
+            ("energy_per_token_uj", "energy_per_token_uj"), ("tokens_per_s_per_w", "tokens_per_s_per_w"),
+            ("loss", "rel_perplexity_increase_mean"), ("loss_std", "rel_perplexity_increase_std"),
+            ("delta_bits", "delta_bits_per_token_mean"), ("delta_bits_std", "delta_bits_per_token_std"),
+            ("kl", "kl_nats_mean"), ("kl_std", "kl_nats_std"), ("top1", "top1_agreement_mean"),
+            ("routes_changed", "routes_changed_share_mean")]
+    lines = [",".join(c for _, c in cols)]
+    lines += [",".join(str(r[k]) if isinstance(r[k], str) else f"{r[k]:.8g}" for k, _ in cols) for r in rows]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def plot_accuracy_efficiency(rows: list[dict[str, Any]], accuracy: dict[str, Any], subtitle: str,
+                             path: Path) -> None:
+    """Perplexity increase against tokens/s/W; each policy a line over its fractions; front marked."""
+    fig, ax = plt.subplots(figsize=(7.8, 5.2), dpi=150)
+    fam: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        fam.setdefault(r["policy"], []).append(r)
+    for policy, rs in fam.items():
+        rs = sorted(rs, key=lambda r: r["fraction"])
+        color, marker = FAMILY_STYLE.get(policy, ("k", "o"))
+        ax.errorbar([r["tokens_per_s_per_w"] for r in rs], [100 * r["loss"] for r in rs],
+                    yerr=[100 * r["loss_std"] for r in rs], marker=marker, color=color, ms=6, lw=1, capsize=2.5,
+                    linestyle="-" if len(rs) > 1 else "none", label=policy, alpha=0.9)
+        if policy == "maxnn":
+            for r in rs:
+                ax.annotate(f"{100 * r['fraction']:g}%", (r["tokens_per_s_per_w"], 100 * r["loss"]),
+                            textcoords="offset points", xytext=(6, 4), fontsize=7, color=color)
+    idx = sorted(front(rows), key=lambda i: rows[i]["tokens_per_s_per_w"])
+    fx = [rows[i]["tokens_per_s_per_w"] for i in idx]
+    fy = [100 * rows[i]["loss"] for i in idx]
+    ax.plot(fx, fy, color="k", lw=2.5, alpha=0.25, zorder=0, drawstyle="steps-post", label="Pareto front")
+    ax.scatter(fx, fy, s=150, facecolors="none", edgecolors="k", linewidths=1.0, zorder=3)
+    budget = 100 * accuracy.get("max_loss_rel_perplexity", DEFAULT_MAX_LOSS)
+    ax.axhline(budget, color="#555555", lw=0.8, ls="--")
+    ax.annotate(f"budget {budget:g} %", (1, budget), xycoords=("axes fraction", "data"), xytext=(-4, 3),
+                textcoords="offset points", ha="right", fontsize=7, color="#555555")
+    ax.set_xscale("log")
+    ax.set_xlabel("tokens/s/W (tokens per joule)")
+    ax.set_ylabel("perplexity increase over clean (%), mean ± std over noise seeds")
+    ax.set_title(f"Accuracy lost vs efficiency\n{subtitle}", fontsize=10)
+    _style(ax)
+    ax.legend(fontsize=8, frameon=False, loc="best")
+    noise = accuracy["noise"]["programming"]["model"]
+    fig.text(0.01, 0.005, f"noise: {noise} programming, out_noise {accuracy['noise']['out_noise']:g}, "
+             f"DAC {accuracy['converters']['input_bits']} b, ADC {accuracy['converters']['adc_bits']} b; "
+             f"eval {Path(accuracy['eval']['source']).name}", fontsize=6, color="#666666")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
