@@ -46,6 +46,7 @@ def compared(tiny_inputs, tmp_path_factory) -> Path:
 
 def test_compare_writes_report_tables_and_plots(compared):
     report = (compared / "report.md").read_text()
+    assert "**Accuracy was not measured**" in report and not (compared / "accuracy_vs_efficiency.png").exists()
     assert report.index("## Assumptions") < report.index("## Placements")
     for policy in ("all-analog", "all-digital", "maxnn 12.5%", "maxnn 25%", "random 25%", "frequency 50%"):
         assert f"| {policy}" in report, policy

@@ -1,0 +1,107 @@
+"""Accuracy beside cost: the Pareto front and answer from the table, routes as traces, compare end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from sim.functional.forward import Variant
+from sim.report.tradeoff import answer, front, table
+from tests.moe_checkpoints import olmoe_config, write_olmoe
+from tests.test_functional import chip, forward, ids_for
+from workloads.traces.format import load_npz, save_npz
+
+
+def row(label, policy, fraction, eff, loss, std=0.001):
+    return {"label": label, "policy": policy, "fraction": fraction, "tokens_per_s": 1.0, "energy_per_token_uj": 1.0,
+            "tokens_per_s_per_w": eff, "loss": loss, "loss_std": std, "delta_bits": loss, "delta_bits_std": std,
+            "kl": loss, "kl_std": std, "top1": 1 - loss, "routes_changed": 0.0}
+
+
+TABLE = [row("all-analog", "all-analog", 0.0, 1000.0, 0.050),
+         row("maxnn 12.5%", "maxnn", 0.125, 800.0, 0.020),
+         row("random 12.5%", "random", 0.125, 790.0, 0.030),        # dominated by maxnn 12.5%
+         row("maxnn 25%", "maxnn", 0.25, 600.0, 0.008),
+         row("maxnn-lowest 25%", "maxnn-lowest", 0.25, 650.0, 0.012),
+         row("all-digital", "all-digital", 1.0, 100.0, 0.0)]
+ACC = {"max_loss_rel_perplexity": 0.01, "clean": {"perplexity": 3.7}, "noise_seeds": 3,
+       "eval": {"predicted_tokens": 1000, "source": "ids.npy"}}
+
+
+def test_pareto_front_is_computed_from_the_table():
+    # lower loss and higher tokens/s/W are better; random 12.5% is beaten by maxnn 12.5% on both
+    assert sorted(TABLE[i]["label"] for i in front(TABLE)) == sorted(
+        ["all-analog", "maxnn 12.5%", "maxnn 25%", "maxnn-lowest 25%", "all-digital"])
+    starred = [line.split("|")[1].strip() for line in table(TABLE)[2:] if "★" in line]
+    assert "random 12.5% ★" not in starred and "maxnn 25% ★" in starred
+
+
+def test_answer_names_the_best_placement_within_the_budget():
+    text = " ".join(answer(TABLE, ACC))
+    # within 1 %: maxnn 25% (0.8 %) and all-digital; the more efficient is maxnn 25%
+    assert "**maxnn 25%**" in text
+    assert f"{600 / 1000:.3g}× all-analog's efficiency" in text and f"{600 / 100:.3g}× all-digital's" in text
+    assert "+5 % (± 0.1) perplexity" in text         # all-analog's loss, in percent
+    tight = {**ACC, "max_loss_rel_perplexity": 0.0}
+    assert "**all-digital**" in " ".join(answer(TABLE, tight))
+
+
+def test_noisy_routes_round_trip_and_equal_clean_routes_without_noise(tmp_path):
+    ckpt = write_olmoe(tmp_path / "c", olmoe_config(), seed=5)
+    ids = ids_for(64, n=3, length=12)
+    noisy = forward(ckpt, ["all-analog"], chip({"out_noise": 0.2, "programming": {"model": "relative",
+                                                                                  "sigma_relative": 0.2}}, 8), ids)
+    trace = noisy.trace(Variant(0, 0), "test")
+    save_npz(trace, tmp_path / "noisy.npz")
+    back = load_npz(tmp_path / "noisy.npz")
+    for layer, (ids_taken, weights) in noisy.routes[Variant(0, 0)].items():
+        assert np.array_equal(back.experts[:, layer], ids_taken)
+        assert np.allclose(back.weights[:, layer], weights)
+    assert back.tokens == 3 * 11 and back.request.max() == 2 and back.position.max() == 10
+    clean_routes = noisy.routes[Variant(None, None)]
+    assert any(not np.array_equal(clean_routes[l][0], noisy.routes[Variant(0, 0)][l][0]) for l in clean_routes)
+    quiet = forward(ckpt, ["all-analog"], chip(), ids)             # noise off, 16-bit converters
+    for layer, (ids_taken, _) in quiet.routes[Variant(0, 0)].items():
+        assert np.array_equal(ids_taken, quiet.routes[Variant(None, None)][layer][0])
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory):
+    """``hetmoe compare`` with accuracy on a planted checkpoint (expert 0 of every layer: one neuron 10x)."""
+    root = tmp_path_factory.mktemp("cmp")
+    ckpt = write_olmoe(root / "ckpt", olmoe_config(experts=8, top_k=2), seed=11, planted=10.0)
+    np.save(root / "ids.npy", ids_for(64, n=6, length=33, seed=2))
+    hw = root / "chip.yaml"
+    hw.write_text("extends: aimc-3d-moe\nanalog:\n  noise:\n    out_noise: 0.0\n    programming:\n"
+                  "      model: relative\n      sigma_relative: 0.05\n")
+    proc = subprocess.run([sys.executable, "-m", "sim.cli", "compare", "--checkpoint", str(ckpt), "--eval",
+                           str(root / "ids.npy"), "--hw", str(hw), "--noise-seeds", "3", "--tokens", "512",
+                           "--quiet", "--out", str(root / "out")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return root / "out"
+
+
+def test_compare_puts_maxnn_below_maxnn_lowest_in_loss(compared):
+    acc = {p["label"]: p for p in json.loads((compared / "accuracy.json").read_text())["placements"]}
+    assert acc["maxnn 12.5%"]["mean"]["kl_nats"] < acc["maxnn-lowest 12.5%"]["mean"]["kl_nats"]
+    assert acc["maxnn 12.5%"]["mean"]["delta_ce_nats"] < acc["maxnn-lowest 12.5%"]["mean"]["delta_ce_nats"]
+    assert acc["all-digital"]["mean"]["kl_nats"] == 0.0
+    header = (compared / "tradeoff.csv").read_text().splitlines()[0].split(",")
+    assert {"tokens_per_s_per_w", "rel_perplexity_increase_mean", "kl_nats_mean", "top1_agreement_mean"} <= set(header)
+    report = (compared / "report.md").read_text()
+    assert report.index("## Answer") < report.index("## Assumptions") and "**Noise model**" in report
+
+
+def test_plot_redraws_the_accuracy_figure_from_files(compared):
+    import matplotlib.image as mpimg
+
+    path = compared / "accuracy_vs_efficiency.png"
+    before = mpimg.imread(path)
+    path.unlink()
+    proc = subprocess.run([sys.executable, "-m", "sim.cli", "plot", str(compared)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert np.array_equal(mpimg.imread(path), before)
