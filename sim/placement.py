@@ -164,6 +164,37 @@ def explicit(ctx: PlacementContext) -> Placement:
     return Placement("explicit", {"file": str(path)}, digital, modules)
 
 
+SENSITIVITY_KIND = "hetmoe-expert-sensitivity"
+
+
+def read_sensitivity(path: str | Path, layers: int, experts: int) -> np.ndarray:
+    """The ``sensitivity`` array ``[layers, experts]`` of a file written by ``hetmoe sensitivity``."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PlacementError(f"{path}: not a sensitivity scores file ({exc})") from None
+    if not isinstance(data, dict) or data.get("kind") != SENSITIVITY_KIND:
+        raise PlacementError(f"{path}: not a sensitivity scores file (write one with hetmoe sensitivity)")
+    try:
+        a = np.array([[np.nan if v is None else v for v in row] for row in data["sensitivity"]], float)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PlacementError(f"{path}: malformed sensitivity array ({exc})") from None
+    if a.shape != (layers, experts):
+        raise PlacementError(f"{path}: scores for {a.shape[0] if a.ndim else 0} layers x "
+                             f"{a.shape[1] if a.ndim > 1 else 0} experts; the model has {layers} x {experts}")
+    return a
+
+
+def sensitivity(ctx: PlacementContext) -> Placement:
+    """The ``fraction`` of routed experts whose measured damage when alone on analog is largest (a
+    ``hetmoe sensitivity`` scores file given as the placement file): the measured upper reference."""
+    if not ctx.explicit_file:
+        raise PlacementError("policy 'sensitivity' needs --placement-file SCORES.json (from hetmoe sensitivity)")
+    key = read_sensitivity(ctx.explicit_file, ctx.model.num_layers, ctx.model.num_experts)
+    return _top_by(ctx, key, "sensitivity", {"scores_file": str(ctx.explicit_file)})
+
+
 def _variant(ctx: PlacementContext) -> str:
     if ctx.score not in VARIANTS:
         raise PlacementError(f"unknown score variant {ctx.score!r}; allowed: {', '.join(VARIANTS)}")
@@ -176,7 +207,7 @@ def _score_params(ctx: PlacementContext) -> dict[str, Any]:
 
 POLICIES: dict[str, Callable[[PlacementContext], Placement]] = {
     "all-digital": all_digital, "all-analog": all_analog, "maxnn": maxnn, "maxnn-lowest": maxnn_lowest,
-    "random": random_policy, "frequency": frequency, "explicit": explicit,
+    "random": random_policy, "frequency": frequency, "explicit": explicit, "sensitivity": sensitivity,
 }
 
 

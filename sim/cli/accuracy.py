@@ -47,7 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default: 0.125 and 0.25)")
     p.add_argument("--score", default="gate_rows", help="MaxNNScore variant (see hetmoe stats)")
     p.add_argument("--scope", default="layer", choices=("layer", "global"), help="ranking scope")
-    p.add_argument("--placement-file", metavar="FILE", help="YAML/JSON list for policy 'explicit'")
+    p.add_argument("--placement-file", metavar="FILE", help="YAML/JSON list for policy 'explicit', or a scores file of hetmoe sensitivity for "
+                        "policy 'sensitivity'")
     p.add_argument("--trace", metavar="FILE",
                    help="routing log for policy 'frequency' (default: a seeded synthetic trace, labelled)")
     p.add_argument("--noise-seeds", type=int, default=3, metavar="N", help="noise seeds per placement (count)")
@@ -62,6 +63,75 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (required)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=run)
+
+    s = sub.add_parser(
+        "sensitivity", formatter_class=FMT,
+        help="measure each routed expert's damage when it alone is analog; rank-correlate with the scores",
+        description="For every (layer, expert): the damage when only that expert runs through the noise model "
+                    "of --hw, mean over --noise-seeds. --method loss: the model's cross-entropy increase (nats/"
+                    "token; one forward pass per expert and seed); --method output: the expert's relative output "
+                    "error on the tokens routed to it (cheap). Writes sensitivity.json (the scores file policy "
+                    "'sensitivity' reads with --placement-file), sensitivity.csv and sensitivity.png, and prints "
+                    "per-layer Spearman correlations with every MaxNNScore variant, the router row norm and the "
+                    "routing frequency.")
+    for args_, kw in _shared_accuracy_options():
+        s.add_argument(*args_, **kw)
+    s.add_argument("--method", choices=("loss", "output"), default="loss", help="damage measure (see above)")
+    s.add_argument("--max-tokens", type=int, default=2048, metavar="N",
+                   help="--method output: routed tokens per expert used (count)")
+    s.add_argument("--noise-seeds", type=int, default=2, metavar="N", help="noise seeds (count)")
+    s.add_argument("--seed", type=int, default=0, help="base seed of the noise draws")
+    s.add_argument("--device", choices=("numpy", "cpu", "cuda"), default="numpy", help="array backend")
+    s.add_argument("--out", required=True, metavar="DIR", help="output folder (required)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(handler=run_sensitivity)
+
+
+def _shared_accuracy_options() -> list[tuple[tuple[str, ...], dict]]:
+    return [(("--checkpoint",), dict(required=True, metavar="DIR", help="checkpoint folder (config.json, "
+                                      "*.safetensors)")),
+            (("--eval",), dict(required=True, metavar="FILE", help="evaluation token ids or text (see hetmoe "
+                                "accuracy --help)")),
+            (("--tokenizer",), dict(metavar="bytes|FILE", help="tokenise a text --eval file")),
+            (("--seq-len",), dict(type=int, metavar="N", help="tokens per sequence (default: the file's)")),
+            (("--max-sequences",), dict(type=int, metavar="N", help="use only the first N sequences")),
+            (("--hw",), dict(default="hermes-64", metavar="NAME|FILE", help="hardware preset or YAML file")),
+            (("--set",), dict(action="append", metavar="KEY.PATH=VALUE", help="override a hardware YAML key "
+                               "(repeatable)"))]
+
+
+def run_sensitivity(args: argparse.Namespace) -> int:
+    import json
+
+    from arch import load_chip
+    from workloads.checkpoints.stats import compute_stats
+    from workloads.evaldata import load_eval
+
+    from ..functional.architecture import read_architecture
+    from ..functional.sensitivity import measure
+    from ..report.sensitivity import plot_sensitivity, write_csv
+
+    chip = load_chip(args.hw, parse_overrides(args.set))
+    arch = read_architecture(args.checkpoint)
+    data = load_eval(args.eval, arch.shape.vocab_size, tokenizer=args.tokenizer, seq_len=args.seq_len,
+                     max_sequences=args.max_sequences)
+    stats = compute_stats(args.checkpoint, arch.shape, progress=not args.quiet)
+    result = measure(arch, args.checkpoint, data, chip, stats, method=args.method, noise_seeds=args.noise_seeds,
+                     seed=args.seed, device=args.device, max_tokens=args.max_tokens, progress=not args.quiet)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sensitivity.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_csv(result, out / "sensitivity.csv")
+    plot_sensitivity(result, out / "sensitivity.png")
+    names = list(result["spearman"])
+    rows = [[layer] + [f"{result['spearman'][n][layer]:+.2f}" for n in names] for layer in result["spearman"][names[0]]]
+    rows.append(["mean"] + [f"{result['spearman_mean'][n]:+.2f}" for n in names])
+    print(f"Spearman correlation of measured sensitivity ({result['method']}: {result['unit']}) with each score, "
+          f"per MoE layer:")
+    print(fmt_table(["layer"] + names, rows))
+    print(f"wrote {out / 'sensitivity.json'} (use: --policy sensitivity --placement-file {out / 'sensitivity.json'}), "
+          f"sensitivity.csv, sensitivity.png")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:

@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--policy", default="maxnn", metavar="NAME", help=f"placement policy: {', '.join(POLICIES)}")
     p.add_argument("--fraction", type=float, default=0.125,
                    help="digital share of routed experts for the budget policies (0..1)")
-    p.add_argument("--placement-file", metavar="FILE", help="YAML/JSON list for policy 'explicit'")
+    p.add_argument("--placement-file", metavar="FILE", help="YAML/JSON list for policy 'explicit', or a scores file of hetmoe sensitivity for "
+                        "policy 'sensitivity'")
     p.add_argument("--trace-events", metavar="FILE", help="also write a Chrome trace-event JSON (Perfetto)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.set_defaults(handler=run)

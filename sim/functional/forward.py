@@ -73,6 +73,7 @@ class ForwardRun:
     batch_sequences: int = 8
     progress: bool = False
     keep_logits: bool = False          # keep every variant's logits (tests, small runs): [S, T, vocab] each
+    capture_expert_inputs: int = 0     # keep up to this many clean inputs per routed expert (sensitivity)
     refs: dict[str, TensorRef] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -96,6 +97,8 @@ class ForwardRun:
     def _load(self, name: str) -> np.ndarray:
         return load_tensor(self._ref(name))
 
+    load = _load
+
     # ------------------------------------------------------------------ the run
     def run(self, ids: np.ndarray) -> dict[Variant, Tally]:
         """Evaluate ``ids`` ``[sequences, length]``: positions 1.. predicted from 0.."""
@@ -106,7 +109,10 @@ class ForwardRun:
         embed = self._load("model.embed_tokens.weight")
         states = {v: be.asarray(embed[inputs]) for v in variants}
         del embed
-        self.clean_routes: dict[int, np.ndarray] = {}
+        # variants whose every matrix so far was digital and exact share the clean states (no recompute)
+        self._aliased = set(variants[1:]) if self.digital_weight_bits >= 16 else set()
+        self.expert_inputs: dict[tuple[int, int], np.ndarray] = {}
+        self._current = variants[0]
         self.routes: dict[Variant, dict[int, np.ndarray]] = {v: {} for v in variants}
         steps = shape.num_layers * len(variants) + len(variants)
         bar = _progress(steps, self.progress)
@@ -159,6 +165,14 @@ class ForwardRun:
             needed = {m.name for m in mats for p in self.placements if not p.is_digital(m)}
             programmed = {m.name: self._program(m, weights[m.name], noise_seed, k) for m in mats if m.name in needed}
             for p, placement in enumerate(self.placements):
+                v = Variant(p, k)
+                if v in self._aliased and all(placement.is_digital(m) for m in mats):
+                    states[v] = states[Variant(None, None)]
+                    if layer in self.routes[Variant(None, None)]:
+                        self.routes[v][layer] = self.routes[Variant(None, None)][layer]
+                    bar.update(1)
+                    continue
+                self._aliased.discard(v)
                 ops = {}
                 for m in mats:
                     if placement.is_digital(m):
@@ -175,6 +189,7 @@ class ForwardRun:
         return program_matrix(w, self.phys, rng, self.be)
 
     def _advance(self, v: Variant, layer: int, ops: dict[str, Op], states: dict, extra: dict) -> None:
+        self._current = v
         h = states[v]
         b = self.batch_sequences
         parts, routes = [], []
@@ -242,6 +257,13 @@ class ForwardRun:
                 continue
             ti = tok if be.device is None else xp.asarray(tok, device=be.device)
             si = slot if be.device is None else xp.asarray(slot, device=be.device)
+            if self.capture_expert_inputs and self._current.placement is None:
+                key = (int(L[1:]), e)
+                have = self.expert_inputs.get(key)
+                room = self.capture_expert_inputs - (0 if have is None else have.shape[0])
+                if room > 0:
+                    got = be.numpy(x2[ti][:room])
+                    self.expert_inputs[key] = got if have is None else np.concatenate([have, got])
             ye = _swiglu(x2[ti], ops, f"{L}.E{e}", xp)
             out[ti] = out[ti] + ye * w[ti, si][:, None]
         if shape.shared_expert_width:
