@@ -111,9 +111,10 @@ def reduction_adds(out_features: int, in_features: int, rows: int) -> int:
 
 # ----------------------------------------------------------------------------- digital
 
-def simd_macs_per_ns(simd: SimdSpec) -> float:
-    """Aggregate MAC rate of all cores, MACs per ns."""
-    return simd.cores * simd.macs_per_cycle * simd.clock_ghz
+def simd_macs_per_ns(simd: SimdSpec, precision: str | None = None) -> float:
+    """Aggregate MAC rate of all cores at ``precision`` (``mac_rate_scale``, default 1), MACs per ns."""
+    scale = simd.mac_rate_scale.get(precision, 1.0) if precision else 1.0
+    return simd.cores * simd.macs_per_cycle * simd.clock_ghz * scale
 
 
 def simd_vector_ops_per_ns(simd: SimdSpec) -> float:

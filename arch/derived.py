@@ -40,7 +40,7 @@ def derived_figures(chip: ChipSpec) -> dict[str, Any]:
         "mvm_energy_pj": e_mvm,
         "peak_analog_tops": a.tile_count * ops / period / 1000.0,
         "analog_tops_per_w": ops / (e_mvm + a.static_power_mw_per_tile * period),
-        "peak_digital_tops": 2 * costs.simd_macs_per_ns(simd) / 1000.0,
+        "peak_digital_tops": 2 * costs.simd_macs_per_ns(simd, chip.precision.digital_mac) / 1000.0,
         "digital_tops_per_w": 2.0 / costs.e_mac_pj(chip),
         "sram_capacity_mib": chip.memory.sram.capacity_mib,
         "sram_bandwidth_gbps": chip.memory.sram.bandwidth_gbps,

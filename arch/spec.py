@@ -158,6 +158,8 @@ class SimdSpec:
     vector_ops_per_cycle: int = param("element-wise operations per cycle per core", lo=1)
     energy_pj_per_vector_op: float = param("energy per element-wise operation, pJ", lo=0.0)
     static_power_mw: float = param("static power of all SIMD cores together, mW", lo=0.0)
+    mac_rate_scale: dict = param("MAC rate by precision name relative to macs_per_cycle (e.g. int4: 2); "
+                                 "a precision not listed runs at macs_per_cycle", default={})
 
 
 @dataclass(frozen=True)

@@ -236,3 +236,22 @@ def test_result_files(tmp_path):
     header = (tmp_path / "summary.csv").read_text().splitlines()[0]
     assert "throughput_tokens_per_s" in header and "energy_per_token_uj" in header
     assert (tmp_path / "energy.csv").read_text().startswith("run,domain,component,energy_pj")
+
+
+def test_digital_weight_bytes_scale_with_weight_bits():
+    """All-digital prefill with no SRAM streams every weight from DRAM at every use, plus KV-cache traffic
+    that does not depend on weight bits: DRAM bytes = W * bits / 8 + KV. So the 16 -> 8 bit saving is
+    twice the 8 -> 4 bit saving (int4 moves half the weight bytes of int8), and the MAC rate follows the
+    preset's mac_rate_scale (aimc-3d-moe: int4 2x, fp16 0.5x the int8 rate)."""
+    model = load_model("olmoe-1b-7b")
+    trace = synthesize(SyntheticSpec(tokens=128, seed=0), model)
+    dram, rate = {}, {}
+    for bits, mac in ((16, "fp16"), (8, "int8"), (4, "int4")):
+        over = {"precision": {"digital_weight_bits": bits, "digital_mac": mac},
+                "memory": {"sram": {"capacity_mib": 0}}}
+        run = build_run("aimc-3d-moe", model, trace, "all-digital", batch=64, hw_overrides=over)
+        run.engine.run()
+        dram[bits], rate[bits] = run.engine.c.dram_bytes, run.engine.mac_rate
+    weights_8bit = dram[16] - dram[8]                  # W * (16 - 8) / 8 = W bytes
+    assert dram[8] - dram[4] == pytest.approx(weights_8bit / 2, rel=1e-12)
+    assert rate[4] / rate[8] == pytest.approx(2.0) and rate[16] / rate[8] == pytest.approx(0.5)

@@ -245,7 +245,7 @@ def test_tiny_moe_clean_loss_and_aihwkit_damage(tmp_path):
     proc = hetmoe("accuracy", "--checkpoint", str(SHARED / "checkpoint"), "--eval", str(SHARED / "eval_ids.npy"),
                   "--hw", "hermes-64", "--set", "analog.dac.bits=7", "--set", "precision.activation_bits=7",
                   "--set", "analog.adc.bits=9", "--set", "analog.noise.programming.model=pcm",
-                  "--set", "analog.noise.programming.g_max_us=25", "--policy", "maxnn", "--fraction", "0",
+                  "--set", "analog.noise.programming.g_max_us=25", "--digital-weight-bits", "16", "--policy", "maxnn", "--fraction", "0",
                   "--fraction", "0.125", "--noise-seeds", "5", "--batch-sequences", "32", "--quiet",
                   "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr

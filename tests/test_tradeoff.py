@@ -86,10 +86,15 @@ def compared(tmp_path_factory):
 
 
 def test_compare_puts_maxnn_below_maxnn_lowest_in_loss(compared):
-    acc = {p["label"]: p for p in json.loads((compared / "accuracy.json").read_text())["placements"]}
+    result = json.loads((compared / "accuracy.json").read_text())
+    acc = {p["label"]: p for p in result["placements"]}
     assert acc["maxnn 12.5%"]["mean"]["kl_nats"] < acc["maxnn-lowest 12.5%"]["mean"]["kl_nats"]
     assert acc["maxnn 12.5%"]["mean"]["delta_ce_nats"] < acc["maxnn-lowest 12.5%"]["mean"]["delta_ce_nats"]
-    assert acc["all-digital"]["mean"]["kl_nats"] == 0.0
+    # the preset's digital matrices are INT8 (precision.digital_weight_bits: 8) on both sides: all-digital
+    # is not exact, but its weight error stays within the per-channel bound and its damage is small
+    assert result["digital_weight_bits"] == 8
+    assert 0 < result["digital_quantisation"]["max_weight_error_over_bound"] <= 1.0
+    assert 0 < acc["all-digital"]["mean"]["kl_nats"] < acc["maxnn 12.5%"]["mean"]["kl_nats"] / 10
     header = (compared / "tradeoff.csv").read_text().splitlines()[0].split(",")
     assert {"tokens_per_s_per_w", "rel_perplexity_increase_mean", "kl_nats_mean", "top1_agreement_mean"} <= set(header)
     report = (compared / "report.md").read_text()
@@ -105,3 +110,40 @@ def test_plot_redraws_the_accuracy_figure_from_files(compared):
     proc = subprocess.run([sys.executable, "-m", "sim.cli", "plot", str(compared)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert np.array_equal(mpimg.imread(path), before)
+
+
+# ----------------------------------------------------------------------------- expert sensitivity
+
+@pytest.mark.parametrize("method", ["output", "kl"])
+def test_sensitivity_and_maxnn_rank_the_planted_expert_first(tmp_path, method):
+    from sim.functional.architecture import read_architecture
+    from sim.functional.sensitivity import measure
+    from sim.placement import POLICIES, PlacementContext
+    from workloads.checkpoints.stats import compute_stats
+    from workloads.evaldata import EvalData
+
+    ckpt = write_olmoe(tmp_path / "c", olmoe_config(experts=8, top_k=2), seed=11, planted=10.0)
+    arch = read_architecture(ckpt)
+    stats = compute_stats(ckpt, arch.shape, cache=False)
+    hw = chip({"out_noise": 0.0, "programming": {"model": "relative", "sigma_relative": 0.05}}, 16)
+    data = EvalData(ids_for(64, n=6, length=33, seed=2), "ids")
+    result = measure(arch, ckpt, data, hw, stats, method=method, noise_seeds=2)
+    sens = np.array(result["sensitivity"], float)
+    assert all(int(np.argmax(sens[layer])) == 0 for layer in arch.shape.moe_layers), sens
+    scores = tmp_path / "sensitivity.json"
+    scores.write_text(json.dumps(result))
+    for policy in ("sensitivity", "maxnn"):
+        p = POLICIES[policy](PlacementContext(arch.shape, None, stats, 1 / 8, explicit_file=str(scores)))
+        assert [list(np.flatnonzero(p.digital_experts[layer])) for layer in arch.shape.moe_layers] == [[0], [0]]
+    assert result["spearman"]["maxnn_gate_rows"]["0"] > 0
+
+
+def test_sensitivity_policy_refuses_a_wrong_file(tmp_path):
+    from sim.placement import POLICIES, PlacementContext, PlacementError
+    from workloads.shapes import load_model
+
+    model = load_model("olmoe-1b-7b")
+    bad = tmp_path / "s.json"
+    bad.write_text(json.dumps({"kind": "hetmoe-expert-sensitivity", "sensitivity": [[0.0] * 4] * 2}))
+    with pytest.raises(PlacementError, match=r"scores for 2 layers x 4 experts; the model has 16 x 64"):
+        POLICIES["sensitivity"](PlacementContext(model, None, None, 0.125, explicit_file=str(bad)))

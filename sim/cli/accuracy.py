@@ -8,7 +8,7 @@ from pathlib import Path
 from arch import list_presets
 
 from ..placement import POLICIES
-from .common import FMT, fmt_table, parse_overrides
+from .common import FMT, fmt_table, parse_overrides, precision_overrides
 
 DEFAULT_POLICIES = ["all-analog", "maxnn", "random", "maxnn-lowest"]
 
@@ -53,9 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="routing log for policy 'frequency' (default: a seeded synthetic trace, labelled)")
     p.add_argument("--noise-seeds", type=int, default=3, metavar="N", help="noise seeds per placement (count)")
     p.add_argument("--seed", type=int, default=0, help="base seed of the noise draws and the random policy")
-    p.add_argument("--digital-weight-bits", type=int, choices=(16, 8, 4), default=16,
-                   help="digital matrices' weights: 16 = as stored (exact), 8 or 4 = symmetric per-channel "
-                        "integers (bits)")
+    p.add_argument("--digital-weight-bits", type=int, choices=(16, 8, 4), metavar="{4,8,16}",
+                   help="digital matrices' weights: 8 or 4 = symmetric per-output-channel integers, 16 = as stored "
+                        "(exact) (default: the hardware's precision.digital_weight_bits, as the cost side uses)")
     p.add_argument("--device", choices=("numpy", "cpu", "cuda"), default="numpy",
                    help="array backend: numpy, or torch on cpu/cuda (needs torch)")
     p.add_argument("--batch-sequences", type=int, default=8, metavar="N",
@@ -68,15 +68,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "sensitivity", formatter_class=FMT,
         help="measure each routed expert's damage when it alone is analog; rank-correlate with the scores",
         description="For every (layer, expert): the damage when only that expert runs through the noise model "
-                    "of --hw, mean over --noise-seeds. --method loss: the model's cross-entropy increase (nats/"
-                    "token; one forward pass per expert and seed); --method output: the expert's relative output "
+                    "of --hw, mean over --noise-seeds. --method kl: the model's KL(clean || noisy) (nats/token; one "
+                    "forward pass per expert and seed); --method loss: the cross-entropy increase from the same "
+                    "passes; --method output: the expert's output error relative to its input "
                     "error on the tokens routed to it (cheap). Writes sensitivity.json (the scores file policy "
                     "'sensitivity' reads with --placement-file), sensitivity.csv and sensitivity.png, and prints "
                     "per-layer Spearman correlations with every MaxNNScore variant, the router row norm and the "
                     "routing frequency.")
     for args_, kw in _shared_accuracy_options():
         s.add_argument(*args_, **kw)
-    s.add_argument("--method", choices=("loss", "output"), default="loss", help="damage measure (see above)")
+    s.add_argument("--method", choices=("kl", "loss", "output"), default="kl", help="damage measure (see above)")
     s.add_argument("--max-tokens", type=int, default=2048, metavar="N",
                    help="--method output: routed tokens per expert used (count)")
     s.add_argument("--noise-seeds", type=int, default=2, metavar="N", help="noise seeds (count)")
@@ -156,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     for f in fractions:
         if not 0.0 <= f <= 1.0:
             raise HetmoeError(f"--fraction {f} outside [0, 1]")
-    chip = load_chip(args.hw, parse_overrides(args.set))
+    chip = load_chip(args.hw, precision_overrides(args))
     arch = read_architecture(args.checkpoint)
     data = load_eval(args.eval, arch.shape.vocab_size, tokenizer=args.tokenizer, seq_len=args.seq_len,
                      max_sequences=args.max_sequences)
@@ -165,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
              else synthesize(SyntheticSpec(tokens=1024, seed=args.seed), arch.shape))
     result = evaluate(arch, args.checkpoint, data, chip, requests(policies, fractions), stats, trace,
                       noise_seeds=args.noise_seeds, seed=args.seed, score=args.score, scope=args.scope,
-                      placement_file=args.placement_file, digital_weight_bits=args.digital_weight_bits,
+                      placement_file=args.placement_file,
                       device=args.device, batch_sequences=args.batch_sequences, progress=not args.quiet,
                       routes_dir=Path(args.out) / "routes")
     js, csv = write_accuracy(result, args.out)

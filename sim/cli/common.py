@@ -87,6 +87,10 @@ def add_common_run_args(p: argparse.ArgumentParser, *, default_tokens: int) -> N
     p.add_argument("--context-tokens", type=int, default=512,
                    help="decode: KV-cache length before the first decoded token (tokens)")
     p.add_argument("--max-inflight", type=int, default=4, help="prefill: micro-batches in the pipeline at once")
+    p.add_argument("--digital-weight-bits", type=int, choices=sorted(WEIGHT_MACS), metavar="{4,8,16}",
+                   help="weights of digital matrices: 4 or 8 = symmetric per-channel integers (int4/int8 MAC "
+                        "energy and rate, bytes in SRAM and DRAM), 16 = fp16; the accuracy side quantises the same "
+                        "way (default: the hardware's precision.digital_weight_bits and digital_mac)")
     p.add_argument("--score", choices=VARIANTS, default="gate_rows", help="MaxNNScore variant")
     p.add_argument("--scope", choices=SCOPES, default="layer", help="ranking scope of the budget policies")
     p.add_argument("--checkpoint", metavar="DIR",
@@ -96,6 +100,18 @@ def add_common_run_args(p: argparse.ArgumentParser, *, default_tokens: int) -> N
     add_synthetic_args(p, tokens=default_tokens)
 
 
+WEIGHT_MACS = {4: "int4", 8: "int8", 16: "fp16"}
+
+
+def precision_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """``--set`` overrides plus ``--digital-weight-bits`` as precision.digital_weight_bits/digital_mac."""
+    over = parse_overrides(args.set)
+    bits = getattr(args, "digital_weight_bits", None)
+    if bits is not None:
+        over.setdefault("precision", {}).update({"digital_weight_bits": bits, "digital_mac": WEIGHT_MACS[bits]})
+    return over
+
+
 def run_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     batch = args.batch if args.batch is not None else (64 if args.mode == "prefill" else 32)
     trace = synthetic_spec(args) if args.trace == "synthetic" else args.trace
@@ -103,7 +119,7 @@ def run_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return dict(hw=args.hw, model=model, trace=trace, mode=args.mode, batch=batch, seed=args.seed,
                 context_tokens=args.context_tokens, max_inflight=args.max_inflight, fill=args.fill,
                 checkpoint=args.checkpoint, score=args.score, scope=args.scope,
-                hw_overrides=parse_overrides(args.set))
+                hw_overrides=precision_overrides(args))
 
 
 def fmt_table(header: list[str], rows: list[list[str]]) -> str:

@@ -89,7 +89,7 @@ class Engine:
         self.psum_bytes = p.partial_sum_bits / 8
         self.wbits = p.digital_weight_bits
         simd = chip.digital.simd
-        self.mac_rate = costs.simd_macs_per_ns(simd)
+        self.mac_rate = costs.simd_macs_per_ns(simd, p.digital_mac)
         self.vec_rate = costs.simd_vector_ops_per_ns(simd)
         ld = chip.analog.local_digital
         self.ld_rate = ld.ops_per_cycle * ld.clock_ghz if ld else None

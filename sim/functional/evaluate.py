@@ -71,7 +71,7 @@ def tally_metrics(t: Tally, clean: Tally) -> dict[str, float]:
 def evaluate(arch: Architecture, checkpoint: str | Path, data: EvalData, chip: ChipSpec,
              wanted: list[PlacementRequest], stats: ExpertStats, trace: RoutingTrace, *, noise_seeds: int = 3,
              seed: int = 0, score: str = "gate_rows", scope: str = "layer", placement_file: str | None = None,
-             digital_weight_bits: int = 16, device: str = "numpy", batch_sequences: int = 8,
+             device: str = "numpy", batch_sequences: int = 8,
              progress: bool = False, routes_dir: str | Path | None = None) -> dict[str, Any]:
     """Run the clean model and every placement under ``noise_seeds`` seeds; return the result dict.
 
@@ -87,6 +87,7 @@ def evaluate(arch: Architecture, checkpoint: str | Path, data: EvalData, chip: C
     unique = list(dict.fromkeys(keys))
     slot = [unique.index(k) for k in keys]
     be = backend(device)
+    digital_weight_bits = chip.precision.digital_weight_bits     # the cost side's weight precision
     run = ForwardRun(arch, Path(checkpoint), slot_physics(chip), [placements[keys.index(k)] for k in unique],
                      list(range(noise_seeds)), be, seed=seed,
                      digital_weight_bits=digital_weight_bits, batch_sequences=batch_sequences, progress=progress)
@@ -142,6 +143,8 @@ def evaluate(arch: Architecture, checkpoint: str | Path, data: EvalData, chip: C
         "scores": {"source": stats.source, "synthetic": stats.synthetic, "variant": score, "scope": scope},
         "trace": trace.meta.get("source"),
         "seed": seed, "noise_seeds": noise_seeds, "device": be.name, "digital_weight_bits": digital_weight_bits,
+        "digital_quantisation": {"bits": digital_weight_bits, "max_weight_error_over_bound": run.quant_error_ratio,
+                                 "bound": "|W - Q(W)| <= max|W[i, :]| / (2 (2^(bits-1) - 1)) per output row i"},
         "clean": {"ce_nats": ce0, "bits_per_token": ce0 / log(2), "perplexity": exp(ce0), "tokens": clean.tokens},
         "placements": rows,
         "routes_files": routes_files,      # relative to the folder holding accuracy.json

@@ -78,6 +78,7 @@ class ForwardRun:
 
     def __post_init__(self) -> None:
         self.checkpoint = Path(self.checkpoint)
+        self.quant_error_ratio = 0.0
         self.refs = index_checkpoint(self.checkpoint)
         self.index = {m.name: i for i, m in enumerate(self.arch.shape.matrices)}
         for m in self.arch.shape.matrices:
@@ -154,7 +155,7 @@ class ForwardRun:
         be = self.be
         weights = {m.name: self._load(self.arch.tensor(m)) for m in mats}
         exact = {name: be.asarray(w) for name, w in weights.items()}
-        low = ({name: be.asarray(lowbit(w, self.digital_weight_bits)) for name, w in weights.items()}
+        low = ({name: be.asarray(self._lowbit(w)) for name, w in weights.items()}
                if self.digital_weight_bits < 16 else exact)
         prefix = f"model.layers.{layer}."
         extra = {name[len(prefix):]: be.asarray(load_tensor(ref)) for name, ref in self.refs.items()
@@ -183,6 +184,14 @@ class ForwardRun:
                 self._advance(Variant(p, k), layer, ops, states, extra)
                 bar.update(1)
             del programmed
+
+    def _lowbit(self, w: np.ndarray) -> np.ndarray:
+        """Per-channel integer weights; records the worst |W - Q(W)| over its bound (<= 1 by construction)."""
+        q = lowbit(w, self.digital_weight_bits)
+        bound = np.abs(w).max(axis=1, keepdims=True) / (2 * (2 ** (self.digital_weight_bits - 1) - 1))
+        ratio = np.abs(w - q)[bound[:, 0] > 0] / bound[bound[:, 0] > 0]
+        self.quant_error_ratio = max(self.quant_error_ratio, float(ratio.max()) if ratio.size else 0.0)
+        return q
 
     def _program(self, m: Matrix, w: np.ndarray, noise_seed: int, k: int) -> AnalogMatrix:
         rng = np.random.default_rng([self.seed, noise_seed, self.index[m.name], 0])
@@ -286,7 +295,7 @@ class ForwardRun:
         lm = next(m for m in shape.matrices if m.module == LM_HEAD)
         w = self._load(self.arch.tensor(lm))
         exact = be.asarray(w)
-        low = be.asarray(lowbit(w, self.digital_weight_bits)) if self.digital_weight_bits < 16 else exact
+        low = be.asarray(self._lowbit(w)) if self.digital_weight_bits < 16 else exact
         ops: dict[Variant, Op] = {variants[0]: _dense(exact)}
         for k, noise_seed in enumerate(self.noise_seeds):
             am = (self._program(lm, w, noise_seed, k)

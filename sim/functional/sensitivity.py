@@ -1,12 +1,17 @@
 """Expert sensitivity: how much damage each routed expert does when it alone is analog.
 
 Two measures, both mean over noise seeds with the common random numbers of the forward pass:
-- ``loss``: the next-token cross-entropy increase (nats) of the whole model when only expert
-  (layer, e) runs through the noise model and everything else is exact: the direct measure, one
-  forward pass per expert per seed (layers before the expert's are shared with the clean run);
-- ``output``: the relative error ``||y_noisy - y_clean|| / ||y_clean||`` of the expert's own output on
-  the tokens the clean model routed to it (at most ``max_tokens`` per expert): one clean pass and
-  then each expert alone, far cheaper, but blind to how the error propagates.
+- ``kl`` (default): the mean KL(clean || noisy) of the next-token distributions (nats/token) when only
+  expert (layer, e) runs through the noise model and everything else is exact: the direct measure,
+  one forward pass per expert per seed (layers before the expert's are shared with the clean run);
+- ``loss``: the same passes, scored by the cross-entropy increase (nats/token); on a trained model
+  close to ``kl``, on an untrained one mere noise (it can be negative);
+- ``output``: the error of the expert's own output on the tokens the clean model routed to it (at
+  most ``max_tokens`` per expert), relative to its input: ``||y_noisy - y_clean|| / ||x||`` (the
+  input is the normalised residual stream, on one scale for every expert of a layer, so the ranking
+  within a layer follows the absolute damage; dividing by ``||y_clean||`` would reward an expert for
+  having large outputs). One clean pass, then each expert alone: far cheaper, but blind to how the
+  error propagates.
 
 Each layer's measured sensitivities are rank-correlated (Spearman) with every MaxNNScore variant,
 the router row norm and the routing frequency on the evaluation data; the scores file this writes
@@ -33,8 +38,10 @@ from .backend import backend
 from .forward import ForwardRun, Variant
 from .operators import analog_apply, program_matrix
 
-METHODS = ("loss", "output")
+METHODS = ("kl", "loss", "output")
 KIND = SENSITIVITY_KIND
+UNITS = {"kl": "nats/token (KL clean || noisy)", "loss": "nats/token (cross-entropy increase)",
+         "output": "output error / input norm"}
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -63,7 +70,7 @@ def only_expert_analog(shape, layer: int, expert: int) -> Placement:
 
 
 def measure(arch: Architecture, checkpoint: str | Path, data: EvalData, chip: ChipSpec, stats: ExpertStats, *,
-            method: str = "loss", noise_seeds: int = 2, seed: int = 0, device: str = "numpy",
+            method: str = "kl", noise_seeds: int = 2, seed: int = 0, device: str = "numpy",
             max_tokens: int = 2048, progress: bool = False) -> dict[str, Any]:
     if method not in METHODS:
         raise HetmoeError(f"--method {method!r}; allowed: {', '.join(METHODS)}")
@@ -74,7 +81,7 @@ def measure(arch: Architecture, checkpoint: str | Path, data: EvalData, chip: Ch
     phys = slot_physics(chip)
     sens = np.full((L, E), np.nan)
     per_seed = np.full((noise_seeds, L, E), np.nan)
-    if method == "loss":
+    if method in ("kl", "loss"):
         run = ForwardRun(arch, Path(checkpoint), phys, [only_expert_analog(shape, *p) for p in pairs],
                          list(range(noise_seeds)), be, seed=seed, progress=progress)
         tallies = run.run(data.ids)
@@ -82,7 +89,7 @@ def measure(arch: Architecture, checkpoint: str | Path, data: EvalData, chip: Ch
         for i, (layer, e) in enumerate(pairs):
             for k in range(noise_seeds):
                 t = tallies[Variant(i, k)]
-                per_seed[k, layer, e] = (t.ce_nats - clean.ce_nats) / t.tokens
+                per_seed[k, layer, e] = (t.kl_nats if method == "kl" else t.ce_nats - clean.ce_nats) / t.tokens
         routes = run.routes[Variant(None, None)]
     else:
         run = ForwardRun(arch, Path(checkpoint), phys, [], [], be, seed=seed, progress=progress,
@@ -99,7 +106,7 @@ def measure(arch: Architecture, checkpoint: str | Path, data: EvalData, chip: Ch
             weights = {n: run.load(arch.tensor(mats[n])) for n in names}
             xb = be.asarray(x)
             clean = _ffn(xb, {n: (lambda w: lambda v: v @ w.T)(be.asarray(weights[n])) for n in names}, names, be)
-            cn = float(be.xp.sqrt(be.xp.sum(clean * clean)))
+            xn = float(be.xp.sqrt(be.xp.sum(xb * xb)))
             for k in range(noise_seeds):
                 ops = {}
                 for n in names:
@@ -107,7 +114,7 @@ def measure(arch: Architecture, checkpoint: str | Path, data: EvalData, chip: Ch
                     normal = be.normal(np.random.default_rng([seed, k, index[n], 1]))
                     ops[n] = (lambda am_, nm: lambda v: analog_apply(v, am_, phys, nm, be))(am, normal)
                 d = _ffn(xb, ops, names, be) - clean
-                per_seed[k, layer, e] = float(be.xp.sqrt(be.xp.sum(d * d))) / max(cn, 1e-30)
+                per_seed[k, layer, e] = float(be.xp.sqrt(be.xp.sum(d * d))) / max(xn, 1e-30)
     sens = per_seed.mean(axis=0)
     freq = np.full((L, E), np.nan)
     for layer, (ids, _) in routes.items():
@@ -120,7 +127,7 @@ def measure(arch: Architecture, checkpoint: str | Path, data: EvalData, chip: Ch
     return {"kind": KIND, "method": method, "checkpoint": str(checkpoint), "model": shape.name, "layers": L,
             "experts": E, "moe_layers": list(shape.moe_layers), "hw": chip.name, "noise_seeds": noise_seeds,
             "seed": seed, "eval": {"source": data.source, "predicted_tokens": data.predicted_tokens},
-            "unit": "nats/token (cross-entropy increase)" if method == "loss" else "relative output error",
+            "unit": UNITS[method],
             "sensitivity": _nan_to_none(sens), "sensitivity_std": _nan_to_none(per_seed.std(axis=0, ddof=1)
                                                                                if noise_seeds > 1 else sens * 0),
             "scores": {name: _nan_to_none(v) for name, v in keys.items()},

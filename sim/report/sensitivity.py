@@ -21,7 +21,8 @@ def _arr(rows: list) -> np.ndarray:
 def write_csv(result: dict[str, Any], path: Path) -> None:
     sens, std = _arr(result["sensitivity"]), _arr(result["sensitivity_std"])
     scores = {k: _arr(v) for k, v in result["scores"].items()}
-    unit = "nats_per_token" if result["method"] == "loss" else "relative_error"
+    unit = {"kl": "kl_nats_per_token", "loss": "delta_ce_nats_per_token"}.get(result["method"],
+                                                                               "error_over_input_norm")
     lines = [",".join(["layer", "expert", f"sensitivity_{unit}_mean", f"sensitivity_{unit}_std", *scores])]
     for layer in result["moe_layers"]:
         for e in range(result["experts"]):
@@ -40,7 +41,7 @@ def plot_sensitivity(result: dict[str, Any], path: Path, score: str = "maxnn_gat
         rho = result["spearman"][score][str(layer)]
         ax.errorbar(key[layer], sens[layer], yerr=std[layer], fmt="o", ms=5, capsize=2, color=cmap(i),
                     label=f"layer {layer} (ρ = {rho:+.2f})", alpha=0.85)
-    unit = "cross-entropy increase (nats/token)" if result["method"] == "loss" else "relative output error"
+    unit = result["unit"]
     ax.set_xlabel(f"score: {score.replace('maxnn_', 'MaxNNScore ')}")
     ax.set_ylabel(f"measured sensitivity: {unit}\n(only this expert analog; mean ± std over seeds)")
     ax.set_title(f"Expert sensitivity vs score — {Path(result['checkpoint']).name} on {result['hw']}\n"
