@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from arch import load_chip
+from arch.errors import HetmoeError
 from arch.derived import derived_figures
 from arch.spec import ChipSpec
 from workloads.checkpoints.stats import ExpertStats, compute_stats, synthetic_stats
@@ -71,6 +72,31 @@ def simulate(hw: str | ChipSpec, model: str | ModelShape, trace: str | RoutingTr
         from .report.timeline import write_chrome_trace
         write_chrome_trace(timeline, engine, trace_events)
     return Result(data, wall)
+
+
+def point_accuracy(hw: str | ChipSpec, checkpoint: str, eval_file: str, *, policy: str, fraction: float,
+                   noise_seeds: int = 3, seed: int = 0, score: str = "gate_rows", scope: str = "layer",
+                   trace=None, fill: str | None = None, hw_overrides: dict | None = None,
+                   placement_file: str | None = None, **_: Any) -> dict[str, Any]:
+    """The accuracy of one placement (``hetmoe accuracy`` for a single policy), for sweep points.
+
+    Returns ``{"placement": row, "meta": rest}`` where ``row`` is that placement's entry of
+    ``accuracy.json`` and ``meta`` the rest (clean loss, noise model, evaluation data)."""
+    from workloads.evaldata import load_eval
+
+    from .functional.architecture import read_architecture
+    from .functional.evaluate import PlacementRequest, evaluate
+
+    if not checkpoint:
+        raise HetmoeError("an accuracy point (eval) needs a checkpoint")
+    arch = read_architecture(checkpoint)
+    chip, _, tr, st = resolve_inputs(hw, checkpoint, trace, seed=seed, fill=fill, checkpoint=checkpoint,
+                                     hw_overrides=hw_overrides)
+    data = load_eval(eval_file, arch.shape.vocab_size)
+    result = evaluate(arch, checkpoint, data, chip, [PlacementRequest(policy, fraction)], st, tr,
+                      noise_seeds=noise_seeds, seed=seed, score=score, scope=scope, placement_file=placement_file)
+    row = result.pop("placements")[0]
+    return {"placement": row, "meta": result}
 
 
 @dataclass(frozen=True, eq=False)

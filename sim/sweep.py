@@ -39,7 +39,7 @@ def point_id(point: dict[str, Any]) -> str:
 
 def run_point(point: dict[str, Any], out_dir: str) -> dict[str, Any]:
     """Run one point in a worker; write its files; return a status dict (never raises)."""
-    from .api import simulate
+    from .api import point_accuracy, simulate
     from workloads.traces.synthetic import SyntheticSpec
 
     pid = point_id(point)
@@ -50,10 +50,14 @@ def run_point(point: dict[str, Any], out_dir: str) -> dict[str, Any]:
     if isinstance(trace, dict):
         kwargs["trace"] = SyntheticSpec(**trace)
     tag = kwargs.pop("label", None)
+    eval_file = kwargs.pop("eval", None)
+    noise_seeds = int(kwargs.pop("noise_seeds", 3))
     try:
         result = simulate(**kwargs)
         if tag:
             result.data["label"] = tag
+        if eval_file:
+            result.data["accuracy"] = point_accuracy(eval_file=eval_file, noise_seeds=noise_seeds, **kwargs)
         result.write(folder)
         (folder / "point.json").write_text(json.dumps(point, indent=2, sort_keys=True, default=str))
         return {"id": pid, "ok": True, "wall_s": result.wall_s}
@@ -143,7 +147,7 @@ def write_tables(out_dir: str | Path, runs: list[dict[str, Any]]) -> None:
 # ----------------------------------------------------------------------------- sweep specs
 
 SPEC_KEYS = {"hw", "model", "traces", "trace", "policies", "fractions", "hw_overrides", "modes", "seed", "batch",
-             "tokens", "score", "scope", "checkpoint", "context_tokens", "fill"}
+             "tokens", "score", "scope", "checkpoint", "context_tokens", "fill", "eval", "noise_seeds"}
 
 
 def load_sweep_spec(path: str | Path) -> list[dict[str, Any]]:
@@ -165,10 +169,12 @@ def load_sweep_spec(path: str | Path) -> list[dict[str, Any]]:
     overrides = spec.get("hw_overrides") or [{}]
     if not isinstance(overrides, list) or not all(isinstance(o, dict) for o in overrides):
         raise HetmoeError(f"{path}: hw_overrides must be a list of mappings (KEY.PATH: value)")
-    base = {k: spec[k] for k in ("hw", "model", "score", "scope", "checkpoint", "context_tokens", "fill")
-            if k in spec}
+    base = {k: spec[k] for k in ("hw", "model", "score", "scope", "checkpoint", "context_tokens", "fill", "eval",
+                                 "noise_seeds") if k in spec}
+    if "eval" in base and "checkpoint" not in base:
+        raise HetmoeError(f"{path}: eval (accuracy points) needs checkpoint")
     base.setdefault("hw", "aimc-3d-moe")
-    base.setdefault("model", "olmoe-1b-7b")
+    base.setdefault("model", spec.get("checkpoint") or "olmoe-1b-7b")
     points = []
     for policy, frac, over, trace, mode in itertools.product(
             spec.get("policies", ["maxnn"]), spec.get("fractions", [0.125]), overrides, traces,

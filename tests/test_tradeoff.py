@@ -147,3 +147,27 @@ def test_sensitivity_policy_refuses_a_wrong_file(tmp_path):
     bad.write_text(json.dumps({"kind": "hetmoe-expert-sensitivity", "sensitivity": [[0.0] * 4] * 2}))
     with pytest.raises(PlacementError, match=r"scores for 2 layers x 4 experts; the model has 16 x 64"):
         POLICIES["sensitivity"](PlacementContext(model, None, None, 0.125, explicit_file=str(bad)))
+
+
+def test_sweep_points_carry_their_accuracy_and_resume(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sim.report.tradeoff import join, load_accuracy
+    from sim.sweep import collect, load_sweep_spec, run_points
+
+    ckpt = write_olmoe(tmp_path / "ckpt", olmoe_config(experts=8, top_k=2), seed=11, planted=10.0)
+    np.save(tmp_path / "ids.npy", ids_for(64, n=4, length=17, seed=2))
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(f"checkpoint: {ckpt}\neval: {tmp_path / 'ids.npy'}\nnoise_seeds: 2\ntokens: 256\n"
+                    "policies: [maxnn, maxnn-lowest]\nfractions: [0.125]\n")
+    points = load_sweep_spec(spec)
+    with ThreadPoolExecutor(1) as ex:
+        statuses = run_points(points, tmp_path / "out", executor=ex, quiet=True)
+    assert all(s["ok"] for s in statuses), statuses
+    runs = collect(tmp_path / "out")
+    assert all(len(r["accuracy"]["placement"]["per_seed"]["kl_nats"]) == 2 for r in runs)
+    rows = join(runs, load_accuracy(tmp_path / "out", runs))
+    assert sorted(r["label"] for r in rows) == ["maxnn 12.5%", "maxnn-lowest 12.5%"]
+    with ThreadPoolExecutor(1) as ex:
+        again = run_points(points, tmp_path / "out", executor=ex, quiet=True)
+    assert all(s.get("skipped") for s in again)

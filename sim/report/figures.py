@@ -18,7 +18,7 @@ def draw_all(runs: list[dict[str, Any]], out_dir: str | Path) -> list[Path]:
     for name, fn in PLOTS.items():
         fn(runs, out / name)
         paths.append(out / name)
-    accuracy = tradeoff.load_accuracy(out)
+    accuracy = tradeoff.load_accuracy(out, runs)
     rows = tradeoff.join(runs, accuracy) if accuracy else []
     if rows:
         tradeoff.plot_accuracy_efficiency(rows, accuracy, _subtitle(runs), out / ACCURACY_PLOT)

@@ -25,7 +25,7 @@ def write_report(runs: list[dict[str, Any]], out_dir: str | Path, *, command: st
     c, hw, model, tr = first["config"], first["hw_figures"], first["model_summary"], first["trace"]
     pts = [(r["metrics"]["energy_per_token_uj"], r["metrics"]["throughput_tokens_per_s"]) for r in runs]
     front = {id(runs[i]) for i in pareto(pts)}
-    accuracy = tradeoff.load_accuracy(out)
+    accuracy = tradeoff.load_accuracy(out, runs)
     rows = tradeoff.join(runs, accuracy) if accuracy else []
     lines = [f"# hetmoe comparison: {c['model']} on {c['hw']}", ""]
     if command:

@@ -24,9 +24,15 @@ ACCURACY_FILE = "accuracy.json"
 DEFAULT_MAX_LOSS = 0.01          # 1 % relative perplexity increase
 
 
-def load_accuracy(out_dir: str | Path) -> dict[str, Any] | None:
+def load_accuracy(out_dir: str | Path, runs: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
+    """``accuracy.json`` of a compare folder, or the accuracy that sweep points carry in their results."""
     path = Path(out_dir) / ACCURACY_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    if path.is_file():
+        return json.loads(path.read_text())
+    carried = [r for r in runs or [] if "accuracy" in r]
+    if not carried:
+        return None
+    return {**carried[0]["accuracy"]["meta"], "placements": [], "per_run": True}
 
 
 def join(runs: list[dict[str, Any]], accuracy: dict[str, Any]) -> list[dict[str, Any]]:
@@ -34,7 +40,7 @@ def join(runs: list[dict[str, Any]], accuracy: dict[str, Any]) -> list[dict[str,
     acc = {p["label"]: p for p in accuracy["placements"]}
     rows = []
     for r in runs:
-        a = acc.get(label(r))
+        a = r["accuracy"]["placement"] if "accuracy" in r else acc.get(label(r))
         if a is None:
             continue
         m = r["metrics"]
