@@ -52,13 +52,17 @@ def simulate(hw: str | ChipSpec, model: str | ModelShape, trace: str | RoutingTr
              mode: str = "prefill", batch: int = 64, seed: int = 0, context_tokens: int = 512,
              max_inflight: int = 4, fill: str | None = None, checkpoint: str | None = None,
              stats: ExpertStats | None = None, placement_file: str | None = None,
-             hw_overrides: dict | None = None, trace_events: str | Path | None = None) -> Result:
-    """Run one simulation and return its :class:`Result` (see ``sim.metrics.METRICS``)."""
+             hw_overrides: dict | None = None, trace_events: str | Path | None = None,
+             placement_trace: str | None = None) -> Result:
+    """Run one simulation and return its :class:`Result` (see ``sim.metrics.METRICS``).
+
+    ``placement_trace``: a trace file the placement is decided on (``frequency`` counts) when it
+    differs from the priced ``trace`` (e.g. pricing the routes a placement took under noise)."""
     wall0 = time.perf_counter()
     run = build_run(hw, model, trace, policy, fraction=fraction, score=score, scope=scope, mode=mode, batch=batch,
                     seed=seed, context_tokens=context_tokens, max_inflight=max_inflight, fill=fill,
                     checkpoint=checkpoint, stats=stats, placement_file=placement_file, hw_overrides=hw_overrides,
-                    timeline=bool(trace_events))
+                    timeline=bool(trace_events), placement_trace=placement_trace)
     chip, shape, tr, st, placement, plan, mapping, engine = (
         run.chip, run.model, run.trace, run.stats, run.placement, run.plan, run.mapping, run.engine)
     timeline = engine.timeline
@@ -67,7 +71,7 @@ def simulate(hw: str | ChipSpec, model: str | ModelShape, trace: str | RoutingTr
     data = assemble(chip, shape, tr, st, placement, plan, mapping, engine, makespan_ps, dict(
         hw=chip.name, hw_source=chip.source, model=shape.name, policy=policy, fraction=fraction, score=score,
         scope=scope, mode=mode, batch=batch, seed=seed, context_tokens=context_tokens, max_inflight=max_inflight,
-        fill=fill, checkpoint=checkpoint, hw_overrides=hw_overrides or {}))
+        fill=fill, checkpoint=checkpoint, hw_overrides=hw_overrides or {}, placement_trace=placement_trace))
     if trace_events:
         from .report.timeline import write_chrome_trace
         write_chrome_trace(timeline, engine, trace_events)
@@ -117,12 +121,13 @@ def build_run(hw, model, trace=None, policy: str = "maxnn", *, fraction: float =
               scope: str = "layer", mode: str = "prefill", batch: int = 64, seed: int = 0, context_tokens: int = 512,
               max_inflight: int = 4, fill: str | None = None, checkpoint: str | None = None,
               stats: ExpertStats | None = None, placement_file: str | None = None, hw_overrides: dict | None = None,
-              timeline: bool = False) -> Run:
+              timeline: bool = False, placement_trace: str | None = None) -> Run:
     if policy not in POLICIES:
         place(policy, None)  # raises with the list of valid policies
     chip, shape, tr, st = resolve_inputs(hw, model, trace, seed=seed, fill=fill, checkpoint=checkpoint,
                                          stats=stats, hw_overrides=hw_overrides)
-    placement = place(policy, PlacementContext(shape, tr, st, fraction, score, scope, seed, placement_file))
+    ptr = read_trace(placement_trace, shape) if placement_trace else tr
+    placement = place(policy, PlacementContext(shape, ptr, st, fraction, score, scope, seed, placement_file))
     plan = build_plan(tr, shape, mode, batch, context_tokens)
     mapping = build_mapping(chip, shape, placement, plan)
     engine = Engine(chip, shape, mapping, plan, Timeline() if timeline else None, max_inflight)

@@ -171,3 +171,24 @@ def test_sweep_points_carry_their_accuracy_and_resume(tmp_path):
     with ThreadPoolExecutor(1) as ex:
         again = run_points(points, tmp_path / "out", executor=ex, quiet=True)
     assert all(s.get("skipped") for s in again)
+
+
+def test_noisy_routing_prices_each_placement_on_its_own_routes(tmp_path):
+    ckpt = write_olmoe(tmp_path / "ckpt", olmoe_config(experts=8, top_k=2), seed=11, planted=10.0)
+    np.save(tmp_path / "ids.npy", ids_for(64, n=4, length=17, seed=2))
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "sim.cli", "compare", "--checkpoint", str(ckpt), "--eval",
+                           str(tmp_path / "ids.npy"), "--noise-seeds", "1", "--tokens", "256", "--noisy-routing",
+                           "--quiet", "--out", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    runs = json.loads((out / "results.json").read_text())
+    acc = json.loads((out / "accuracy.json").read_text())
+    for r in runs:
+        label = r["placement"]["policy"] if r["placement"]["policy"] in ("all-analog", "all-digital") else \
+            f"{r['placement']['policy']} {100 * r['placement']['fraction']:g}%"
+        assert r["config"]["trace"].startswith(f"{label} routes, noise seed 0"), (label, r["config"]["trace"])
+        assert r["metrics"]["tokens"] == 4 * 16
+        row = next(p for p in acc["placements"] if p["label"] == label)
+        digital = {int(k): v for k, v in r["placement"]["digital_experts_per_layer"].items()}
+        assert digital == {int(k): v for k, v in row["digital_experts_per_layer"].items()}, label
+    assert "**Noisy routing**" in (out / "report.md").read_text()

@@ -42,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="accuracy budget for the report's answer: relative perplexity increase (%%)")
     a.add_argument("--device", choices=("numpy", "cpu", "cuda"), default="numpy",
                    help="array backend of the forward pass")
+    a.add_argument("--noisy-routing", action="store_true",
+                   help="price each placement on the routes it took under noise (noise seed 0, the evaluation "
+                        "tokens) instead of --trace; placements are still decided on --trace")
     p.set_defaults(handler=run_compare)
 
     pl = sub.add_parser("plot", formatter_class=FMT, help="redraw plots and report from a results folder",
@@ -90,8 +93,14 @@ def run_compare(args: argparse.Namespace) -> int:
     kw["trace"] = str(trace_file)
     kw["fill"] = None
     points = compare_points(kw)
+    if args.noisy_routing and not args.eval:
+        raise HetmoeError("--noisy-routing needs --checkpoint and --eval (the routes come from the noisy forward pass)")
     if args.eval:
-        _measure_accuracy(args, chip, trace, stats, points, out)
+        routes = _measure_accuracy(args, chip, trace, stats, points, out)
+        if args.noisy_routing:
+            for p in points:
+                p["placement_trace"] = str(trace_file)
+                p["trace"] = str(out / routes[_label(p)])
     statuses = run_points(points, out, jobs=args.jobs, scheduler=args.scheduler, quiet=args.quiet)
     runs = [r for r in collect(out) if r["folder"] in {s["id"] for s in statuses if s["ok"]}]
     if not runs:
@@ -110,7 +119,7 @@ def run_compare(args: argparse.Namespace) -> int:
     return 0 if all(s["ok"] for s in statuses) else 1
 
 
-def _measure_accuracy(args: argparse.Namespace, chip, trace, stats, points: list[dict], out: Path) -> None:
+def _measure_accuracy(args: argparse.Namespace, chip, trace, stats, points: list[dict], out: Path) -> dict:
     """The accuracy of every compared placement, written to OUT/accuracy.json before the cost runs."""
     from workloads.evaldata import load_eval
 
@@ -129,7 +138,15 @@ def _measure_accuracy(args: argparse.Namespace, chip, trace, stats, points: list
                       seed=args.seed, score=args.score, scope=args.scope, device=args.device,
                       progress=not args.quiet, routes_dir=out / "routes")
     result["max_loss_rel_perplexity"] = args.max_loss / 100
+    result["noisy_routing"] = bool(args.noisy_routing)
     write_accuracy(result, out)
+    return result["routes_files"]
+
+
+def _label(point: dict) -> str:
+    from ..functional.evaluate import PlacementRequest
+
+    return PlacementRequest(point["policy"], point["fraction"]).label
 
 
 def _print_table(runs: list[dict]) -> None:

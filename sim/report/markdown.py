@@ -140,4 +140,7 @@ def _accuracy_assumptions(acc: dict[str, Any]) -> list[str]:
             f"sequences of {ev['length']} ids from `{ev['source']}` ({ev['predicted_tokens']:,} predicted tokens), "
             f"{acc['noise_seeds']} noise seeds with common random numbers; digital weights "
             f"{'as stored' if acc['digital_weight_bits'] >= 16 else str(acc['digital_weight_bits']) + '-bit'}; "
-            f"clean perplexity {acc['clean']['perplexity']:.5g}."]
+            f"clean perplexity {acc['clean']['perplexity']:.5g}."] + (
+        ["- **Noisy routing**: each placement's cost is priced on the routes it took under noise (noise seed 0, "
+         "the evaluation tokens, `routes/*.npz`), not on the trace above; placements are decided on that trace."]
+        if acc.get("noisy_routing") else [])
