@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from math import ceil
 
-from .spec import AnalogSpec, ChipSpec, SimdSpec
+from .spec import AdcSpec, AnalogSpec, ChipSpec, SimdSpec
 
 
 # ----------------------------------------------------------------------------- analog crossbar
@@ -21,10 +21,38 @@ def input_passes(analog: AnalogSpec, activation_bits: int) -> int:
     return ceil(activation_bits / analog.dac.bits)
 
 
+THERMAL_KNEE_BITS = 10   # Murmann, ADC Performance Survey: Walden FOM (E / 2^b) flat below ~10 b, Schreier (E / 4^b) above
+
+
+def _energy_law(bits: int) -> float:
+    """Relative ADC energy at ``bits``: 2^b up to the thermal knee, then x 4 per bit."""
+    k = THERMAL_KNEE_BITS
+    return 2.0 ** bits if bits <= k else 2.0 ** k * 4.0 ** (bits - k)
+
+
+def adc_energy_pj(adc: AdcSpec) -> float:
+    """Energy of one conversion at ``adc.bits``, pJ: the cited figure at ``anchor_bits`` times
+    ``law(bits) / law(anchor)`` (``survey``), or as given (``pinned``, or no anchor)."""
+    anchor = adc.anchor_bits or adc.bits
+    if adc.scaling == "pinned" or anchor == adc.bits:
+        return adc.energy_pj_per_conversion
+    return adc.energy_pj_per_conversion * _energy_law(adc.bits) / _energy_law(anchor)
+
+
+def adc_time_ns(adc: AdcSpec) -> float:
+    """Time of one conversion at ``adc.bits``, ns: SAR ``x bits / anchor``; ramp ``x 2^(bits - anchor)``."""
+    anchor = adc.anchor_bits or adc.bits
+    if adc.scaling == "pinned" or anchor == adc.bits:
+        return adc.conversion_ns
+    if adc.kind == "sar":
+        return adc.conversion_ns * adc.bits / anchor
+    return adc.conversion_ns * 2.0 ** (adc.bits - anchor)
+
+
 def conversion_ns(analog: AnalogSpec, cols_used: int) -> float:
-    """ADC time per pass: ceil(physical columns / ADCs per tile) * conversion_ns."""
+    """ADC time per pass: ceil(physical columns / ADCs per tile) * one conversion (:func:`adc_time_ns`)."""
     physical = cols_used * analog.tile.columns_per_weight
-    return ceil(physical / analog.adc.per_tile) * analog.adc.conversion_ns
+    return ceil(physical / analog.adc.per_tile) * adc_time_ns(analog.adc)
 
 
 def mvm_latency_ns(analog: AnalogSpec, activation_bits: int, rows_used: int, cols_used: int) -> float:
@@ -67,7 +95,7 @@ def mvm_energy_pj(analog: AnalogSpec, activation_bits: int, rows_used: int, cols
     """``passes * (r * e_dac + c * e_adc) + r * c * devices_per_weight * e_cell``, pJ."""
     act = mvm_actions(analog, activation_bits, rows_used, cols_used)
     return (act.dac_conversions * analog.dac.energy_pj_per_conversion
-            + act.adc_conversions * analog.adc.energy_pj_per_conversion
+            + act.adc_conversions * adc_energy_pj(analog.adc)
             + act.cell_reads * analog.tile.array_energy_fj_per_cell * 1e-3)
 
 

@@ -36,6 +36,12 @@ def derived_figures(chip: ChipSpec) -> dict[str, Any]:
         "crossbar_slots": a.tile_count * a.tile.tiers,
         "analog_capacity_weights": a.tile_count * a.tile.tiers * r * c,
         "input_passes": costs.input_passes(a, bits),
+        "adc_bits": a.adc.bits,
+        "adc_energy_pj_per_conversion": costs.adc_energy_pj(a.adc),
+        "adc_conversion_ns": costs.adc_time_ns(a.adc),
+        "adc_scaling": (f"pinned: the given figures at any bits (bits moves accuracy only)"
+                        if a.adc.scaling == "pinned" and (a.adc.anchor_bits or a.adc.bits) != a.adc.bits else
+                        f"{a.adc.scaling} law from {a.adc.anchor_bits or a.adc.bits} bits ({a.adc.kind})"),
         "mvm_latency_ns": t_mvm,
         "mvm_energy_pj": e_mvm,
         "peak_analog_tops": a.tile_count * ops / period / 1000.0,
@@ -54,7 +60,7 @@ def derived_figures(chip: ChipSpec) -> dict[str, Any]:
 
 
 UNITS = {
-    "mvm_latency_ns": "ns", "mvm_energy_pj": "pJ", "peak_analog_tops": "TOPS", "analog_tops_per_w": "TOPS/W",
+    "mvm_latency_ns": "ns", "mvm_energy_pj": "pJ", "adc_energy_pj_per_conversion": "pJ", "adc_conversion_ns": "ns", "peak_analog_tops": "TOPS", "analog_tops_per_w": "TOPS/W",
     "peak_digital_tops": "TOPS", "digital_tops_per_w": "TOPS/W (MACs only)", "sram_capacity_mib": "MiB",
     "sram_bandwidth_gbps": "Gbit/s", "dram_bandwidth_gbps": "Gbit/s", "noc_bisection_bandwidth_gbps": "Gbit/s",
     "noc_diameter_hops": "hops", "static_power_mw": "mW", "analog_capacity_weights": "weights",

@@ -53,8 +53,18 @@ class DacSpec:
 class AdcSpec:
     bits: int = param("ADC resolution, bits", lo=1, hi=16)
     per_tile: int = param("ADCs per tile; columns share ADCs when fewer than cols", lo=1, hi=65536)
-    conversion_ns: float = param("time of one conversion, ns", **POSITIVE)
-    energy_pj_per_conversion: float = param("energy per ADC conversion, pJ", lo=0.0)
+    conversion_ns: float = param("time of one conversion at anchor_bits, ns", **POSITIVE)
+    energy_pj_per_conversion: float = param("energy per ADC conversion at anchor_bits, pJ", lo=0.0)
+    anchor_bits: int | None = param("resolution at which conversion_ns and energy_pj_per_conversion are given "
+                                    "(default: bits, i.e. the figures are used as given)", lo=2, hi=16,
+                                    default=None)
+    kind: str = param("conversion scheme, for the time law: sar (one cycle per bit: time x bits / anchor) or "
+                      "ramp (counting, CCO, single-slope: time x 2^(bits - anchor))",
+                      choices=("sar", "ramp"), default="sar")
+    scaling: str = param("survey: energy x 2^(bits - anchor) up to 10 bits and x 4 per bit above (Walden then "
+                         "thermal-noise-limited Schreier figure of merit, Murmann's ADC Performance Survey), time "
+                         "by kind; pinned: the given figures at any bits (bits then moves accuracy only)",
+                         choices=("survey", "pinned"), default="survey")
 
 
 @dataclass(frozen=True)

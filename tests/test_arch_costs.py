@@ -115,3 +115,33 @@ def test_aimc_3d_fits_olmoe_experts():
     # published Buechel25 simulator defaults: ~100 ns and ~10 nJ per tier MVM
     assert costs.mvm_latency_ns(chip.analog, 8, t.rows, t.cols) == pytest.approx(100, rel=0.05)
     assert costs.mvm_energy_pj(chip.analog, 8, t.rows, t.cols) == pytest.approx(10_000, rel=0.05)
+
+
+@pytest.mark.parametrize("preset", ["hermes-64", "isaac", "aimc-3d-moe"])
+def test_adc_figures_at_the_presets_own_resolution_are_the_cited_ones(preset):
+    adc = load_chip(preset).analog.adc
+    assert adc.anchor_bits == adc.bits
+    assert costs.adc_energy_pj(adc) == adc.energy_pj_per_conversion
+    assert costs.adc_time_ns(adc) == adc.conversion_ns
+
+
+def test_adc_bits_drive_energy_and_time_by_the_stated_law():
+    def adc(bits, **kw):
+        return load_chip("aimc-3d-moe", {"analog": {"adc": {"bits": bits, **kw}}}).analog.adc
+
+    e8, t8 = 12.0, 40.0                                  # aimc-3d-moe's SAR ADC at its anchor, 8 bits
+    assert costs.adc_energy_pj(adc(7)) == pytest.approx(e8 / 2)         # Walden region: x 2 per bit
+    assert costs.adc_time_ns(adc(7)) == pytest.approx(t8 * 7 / 8)       # SAR: one cycle per bit
+    assert costs.adc_energy_pj(adc(12)) == pytest.approx(e8 * 2 ** 2 * 4 ** 2)   # 2^(10-8) then 4^(12-10)
+    ramp = adc(6, kind="ramp")
+    assert costs.adc_time_ns(ramp) == pytest.approx(t8 / 4)             # counting ADC: x 2 per bit
+    pinned = adc(6, scaling="pinned")
+    assert (costs.adc_energy_pj(pinned), costs.adc_time_ns(pinned)) == (e8, t8)
+
+
+def test_hw_show_differs_between_8_and_6_bit_adcs():
+    f8 = derived_figures(load_chip("aimc-3d-moe"))
+    f6 = derived_figures(load_chip("aimc-3d-moe", {"analog": {"adc": {"bits": 6}}}))
+    # 512 columns, one ADC each: E_mvm loses 512 * (12 - 3) pJ; t_mvm loses one SAR conversion's 2 cycles
+    assert f8["mvm_energy_pj"] - f6["mvm_energy_pj"] == pytest.approx(512 * (12.0 - 12.0 / 4))
+    assert f8["mvm_latency_ns"] - f6["mvm_latency_ns"] == pytest.approx(40.0 * 2 / 8)

@@ -9,7 +9,7 @@ from arch import list_presets, load_chip
 from arch.derived import UNITS, derived_figures
 from arch.yamlsource import to_plain
 
-from .common import print_json
+from .common import parse_overrides, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     show.add_argument("system", metavar="NAME|FILE",
                       help=f"preset name ({', '.join(list_presets())}) or path to a hardware YAML")
+    show.add_argument("--set", action="append", metavar="KEY.PATH=VALUE",
+                      help="override a hardware YAML key, e.g. analog.adc.bits=6 (repeatable)")
     show.add_argument("--json", action="store_true", help="print the figures and the parsed spec as JSON")
     show.set_defaults(handler=run_show)
     lst = hw_sub.add_parser("list", help="list the shipped presets")
@@ -31,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    chip = load_chip(args.system)
+    chip = load_chip(args.system, parse_overrides(args.set))
     figures = derived_figures(chip)
     if args.json:
         print_json({**figures, "spec": to_plain(_as_dict(chip))})
