@@ -84,15 +84,15 @@ class MvmActions:
 
 def mvm_actions(analog: AnalogSpec, activation_bits: int, rows_used: int, cols_used: int) -> MvmActions:
     """``passes * rows`` DAC and ``passes * cols * columns_per_weight`` ADC conversions;
-    ``rows * cols * devices_per_weight`` device reads."""
+    ``passes * rows * cols * devices_per_weight`` device reads (every input pass reads every cell)."""
     passes = input_passes(analog, activation_bits)
     t = analog.tile
     return MvmActions(passes * rows_used, passes * cols_used * t.columns_per_weight,
-                      rows_used * cols_used * t.devices_per_weight)
+                      passes * rows_used * cols_used * t.devices_per_weight)
 
 
 def mvm_energy_pj(analog: AnalogSpec, activation_bits: int, rows_used: int, cols_used: int) -> float:
-    """``passes * (r * e_dac + c * e_adc) + r * c * devices_per_weight * e_cell``, pJ."""
+    """``passes * (r * e_dac + c * e_adc + r * c * devices_per_weight * e_cell)``, pJ."""
     act = mvm_actions(analog, activation_bits, rows_used, cols_used)
     return (act.dac_conversions * analog.dac.energy_pj_per_conversion
             + act.adc_conversions * adc_energy_pj(analog.adc)

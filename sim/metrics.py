@@ -42,7 +42,7 @@ def price(chip: ChipSpec, c: Any, makespan_ns: float) -> dict[str, dict[str, flo
             "adc": c.adc_conversions * costs.adc_energy_pj(a.adc),
             "dac": c.dac_conversions * a.dac.energy_pj_per_conversion,
             "array": c.array_cell_reads * a.tile.array_energy_fj_per_cell * 1e-3,
-            "local_digital": c.local_digital_ops * (ld.energy_pj_per_op if ld else 0.0),
+            "local_digital": c.local_digital_ops * (ld.energy_pj_per_op if ld else 0.0) * chip.digital.energy_scale,
             "static": a.tile_count * a.static_power_mw_per_tile * makespan_ns,
         },
         "digital": {

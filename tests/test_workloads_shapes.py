@@ -57,6 +57,8 @@ def test_gqa_and_mla_attention():
     assert shapes["kv_b_proj"] == (16 * (128 + 128), 512)
     assert shapes["o_proj"] == (2048, 16 * 128)
     assert v2.kv_elements_per_token() == 512 + 64
+    # absorbed MLA reads the latent cache: heads * (2 * kv_lora_rank + rope) MACs per attended position
+    assert v2.attention_macs_per_context() == 16 * (2 * 512 + 64) == 17408
 
 
 def test_layer_rules_from_raw_config(tmp_path):

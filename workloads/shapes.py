@@ -144,9 +144,14 @@ class ModelShape:
         return 2 * self.num_kv_heads * self.head_dim
 
     def attention_macs_per_context(self) -> int:
-        """Score and context MACs per token per attended position (QK^T and AV over all heads)."""
+        """Score and context MACs per token per attended position (QK^T and AV over all heads).
+
+        MLA (DeepSeek-V2/V3) reads the compressed latent cache, so it runs in the absorbed form:
+        per head, scores against the latent (kv_lora_rank) plus the rope key, and the context over the
+        latent: ``heads * (2 * kv_lora_rank + qk_rope_head_dim)`` (DeepSeek-V2 paper, appendix on
+        weight absorption); the up-projections are absorbed into the query and output projections."""
         if self.mla:
-            return self.num_heads * (self.qk_nope_head_dim + self.qk_rope_head_dim + self.v_head_dim)
+            return self.num_heads * (2 * self.kv_lora_rank + self.qk_rope_head_dim)
         return 2 * self.num_heads * self.head_dim
 
     def summary(self) -> dict[str, Any]:
