@@ -8,12 +8,14 @@ import sys
 from pathlib import Path
 
 from arch.errors import HetmoeError
+from workloads.checkpoints.stats import VARIANTS
 from workloads.traces.format import save_npz
 
 from .common import FMT, add_common_run_args, run_kwargs
 
 SWEEP_FRACTIONS = (0.0, 0.125, 0.25, 0.5, 0.75, 1.0)
 BASELINE_FRACTIONS = (0.125, 0.25, 0.5)
+SCORE_FRACTIONS = (0.125, 0.25)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="reports/compare", metavar="DIR", help="output folder")
     p.add_argument("--jobs", type=int, default=2, help="local worker processes")
     p.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="run on a Dask distributed cluster")
+    p.add_argument("--all-scores", action="store_true",
+                   help="also run maxnn at 12.5%% and 25%% under every other MaxNNScore variant "
+                        "(labelled maxnn[VARIANT])")
     p.add_argument("--trace-events", metavar="FILE",
                    help="also write a Chrome trace-event JSON of the maxnn 12.5%% run (keep --tokens small)")
     a = p.add_argument_group("accuracy (needs --checkpoint; see hetmoe accuracy --help)")
@@ -66,11 +71,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     sw.set_defaults(handler=run_sweep)
 
 
-def compare_points(base: dict) -> list[dict]:
+def compare_points(base: dict, all_scores: bool = False) -> list[dict]:
     points = [{**base, "policy": "all-analog", "fraction": 0.0}, {**base, "policy": "all-digital", "fraction": 1.0}]
     points += [{**base, "policy": "maxnn", "fraction": f} for f in SWEEP_FRACTIONS]
     for policy in ("frequency", "random", "maxnn-lowest"):
         points += [{**base, "policy": policy, "fraction": f} for f in BASELINE_FRACTIONS]
+    if all_scores:
+        points += [{**base, "policy": "maxnn", "fraction": f, "score": v} for v in VARIANTS
+                   if v != base.get("score") for f in SCORE_FRACTIONS]
     return points
 
 
@@ -92,7 +100,7 @@ def run_compare(args: argparse.Namespace) -> int:
     save_npz(trace, trace_file)
     kw["trace"] = str(trace_file)
     kw["fill"] = None
-    points = compare_points(kw)
+    points = compare_points(kw, args.all_scores)
     if args.noisy_routing and not args.eval:
         raise HetmoeError("--noisy-routing needs --checkpoint and --eval (the routes come from the noisy forward pass)")
     if args.eval:
@@ -133,7 +141,7 @@ def _measure_accuracy(args: argparse.Namespace, chip, trace, stats, points: list
     arch = read_architecture(args.checkpoint)
     data = load_eval(args.eval, arch.shape.vocab_size, tokenizer=args.tokenizer, seq_len=args.seq_len,
                      max_sequences=args.max_sequences)
-    wanted = [PlacementRequest(p["policy"], p["fraction"]) for p in points]
+    wanted = [PlacementRequest(p["policy"], p["fraction"], p.get("score")) for p in points]
     result = evaluate(arch, args.checkpoint, data, chip, wanted, stats, trace, noise_seeds=args.noise_seeds,
                       seed=args.seed, score=args.score, scope=args.scope, device=args.device,
                       progress=not args.quiet, routes_dir=out / "routes")
@@ -146,7 +154,7 @@ def _measure_accuracy(args: argparse.Namespace, chip, trace, stats, points: list
 def _label(point: dict) -> str:
     from ..functional.evaluate import PlacementRequest
 
-    return PlacementRequest(point["policy"], point["fraction"]).label
+    return PlacementRequest(point["policy"], point["fraction"], point.get("score")).label
 
 
 def _print_table(runs: list[dict]) -> None:

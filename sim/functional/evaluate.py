@@ -42,10 +42,15 @@ FIXED = ("all-analog", "all-digital", "explicit")
 class PlacementRequest:
     policy: str
     fraction: float = 0.125
+    score: str | None = None          # MaxNNScore variant (None: the run's --score)
 
     @property
     def label(self) -> str:
-        return self.policy if self.policy in FIXED else f"{self.policy} {self.fraction * 100:g}%"
+        if self.policy in FIXED:
+            return self.policy
+        tag = f"[{self.score}]" if self.score and self.score != "gate_rows" and \
+            self.policy in ("maxnn", "maxnn-lowest") else ""
+        return f"{self.policy}{tag} {self.fraction * 100:g}%"
 
 
 def requests(policies: list[str], fractions: list[float]) -> list[PlacementRequest]:
@@ -80,7 +85,8 @@ def evaluate(arch: Architecture, checkpoint: str | Path, data: EvalData, chip: C
     --trace`` prices the load that noise actually produces."""
     shape = arch.shape
     placements: list[Placement] = [
-        place(r.policy, PlacementContext(shape, trace, stats, r.fraction, score, scope, seed, placement_file))
+        place(r.policy, PlacementContext(shape, trace, stats, r.fraction, r.score or score, scope, seed,
+                                         placement_file))
         for r in wanted]
     # placements with the same digital set (e.g. every policy at fraction 0) run once
     keys = [(p.digital_experts.tobytes(), tuple(sorted(p.digital_modules))) for p in placements]

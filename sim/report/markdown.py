@@ -14,7 +14,8 @@ from .plots import PLOTS, label, pareto
 def _sort_key(r: dict[str, Any]) -> tuple:
     order = {"all-analog": 0, "maxnn": 1, "frequency": 2, "random": 3, "maxnn-lowest": 4, "all-digital": 5}
     p = r["placement"]
-    return (order.get(p["policy"], 9), p.get("fraction", 0.0))
+    variant = p.get("score") if p["policy"] in ("maxnn", "maxnn-lowest") and p.get("score") != "gate_rows" else ""
+    return (order.get(p["policy"], 9), variant or "", p.get("fraction", 0.0))
 
 
 def write_report(runs: list[dict[str, Any]], out_dir: str | Path, *, command: str = "",

@@ -31,11 +31,21 @@ COMPONENT_COLORS = {
 }
 
 
+DEFAULT_SCORE = "gate_rows"
+
+
+def placement_label(policy: str, fraction: float, score: str | None = None) -> str:
+    """``all-analog``, ``maxnn 12.5%``; a score-based policy under a non-default MaxNNScore variant
+    carries it: ``maxnn[up_rows] 12.5%``. The accuracy side labels its placements the same way."""
+    if policy in ("all-analog", "all-digital", "explicit"):
+        return policy
+    tag = f"[{score}]" if score and score != DEFAULT_SCORE and policy in ("maxnn", "maxnn-lowest") else ""
+    return f"{policy}{tag} {100 * fraction:g}%"
+
+
 def label(run: dict[str, Any]) -> str:
     p = run["placement"]
-    if p["policy"] in ("all-analog", "all-digital", "explicit"):
-        return p["policy"]
-    return f"{p['policy']} {100 * p['fraction']:g}%"
+    return placement_label(p["policy"], p.get("fraction", 0.0), p.get("score"))
 
 
 def _style(ax) -> None:
@@ -54,10 +64,26 @@ def pareto(points: list[tuple[float, float]]) -> list[int]:
     return sorted(keep, key=lambda i: points[i][0])
 
 
+def family(label_text: str) -> str:
+    """A label without its fraction: the line a placement is drawn on (``maxnn[up_rows] 25%`` -> ``maxnn[up_rows]``)."""
+    return label_text.rsplit(" ", 1)[0] if label_text.endswith("%") else label_text
+
+
+def style(fam: str) -> tuple[str, str, str]:
+    """(colour, marker, line style): a policy's own; a score variant shares its policy's colour, dashed."""
+    base = fam.split("[", 1)[0]
+    color, marker = FAMILY_STYLE.get(base, ("k", "o"))
+    if fam == base:
+        return color, marker, "-"
+    variants = ("up_rows", "gate_up_rows", "down_cols", "product")
+    variant = fam[len(base) + 1:-1]
+    return color, "so^vD"[variants.index(variant) % 5 if variant in variants else 0], "--"
+
+
 def _families(runs):
     fam: dict[str, list[dict[str, Any]]] = {}
     for r in runs:
-        fam.setdefault(r["placement"]["policy"], []).append(r)
+        fam.setdefault(family(label(r)), []).append(r)
     for rs in fam.values():
         rs.sort(key=lambda r: r["placement"].get("fraction", 0.0))
     return fam
@@ -73,10 +99,10 @@ def plot_throughput_energy(runs: list[dict[str, Any]], path: Path) -> None:
     pts = [(r["metrics"]["energy_per_token_uj"], r["metrics"]["throughput_tokens_per_s"]) for r in runs]
     front = pareto(pts)
     for policy, rs in _families(runs).items():
-        color, marker = FAMILY_STYLE.get(policy, ("k", "o"))
+        color, marker, ls = style(policy)
         xs = [r["metrics"]["energy_per_token_uj"] for r in rs]
         ys = [r["metrics"]["throughput_tokens_per_s"] for r in rs]
-        ax.plot(xs, ys, marker=marker, color=color, linestyle="-" if len(rs) > 1 else "none", lw=1, ms=7,
+        ax.plot(xs, ys, marker=marker, color=color, linestyle=ls if len(rs) > 1 else "none", lw=1, ms=7,
                 label=policy, alpha=0.9)
         if policy == "maxnn":
             for r, x, y in zip(rs, xs, ys):
@@ -134,10 +160,10 @@ def plot_energy_breakdown(runs: list[dict[str, Any]], path: Path) -> None:
 def plot_exposure_efficiency(runs: list[dict[str, Any]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7.5, 5.2), dpi=150)
     for policy, rs in _families(runs).items():
-        color, marker = FAMILY_STYLE.get(policy, ("k", "o"))
+        color, marker, ls = style(policy)
         xs = [100 * r["metrics"]["analog_exposure_macs"] for r in rs]
         ys = [r["metrics"]["tokens_per_s_per_w"] for r in rs]
-        ax.plot(xs, ys, marker=marker, color=color, linestyle="-" if len(rs) > 1 else "none", lw=1, ms=7,
+        ax.plot(xs, ys, marker=marker, color=color, linestyle=ls if len(rs) > 1 else "none", lw=1, ms=7,
                 label=policy)
     ax.set_yscale("log")
     ax.set_xlabel("analog exposure: routed-expert MACs on analog tiles (%)")

@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ..result import fmt_number  # noqa: E402
-from .plots import FAMILY_STYLE, _style, label, pareto  # noqa: E402
+from .plots import _style, family, label, pareto, style  # noqa: E402
 
 ACCURACY_FILE = "accuracy.json"
 DEFAULT_MAX_LOSS = 0.01          # 1 % relative perplexity increase
@@ -130,13 +130,13 @@ def plot_accuracy_efficiency(rows: list[dict[str, Any]], accuracy: dict[str, Any
     fig, ax = plt.subplots(figsize=(7.8, 5.2), dpi=150)
     fam: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
-        fam.setdefault(r["policy"], []).append(r)
+        fam.setdefault(family(r["label"]), []).append(r)
     for policy, rs in fam.items():
         rs = sorted(rs, key=lambda r: r["fraction"])
-        color, marker = FAMILY_STYLE.get(policy, ("k", "o"))
+        color, marker, ls = style(policy)
         ax.errorbar([r["tokens_per_s_per_w"] for r in rs], [100 * r["loss"] for r in rs],
                     yerr=[100 * r["loss_std"] for r in rs], marker=marker, color=color, ms=6, lw=1, capsize=2.5,
-                    linestyle="-" if len(rs) > 1 else "none", label=policy, alpha=0.9)
+                    linestyle=ls if len(rs) > 1 else "none", label=policy, alpha=0.9)
         if policy == "maxnn":
             for r in rs:
                 ax.annotate(f"{100 * r['fraction']:g}%", (r["tokens_per_s_per_w"], 100 * r["loss"]),
