@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 from arch.errors import HetmoeError
 
 from . import accuracy, compare, hw, run, workloads
+from .common import FMT
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -23,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hetmoe",
         description="Simulate Mixture-of-Experts inference on heterogeneous analog-digital chips.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=FMT)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in _command_modules():
         module.register(sub)

@@ -60,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="array backend: numpy, or torch on cpu/cuda (needs torch)")
     p.add_argument("--batch-sequences", type=int, default=8, metavar="N",
                    help="sequences processed together (bounds activation memory)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder (required)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=run)
 
@@ -83,7 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--noise-seeds", type=int, default=2, metavar="N", help="noise seeds (count)")
     s.add_argument("--seed", type=int, default=0, help="base seed of the noise draws")
     s.add_argument("--device", choices=("numpy", "cpu", "cuda"), default="numpy", help="array backend")
-    s.add_argument("--out", required=True, metavar="DIR", help="output folder (required)")
+    s.add_argument("--out", required=True, metavar="DIR", help="output folder")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(handler=run_sensitivity)
 

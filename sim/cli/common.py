@@ -19,7 +19,20 @@ from workloads.traces.synthetic import POPULARITY, SyntheticSpec
 
 from ..engine.workplan import MODES
 
-FMT = argparse.ArgumentDefaultsHelpFormatter
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a default only when there is one to show: "(required)" for required options, nothing for
+    unset (None) or off (False) ones, and nothing when the help text already words its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.required and action.option_strings:
+            return text if "required" in text else f"{text} (required)"
+        if action.default in (None, False, argparse.SUPPRESS) or "default:" in text:
+            return text
+        return super()._get_help_string(action)
+
+
+FMT = HelpFormatter
 
 
 def add_model_arg(p: argparse.ArgumentParser, required: bool = True, default: str | None = None) -> None:

@@ -9,19 +9,19 @@ from arch import list_presets, load_chip
 from arch.derived import UNITS, derived_figures
 from arch.yamlsource import to_plain
 
-from .common import parse_overrides, print_json
+from .common import FMT, parse_overrides, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     hw = sub.add_parser("hw", help="hardware descriptions",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                        formatter_class=FMT)
     hw_sub = hw.add_subparsers(dest="hw_command", required=True, metavar="SUBCOMMAND")
     show = hw_sub.add_parser(
         "show", help="parse a system and print its derived figures",
         description="Parse a hardware YAML (or preset) and print tiles, analog capacity (weights), peak analog "
                     "TOPS and TOPS/W at the declared precision, peak digital TOPS, SRAM (MiB) and DRAM "
                     "(Gbit/s), NoC diameter (hops) and bisection bandwidth (Gbit/s).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=FMT)
     show.add_argument("system", metavar="NAME|FILE",
                       help=f"preset name ({', '.join(list_presets())}) or path to a hardware YAML")
     show.add_argument("--set", action="append", metavar="KEY.PATH=VALUE",
