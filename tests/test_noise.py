@@ -159,3 +159,19 @@ def test_bit_serial_inputs_use_the_activation_resolution():
     chip = load_chip("isaac")
     assert chip.analog.dac.encoding == "bit_serial" and chip.analog.dac.bits == 1
     assert slot_physics(chip).dac_bits == chip.precision.activation_bits
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_per_channel_integer_weights_stay_within_their_bound(bits):
+    """Symmetric per-output-channel b-bit weights: |W - Q(W)| <= s_i / 2 with s_i = max|W[i, :]| /
+    (2^(b-1) - 1), so each output's error is at most s_i / 2 * ||x||_1."""
+    from arch.noise import quantize_weights_per_channel
+
+    rng = np.random.default_rng(bits)
+    w = rng.normal(size=(64, 300)) * rng.uniform(0.1, 3, (64, 1))
+    x = rng.normal(size=(20, 300))
+    s = np.abs(w).max(axis=1) / (2 ** (bits - 1) - 1)
+    q = quantize_weights_per_channel(w, bits)
+    assert (np.abs(w - q) <= s[:, None] / 2 * (1 + 1e-12)).all()
+    assert len(np.unique(np.round(q / s[:, None]))) <= 2 ** bits - 1
+    assert (np.abs(x @ (w - q).T) <= s[None, :] / 2 * np.abs(x).sum(axis=1, keepdims=True)).all()

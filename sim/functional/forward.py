@@ -186,12 +186,14 @@ class ForwardRun:
             del programmed
 
     def _lowbit(self, w: np.ndarray) -> np.ndarray:
-        """Per-channel integer weights; records the worst |W - Q(W)| over its bound (<= 1 by construction)."""
-        q = lowbit(w, self.digital_weight_bits)
-        bound = np.abs(w).max(axis=1, keepdims=True) / (2 * (2 ** (self.digital_weight_bits - 1) - 1))
-        ratio = np.abs(w - q)[bound[:, 0] > 0] / bound[bound[:, 0] > 0]
+        """Per-channel integer weights; records the worst |W - Q(W)| over its bound (<= 1 by construction;
+        computed in float64, before the weights are rounded to float32 for use)."""
+        w64 = w.astype(np.float64)
+        q = lowbit(w64, self.digital_weight_bits)
+        bound = np.abs(w64).max(axis=1, keepdims=True) / (2 * (2 ** (self.digital_weight_bits - 1) - 1))
+        ratio = np.abs(w64 - q)[bound[:, 0] > 0] / bound[bound[:, 0] > 0]
         self.quant_error_ratio = max(self.quant_error_ratio, float(ratio.max()) if ratio.size else 0.0)
-        return q
+        return q.astype(np.float32)
 
     def _program(self, m: Matrix, w: np.ndarray, noise_seed: int, k: int) -> AnalogMatrix:
         rng = np.random.default_rng([self.seed, noise_seed, self.index[m.name], 0])
