@@ -7,9 +7,9 @@ These are the formulas the engine schedules with and the tests check against han
 from __future__ import annotations
 
 from dataclasses import dataclass
-from math import ceil
+from math import ceil, sqrt
 
-from .spec import AdcSpec, AnalogSpec, ChipSpec, SimdSpec
+from .spec import AdcSpec, AnalogSpec, ChipSpec, SimdSpec, SramSpec
 
 
 # ----------------------------------------------------------------------------- analog crossbar
@@ -176,8 +176,18 @@ def e_vector_op_pj(chip: ChipSpec) -> float:
     return chip.digital.simd.energy_pj_per_vector_op * chip.digital.energy_scale
 
 
+def sram_energy_pj_per_byte(sram: SramSpec) -> float:
+    """Access energy of a ``bank_kib`` bank: the cited figure times ``sqrt(bank_kib / reference)``
+    (wire-dominated arrays; Horowitz ISSCC 2014's 64-bit reads: 10 pJ at 8 KB, 20 pJ at 32 KB, 100 pJ
+    at 1 MB, i.e. x2 per x4 in size), pJ per byte."""
+    ref = sram.energy_reference_bank_kib
+    if sram.bank_kib is None or ref is None:
+        return sram.energy_pj_per_byte
+    return sram.energy_pj_per_byte * sqrt(sram.bank_kib / ref)
+
+
 def e_sram_pj_per_byte(chip: ChipSpec) -> float:
-    return chip.memory.sram.energy_pj_per_byte * chip.digital.energy_scale
+    return sram_energy_pj_per_byte(chip.memory.sram) * chip.digital.energy_scale
 
 
 # ----------------------------------------------------------------------------- NoC and DRAM

@@ -49,6 +49,7 @@ def derived_figures(chip: ChipSpec) -> dict[str, Any]:
         "peak_digital_tops": 2 * costs.simd_macs_per_ns(simd, chip.precision.digital_mac) / 1000.0,
         "digital_tops_per_w": 2.0 / costs.e_mac_pj(chip),
         "sram_capacity_mib": chip.memory.sram.capacity_mib,
+        "sram_energy_pj_per_byte": costs.sram_energy_pj_per_byte(chip.memory.sram),
         "sram_bandwidth_gbps": chip.memory.sram.bandwidth_gbps,
         "dram_bandwidth_gbps": chip.memory.dram.bandwidth_gbps * chip.memory.dram.channels,
         "noc_nodes": net.graph.number_of_nodes(),
@@ -61,7 +62,7 @@ def derived_figures(chip: ChipSpec) -> dict[str, Any]:
 
 UNITS = {
     "mvm_latency_ns": "ns", "mvm_energy_pj": "pJ", "adc_energy_pj_per_conversion": "pJ", "adc_conversion_ns": "ns", "peak_analog_tops": "TOPS", "analog_tops_per_w": "TOPS/W",
-    "peak_digital_tops": "TOPS", "digital_tops_per_w": "TOPS/W (MACs only)", "sram_capacity_mib": "MiB",
+    "peak_digital_tops": "TOPS", "digital_tops_per_w": "TOPS/W (MACs only)", "sram_capacity_mib": "MiB", "sram_energy_pj_per_byte": "pJ/byte",
     "sram_bandwidth_gbps": "Gbit/s", "dram_bandwidth_gbps": "Gbit/s", "noc_bisection_bandwidth_gbps": "Gbit/s",
     "noc_diameter_hops": "hops", "static_power_mw": "mW", "analog_capacity_weights": "weights",
 }

@@ -184,8 +184,14 @@ class DigitalSpec:
 class SramSpec:
     capacity_mib: float = param("on-chip SRAM for digital weights, MiB", lo=0.0)
     bandwidth_gbps: float = param("SRAM bandwidth, Gbit/s", **POSITIVE)
-    energy_pj_per_byte: float = param("SRAM access energy, pJ per byte", lo=0.0)
+    energy_pj_per_byte: float = param("SRAM access energy at energy_reference_bank_kib, pJ per byte", lo=0.0)
     static_power_mw: float = param("SRAM static (leakage) power, mW", lo=0.0, default=0.0)
+    bank_kib: float | None = param("size of the bank (macro) one access reads, KiB (default: the reference size, "
+                                   "i.e. energy_pj_per_byte as given)", lo=0.0, lo_open=True, default=None)
+    energy_reference_bank_kib: float | None = param(
+        "bank size at which energy_pj_per_byte is cited, KiB; access energy scales as sqrt(bank_kib / this) "
+        "(Horowitz ISSCC 2014: 64-bit reads of 10, 20 and 100 pJ at 8 KB, 32 KB and 1 MB)",
+        lo=0.0, lo_open=True, default=None)
 
 
 @dataclass(frozen=True)
@@ -195,6 +201,10 @@ class DramSpec:
     latency_ns: float = param("access latency, ns", lo=0.0)
     static_power_mw: float = param("DRAM static power, mW", lo=0.0)
     channels: int = param("independent channels; one access uses one channel", lo=1, hi=1024, default=1)
+    attachment: str = param("noc: DRAM streams enter the network at noc.dram_node and cross it to the SIMD "
+                            "node (time latency + bytes / min(DRAM, path bandwidth) + hops x router latency, "
+                            "links booked, link energy charged); direct: a dedicated port into the SIMD core",
+                            choices=("noc", "direct"), default="noc")
 
 
 @dataclass(frozen=True)
@@ -218,7 +228,7 @@ class NocSpec:
     topology: str = param("network shape", choices=("mesh", "graph"))
     link_bandwidth_gbps: float = param("bandwidth of one link, one direction, Gbit/s", **POSITIVE)
     router_latency_ns: float = param("latency per hop (router + link), ns", lo=0.0)
-    energy_pj_per_bit_per_hop: float = param("energy per bit per hop, pJ", lo=0.0)
+    energy_pj_per_bit_per_hop: float = param("energy per bit per hop (link), pJ", lo=0.0)
     tiles_per_node: int = param("analog tiles attached to one NoC node", lo=1)
     width: int | None = param("mesh columns (topology: mesh)", lo=1, hi=4096, default=None)
     height: int | None = param("mesh rows (topology: mesh)", lo=1, hi=4096, default=None)
@@ -230,6 +240,9 @@ class NocSpec:
                                          default=None)
     tile_nodes: list | None = param("nodes that host tiles, in fill order (graph; mesh: all, row-major)",
                                     default=None)
+    energy_pj_per_bit_per_router: float = param(
+        "energy per bit per router crossed, pJ; a message over h hops crosses h + 1 routers (default 0: "
+        "energy_pj_per_bit_per_hop then carries the routers too)", lo=0.0, default=0.0)
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ def price(chip: ChipSpec, c: Any, makespan_ns: float) -> dict[str, dict[str, flo
             "sram_static": mem.sram.static_power_mw * makespan_ns,
             "dram_static": mem.dram.static_power_mw * makespan_ns,
         },
-        "noc": {"links": c.noc_energy_pj},
+        "noc": {"links": c.noc_energy_pj, "routers": c.noc_router_bits * chip.noc.energy_pj_per_bit_per_router},
     }
 
 

@@ -158,3 +158,17 @@ def test_hw_show_differs_between_8_and_6_bit_adcs():
     # 512 columns, one ADC each: E_mvm loses 512 * (12 - 3) pJ; t_mvm loses one SAR conversion's 2 cycles
     assert f8["mvm_energy_pj"] - f6["mvm_energy_pj"] == pytest.approx(512 * (12.0 - 12.0 / 4))
     assert f8["mvm_latency_ns"] - f6["mvm_latency_ns"] == pytest.approx(40.0 * 2 / 8)
+
+
+def test_sram_energy_follows_the_bank_size():
+    """sqrt law: doubling the bank raises pJ/byte by sqrt(2); at the reference size the cited figure holds."""
+    def sram(bank):
+        return load_chip("aimc-3d-moe", {"memory": {"sram": {"bank_kib": bank}}}).memory.sram
+
+    cited = sram(8).energy_pj_per_byte                       # Horowitz: 10 pJ / 8 bytes at 8 KB
+    assert costs.sram_energy_pj_per_byte(sram(8)) == pytest.approx(cited) == pytest.approx(10 / 8)
+    assert costs.sram_energy_pj_per_byte(sram(512)) / costs.sram_energy_pj_per_byte(sram(256)) == pytest.approx(2 ** 0.5)
+    # Horowitz's own 1 MB point: 100 pJ per 64-bit read is 12.5 pJ/byte; the law gives 1.25 * sqrt(128) = 14.1
+    assert costs.sram_energy_pj_per_byte(sram(1024)) == pytest.approx(12.5, rel=0.15)
+    isaac = load_chip("isaac").memory.sram
+    assert costs.sram_energy_pj_per_byte(isaac) == isaac.energy_pj_per_byte == pytest.approx(20.45 / 32, rel=0.01)

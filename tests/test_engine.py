@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from arch import costs, load_chip_text
 from sim.engine import ops
+from sim.engine.simulator import ps as ps_of
 from sim.api import build_run, simulate
 from tests.conftest import UNIT_YAML
 from workloads.checkpoints.stats import VARIANTS, ExpertStats, synthetic_stats
@@ -255,3 +256,53 @@ def test_digital_weight_bytes_scale_with_weight_bits():
     weights_8bit = dram[16] - dram[8]                  # W * (16 - 8) / 8 = W bytes
     assert dram[8] - dram[4] == pytest.approx(weights_8bit / 2, rel=1e-12)
     assert rate[4] / rate[8] == pytest.approx(2.0) and rate[16] / rate[8] == pytest.approx(0.5)
+
+
+def _dram_engine(dram_node: str, links_gbps: int = 8, attachment: str = "noc"):
+    """Unit system (2x2 mesh, SIMD at [0, 0]), DRAM at ``dram_node``, 16 Gbit/s DRAM, no SRAM, 64 MACs/ns."""
+    text = (UNIT_YAML.replace("dram_node: [0, 0]", f"dram_node: {dram_node}")
+            .replace("link_bandwidth_gbps: 8", f"link_bandwidth_gbps: {links_gbps}")
+            .replace("sram: {capacity_mib: 1", "sram: {capacity_mib: 0")
+            .replace("macs_per_cycle: 1\n", "macs_per_cycle: 64\n")         # so the weight stream dominates
+            .replace("dram: {bandwidth_gbps: 8,", f"dram: {{attachment: {attachment}, bandwidth_gbps: 16,"))
+    model = from_hf_config(TINY)
+    trace = synthesize(SyntheticSpec(tokens=4, requests=1, seed=0), model)
+    return build_run(load_chip_text(text), model, trace, "all-digital", batch=4).engine
+
+
+def test_dram_streams_cross_the_noc_from_the_dram_node():
+    """A non-resident digital GEMM at the SIMD node [0, 0]: from DRAM at [1, 1] (h = 2 hops over 8 Gbit/s
+    links) its weights stream at min(16, 8) Gbit/s and pay 2 router latencies; from DRAM at [0, 0] (or
+    attached directly) at 16 Gbit/s and none. Energy adds bits * h * 0.125 pJ per bit-hop."""
+    near, far, direct = _dram_engine("[0, 0]"), _dram_engine("[1, 1]"), _dram_engine("[1, 1]", attachment="direct")
+    mi = next(i for i, m in enumerate(near.matrices) if m.module == "lm_head")
+    wbytes = near.matrices[mi].params * 8 / 8
+    ends = {name: e.gemm(0, mi, 1) for name, e in (("near", near), ("far", far), ("direct", direct))}
+    # duration = max(MACs, DRAM stream, activations); the stream dominates with these sizes
+    assert ends["near"] == ps_of(1.0 + wbytes * 8 / 16)
+    assert ends["direct"] == ends["near"]
+    assert ends["far"] == ps_of(1.0 + wbytes * 8 / 8 + 2 * 1.0)
+    assert far.c.noc_bit_hops == wbytes * 8 * 2 and far.c.noc_energy_pj == wbytes * 8 * 2 * 0.125
+    assert near.c.noc_bit_hops == 0 and direct.c.noc_bit_hops == 0
+
+
+def test_two_dram_streams_sharing_a_link_serialise():
+    far = _dram_engine("[1, 1]")
+    mi = next(i for i, m in enumerate(far.matrices) if m.module == "lm_head")
+    stream = ps_of(far.matrices[mi].params * 8 / 8)      # bytes * 8 / 8 Gbit/s, ns
+    first = far.gemm(0, mi, 1)
+    second = far.gemm(0, mi, 1)
+    assert second - first >= stream                       # the second waits for the shared links
+
+
+def test_noc_message_charges_links_per_hop_and_routers_per_node():
+    """A message over h hops crosses h links and h + 1 routers: E = bits * (h * e_link + (h + 1) * e_router)."""
+    text = UNIT_YAML.replace("  dram_node: [0, 0]\n", "  dram_node: [0, 0]\n  energy_pj_per_bit_per_router: 0.5\n")
+    model = from_hf_config(TINY)
+    run = build_run(load_chip_text(text), model, synthesize(SyntheticSpec(tokens=4, requests=1, seed=0), model),
+                    "all-digital", batch=4)
+    e = run.engine
+    e.xfer(0, (0, 0), (1, 1), 10.0)                     # 2 hops on the 2x2 mesh, 80 bits
+    from sim.metrics import price
+    noc = price(run.chip, e.c, 1.0)["noc"]
+    assert noc["links"] == pytest.approx(80 * 2 * 0.125) and noc["routers"] == pytest.approx(80 * 3 * 0.5)

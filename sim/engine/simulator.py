@@ -60,7 +60,8 @@ class Counters:
     sram_bytes: float = 0.0
     dram_bytes: float = 0.0
     noc_bit_hops: float = 0.0
-    noc_energy_pj: float = 0.0          # per-link energies differ on graph topologies
+    noc_energy_pj: float = 0.0          # link energy; per-link energies differ on graph topologies
+    noc_router_bits: float = 0.0        # bits x routers crossed (h + 1 per message of h hops)
     routed_expert_macs_analog: float = 0.0
     routed_expert_macs_digital: float = 0.0
     routed_expert_weight_bytes_moved: float = 0.0
@@ -109,6 +110,14 @@ class Engine:
         self._mcal = {mi: tuple(self.groups[g] for g in am.groups) for mi, am in mapping.analog.items()}
         self._paths: dict[tuple[Any, Any], tuple[tuple[int, ...], float, float, int]] = {}
         self.router_ps = chip.noc.router_latency_ns * 1000.0
+        # DRAM attachment: streams cross the NoC from dram_node to the SIMD node unless attached directly
+        self.dram_route: tuple | None = None
+        self.dram_stream_gbps, self.dram_hops_ns = self.dram_gbps, 0.0
+        if mem.dram.attachment == "noc" and net.dram_node != net.simd_node:
+            links, bw, e_bit, hops, cals = self._path(net.dram_node, net.simd_node)
+            self.dram_route = (links, e_bit, hops, cals)
+            self.dram_stream_gbps = min(bw, self.dram_gbps)
+            self.dram_hops_ns = hops * chip.noc.router_latency_ns
         # per-matrix static data
         self.matrices = model.matrices
         self.index = {m.name: i for i, m in enumerate(model.matrices)}
@@ -169,19 +178,38 @@ class Engine:
         bits = nbytes * 8.0
         c = self.c
         c.noc_bit_hops += bits * hops
+        c.noc_router_bits += bits * (hops + 1)
         c.noc_energy_pj += bits * e_bit
         return end_ser + int(hops * self.router_ps + 0.5)
 
+    def dram_ns(self, nbytes: float) -> float:
+        """Time to stream ``nbytes`` from DRAM to the SIMD core: ``latency + bytes / min(DRAM bandwidth,
+        path bandwidth) + hops * router latency`` (no path term with ``attachment: direct``), ns."""
+        return self.dram_lat + nbytes * 8.0 / self.dram_stream_gbps + self.dram_hops_ns
+
     def simd_op(self, ready: int, dur: int, dram_bytes: float = 0.0, label: str = "") -> int:
-        """A gang operation on all SIMD cores, optionally streaming ``dram_bytes`` from one DRAM channel."""
+        """A gang operation on all SIMD cores, optionally streaming ``dram_bytes`` from one DRAM channel
+        (and over the NoC links from the DRAM node, which it holds for the stream's serialisation)."""
         if dram_bytes > 0:
-            d = ps(dram_bytes * 8.0 / self.dram_gbps)
-            fits = [gang_fit((self.simd, ch), (dur, d), ready) for ch in self.dram]
+            d = ps(dram_bytes * 8.0 / self.dram_stream_gbps)
+            route = self.dram_route
+            extra = route[3] if route else ()
+            fits = [gang_fit((self.simd, ch, *extra), (dur, d, *(d,) * len(extra)), ready) for ch in self.dram]
             ch = min(range(len(fits)), key=fits.__getitem__)
             start = fits[ch]
             self.dram[ch].book(start, d)
             self.c.dram_bytes += dram_bytes
             self._record(f"dram ch{ch}", start, start + d, label)
+            if route:
+                links, e_bit, hops, cals = route
+                for cal, li in zip(cals, links):
+                    cal.book(start, d)
+                    self._record(f"link {self.links[li][0]}->{self.links[li][1]}", start, start + d, label)
+                bits = dram_bytes * 8.0
+                self.c.noc_bit_hops += bits * hops
+                self.c.noc_router_bits += bits * (hops + 1)
+                self.c.noc_energy_pj += bits * e_bit
+                self.bookings += len(cals)
         else:
             start = self.simd.fit(ready, dur)
         self.simd.book(start, dur)
@@ -215,7 +243,7 @@ class Engine:
         if self.map.resident[mi]:
             self.c.sram_bytes += wbytes
             return ps(max(t_mac, wbytes * 8.0 / self.sram_gbps, t_act)), 0.0
-        return ps(max(t_mac, costs.dram_latency_ns(wbytes, self.dram_lat, self.dram_gbps), t_act)), wbytes
+        return ps(max(t_mac, self.dram_ns(wbytes), t_act)), wbytes
 
     def analog_mvm(self, ready: int, mi: int, n: int) -> tuple[int, Any]:
         """``n`` vectors through an analog matrix whose input is at its home node at ``ready``.
@@ -346,7 +374,7 @@ class Engine:
         self.c.simd_macs += macs
         self.c.simd_vector_ops += soft
         dur = ps(max(macs / self.mac_rate + soft / self.vec_rate,
-                     costs.dram_latency_ns(kv, self.dram_lat, self.dram_gbps)))
+                     self.dram_ns(kv)))
         t = self.simd_op(t, dur, dram_bytes=kv, label=f"L{layer}.attn.core")
         t = self.matrix_op(t, o_proj, n)
         return self.vec(t, n * H * ops.RESIDUAL_OPS_PER_ELEMENT, "residual")

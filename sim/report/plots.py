@@ -27,7 +27,7 @@ COMPONENT_COLORS = {
     ("analog", "local_digital"): "#de2d26", ("analog", "static"): "#a50f15",
     ("digital", "mac"): "#9ecae1", ("digital", "vector"): "#4292c6", ("digital", "static"): "#08519c",
     ("memory", "sram"): "#c7e9c0", ("memory", "dram"): "#74c476", ("memory", "sram_static"): "#31a354",
-    ("memory", "dram_static"): "#006d2c", ("noc", "links"): "#bdbdbd",
+    ("memory", "dram_static"): "#006d2c", ("noc", "links"): "#bdbdbd", ("noc", "routers"): "#737373",
 }
 
 
