@@ -15,9 +15,9 @@ from .spec import AdcSpec, AnalogSpec, ChipSpec, SimdSpec, SramSpec
 # ----------------------------------------------------------------------------- analog crossbar
 
 def input_passes(analog: AnalogSpec, activation_bits: int) -> int:
-    """Read passes per input vector: 1 for PWM, ceil(activation_bits / dac.bits) bit-serial cycles."""
-    if analog.dac.encoding == "pwm":
-        return 1
+    """Read passes per input vector: ``ceil(activation_bits / dac.bits)`` slices, each converted on its own
+    and shifted-and-added digitally (bit-serial inputs: 1-bit slices; PWM: one pass when the DAC is at
+    least as wide as the activations)."""
     return ceil(activation_bits / analog.dac.bits)
 
 
@@ -58,18 +58,19 @@ def conversion_ns(analog: AnalogSpec, cols_used: int) -> float:
 def mvm_latency_ns(analog: AnalogSpec, activation_bits: int, rows_used: int, cols_used: int) -> float:
     """Latency of one input vector through one crossbar using ``rows_used`` x ``cols_used`` weights, ns.
 
-    PWM: ``g * (t_in + integration_ns) + t_conv`` with ``t_in = (2^(bits-1) - 1) * step_ns``
-    (signed magnitude, bits = activation bits). Bit-serial: ``passes * (g * (step_ns +
-    integration_ns) + t_conv)``. ``g = ceil(rows_used / dac.per_tile)`` row groups (1 when every
-    row has its own DAC).
+    PWM: ``passes * (g * (t_in + integration_ns) + t_conv)`` with ``t_in = (2^(b-1) - 1) * step_ns``
+    (signed magnitude) and ``b = min(activation bits, dac.bits)`` bits per slice. Bit-serial:
+    ``passes * (g * (step_ns + integration_ns) + t_conv)``. ``passes = ceil(activation bits /
+    dac.bits)``; ``g = ceil(rows_used / dac.per_tile)`` row groups (1 when every row has its own DAC).
+    The digital shift-and-add of the slices is not timed (it overlaps the next pass).
     """
     t, dac = analog.tile, analog.dac
     groups = ceil(rows_used / dac.per_tile)
     t_conv = conversion_ns(analog, cols_used)
-    if dac.encoding == "pwm":
-        t_in = (2 ** (activation_bits - 1) - 1) * dac.step_ns
-        return groups * (t_in + t.integration_ns) + t_conv
     passes = input_passes(analog, activation_bits)
+    if dac.encoding == "pwm":
+        t_in = (2 ** (min(activation_bits, dac.bits) - 1) - 1) * dac.step_ns
+        return passes * (groups * (t_in + t.integration_ns) + t_conv)
     return passes * (groups * (dac.step_ns + t.integration_ns) + t_conv)
 
 

@@ -55,6 +55,7 @@ def derived_figures(chip: ChipSpec) -> dict[str, Any]:
         "noc_nodes": net.graph.number_of_nodes(),
         "noc_diameter_hops": net.diameter_hops(),
         "noc_bisection_bandwidth_gbps": net.bisection_bandwidth_gbps(),
+        "tile_static_power_mw": a.static_power_mw_per_tile,
         "static_power_mw": (a.tile_count * a.static_power_mw_per_tile + simd.static_power_mw
                             + chip.memory.sram.static_power_mw + chip.memory.dram.static_power_mw),
     }
@@ -64,5 +65,5 @@ UNITS = {
     "mvm_latency_ns": "ns", "mvm_energy_pj": "pJ", "adc_energy_pj_per_conversion": "pJ", "adc_conversion_ns": "ns", "peak_analog_tops": "TOPS", "analog_tops_per_w": "TOPS/W",
     "peak_digital_tops": "TOPS", "digital_tops_per_w": "TOPS/W (MACs only)", "sram_capacity_mib": "MiB", "sram_energy_pj_per_byte": "pJ/byte",
     "sram_bandwidth_gbps": "Gbit/s", "dram_bandwidth_gbps": "Gbit/s", "noc_bisection_bandwidth_gbps": "Gbit/s",
-    "noc_diameter_hops": "hops", "static_power_mw": "mW", "analog_capacity_weights": "weights",
+    "noc_diameter_hops": "hops", "static_power_mw": "mW", "tile_static_power_mw": "mW", "analog_capacity_weights": "weights",
 }

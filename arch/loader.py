@@ -206,9 +206,6 @@ def _check_consistency(chip: ChipSpec, data: Located) -> None:
         raise SpecError(file, line, ".".join(keys), problem)
 
     a, p = chip.analog, chip.precision
-    if a.dac.encoding == "pwm" and a.dac.bits < p.activation_bits:
-        fail(("analog", "dac", "bits"), f"a PWM DAC of {a.dac.bits} bits cannot encode "
-             f"{p.activation_bits}-bit activations (precision.activation_bits); allowed: >= {p.activation_bits}")
     if a.dac.per_tile > a.tile.rows:
         fail(("analog", "dac", "per_tile"), f"{a.dac.per_tile} DACs for {a.tile.rows} rows; allowed: <= rows")
     if a.adc.per_tile > a.tile.cols * a.tile.columns_per_weight:

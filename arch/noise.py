@@ -252,10 +252,11 @@ def _analog(xq: Any, w: Any, noise: NoiseSpec, normal: Normal) -> Any:
 class SlotPhysics:
     """What the noise model needs of a system: its noise section, converter bits and slot size.
 
-    ``dac_bits`` is the input resolution seen by the array: ``analog.dac.bits`` for PWM inputs; for
-    bit-serial inputs the passes rebuild the full ``precision.activation_bits``-bit input, so that is
-    the resolution (each pass's conversion is taken as lossless, as ISAAC-style designs size their
-    ADCs to be; the ADC quantisation is applied once to the summed output)."""
+    ``dac_bits`` is the input resolution seen by the array: ``analog.dac.bits`` when one pass carries
+    the input; when the input is sliced over several passes (bit-serial, or activations wider than a
+    PWM DAC) the passes rebuild the full ``precision.activation_bits``-bit input, so that is the
+    resolution (each pass's conversion is taken as lossless, as ISAAC-style designs size their ADCs to
+    be; the ADC quantisation is applied once to the summed output)."""
 
     noise: NoiseSpec
     dac_bits: int
@@ -266,7 +267,8 @@ class SlotPhysics:
 
 def slot_physics(chip: ChipSpec) -> SlotPhysics:
     a = chip.analog
-    dac_bits = a.dac.bits if a.dac.encoding == "pwm" else max(a.dac.bits, chip.precision.activation_bits)
+    act = chip.precision.activation_bits
+    dac_bits = a.dac.bits if a.dac.bits >= act else act
     return SlotPhysics(a.noise, dac_bits, a.adc.bits, a.tile.rows, a.tile.cols)
 
 

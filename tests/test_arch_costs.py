@@ -172,3 +172,18 @@ def test_sram_energy_follows_the_bank_size():
     assert costs.sram_energy_pj_per_byte(sram(1024)) == pytest.approx(12.5, rel=0.15)
     isaac = load_chip("isaac").memory.sram
     assert costs.sram_energy_pj_per_byte(isaac) == isaac.energy_pj_per_byte == pytest.approx(20.45 / 32, rel=0.01)
+
+
+def test_activations_wider_than_a_pwm_dac_are_sliced():
+    """8-bit activations on a 4-bit PWM DAC: 2 passes of 2^(4-1) - 1 = 7 steps, each converted."""
+    a = load_chip("aimc-3d-moe", {"analog": {"dac": {"bits": 4}}}).analog
+    assert costs.input_passes(a, 8) == 2
+    g = ceil(512 / a.dac.per_tile)
+    t_conv = ceil(512 / a.adc.per_tile) * a.adc.conversion_ns
+    expected = 2 * (g * (7 * a.dac.step_ns + a.tile.integration_ns) + t_conv)
+    assert costs.mvm_latency_ns(a, 8, 512, 512) == pytest.approx(expected)
+    act = costs.mvm_actions(a, 8, 512, 512)
+    assert (act.dac_conversions, act.adc_conversions) == (2 * 512, 2 * 512)
+    wide = load_chip("aimc-3d-moe").analog                    # 8-bit DAC: one pass of 127 steps, as before
+    assert costs.mvm_latency_ns(wide, 8, 512, 512) == pytest.approx(
+        g * (127 * wide.dac.step_ns + wide.tile.integration_ns) + t_conv)

@@ -43,8 +43,6 @@ BAD = [
      "holds 8 tiles, but analog.tile_count is 9"),
     ("node-off-mesh", _with(UNIT_YAML, "simd_node: [0, 0]", "simd_node: [5, 0]"), "simd_node", "noc.simd_node",
      "not a node of the mesh"),
-    ("pwm-too-narrow", _with(UNIT_YAML, "activation_bits: 2", "activation_bits: 8"), "dac:", "analog.dac.bits",
-     "cannot encode 8-bit activations"),
     ("unpriced-precision", _with(UNIT_YAML, "digital_mac: int8", "digital_mac: fp8"), "digital_mac",
      "precision.digital_mac", "allowed: int8"),
     ("section-not-mapping", _with(UNIT_YAML, "name: unit", "name: unit\nmemory_extra: 1"), "memory_extra",

@@ -45,7 +45,9 @@ def write_report(runs: list[dict[str, Any]], out_dir: str | Path, *, command: st
               f"{hw['analog_tops_per_w']:.4g} TOPS/W; peak digital {hw['peak_digital_tops']:.4g} TOPS; "
               f"SRAM {hw['sram_capacity_mib']:g} MiB; DRAM {hw['dram_bandwidth_gbps']:,.0f} Gbit/s; "
               f"NoC {hw['noc_nodes']} nodes, bisection {hw['noc_bisection_bandwidth_gbps']:,.0f} Gbit/s."
-              + (f" Overrides: `{c['hw_overrides']}`." if c.get("hw_overrides") else ""),
+              + (f" Overrides: `{c['hw_overrides']}`." if c.get("hw_overrides") else "")
+              + (" **Tile static power is 0 in this description**: idle tiles cost nothing, so energies "
+                 "exclude tile leakage." if hw.get("tile_static_power_mw", 1.0) == 0 else ""),
               f"- **Model**: `{c['model']}`: {model['layers']} layers ({model['moe_layers']} MoE), hidden "
               f"{model['hidden_size']}, {model['experts']} routed experts of width {model['expert_width']}, "
               f"top-{model['top_k']}.",
