@@ -84,3 +84,55 @@ def test_bad_configs(tmp_path):
         load_model(bad)
     with pytest.raises(ModelError, match="presets: deepseek-moe-16b"):
         load_model("gpt-9")
+
+
+# Published parameter counts (total, active per token), and whether the active figure counts the input embedding.
+PUBLISHED = {
+    # Muennighoff et al., "OLMoE: Open Mixture-of-Experts Language Models", 2024: 6.9 B total, 1.3 B active
+    "olmoe-1b-7b": (6.92e9, 1.28e9, True),
+    # Qwen team, "Qwen1.5-MoE: Matching 7B Model Performance with 1/3 Activated Parameters", 2024: 14.3 B, 2.7 B
+    "qwen1.5-moe-a2.7b": (14.3e9, 2.7e9, True),
+    # Dai et al., "DeepSeekMoE", 2024 (Table 1, DeepSeekMoE 16B): 16.4 B total, 2.8 B activated
+    "deepseek-moe-16b": (16.4e9, 2.8e9, True),
+    # Mistral AI, "Mixtral of experts" (Jiang et al. 2024): 46.7 B total, 12.9 B active
+    "mixtral-8x7b": (46.7e9, 12.9e9, True),
+    # DeepSeek-AI, "DeepSeek-V2" (2024), V2-Lite: 15.7 B total, 2.4 B activated (embedding excluded). The
+    # active figure is truncated, not rounded: dense layer 67 M + shared 450 M + routed 1,350 M + attention
+    # 372 M + router 3 M + lm_head 210 M = 2.45 B, so its precision is one unit of the last digit
+    "deepseek-v2-lite": (15.7e9, 2.4e9, False, 0.1e9),
+    # Qwen team, Qwen3-30B-A3B model card: 30.5 B total, 3.3 B activated
+    "qwen3-30b-a3b": (30.5e9, 3.3e9, True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_parameter_counts_match_the_published_figures(name):
+    total, active, with_embedding, *precision = PUBLISHED[name]
+    m = load_model(name)
+    assert m.total_params() == pytest.approx(total, rel=0.01)
+    # active within 2 %, or within the precision of the published figure (half a unit of its last digit)
+    rounding = (precision[0] if precision else 0.05e9) / active
+    assert m.active_params(include_embedding=with_embedding) == pytest.approx(active, rel=max(0.02, rounding))
+    assert m.macs_per_token_by_module()["embedding"] == 0
+
+
+def test_tied_embeddings_are_counted_once():
+    base = load_model("olmoe-1b-7b")
+    tied = from_hf_config({**_olmoe_cfg(), "tie_word_embeddings": True})
+    assert base.total_params() - tied.total_params() == base.vocab_size * base.hidden_size
+
+
+def _olmoe_cfg():
+    import yaml
+
+    from workloads.shapes import PRESET_DIR
+
+    return yaml.safe_load((PRESET_DIR / "olmoe-1b-7b.yaml").read_text())
+
+
+def test_qwen2_moe_without_shared_width_takes_the_transformers_default():
+    cfg = {"model_type": "qwen2_moe", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+           "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 16, "intermediate_size": 32,
+           "vocab_size": 100}
+    assert from_hf_config(cfg).shared_expert_width == 5632
+    assert from_hf_config({**cfg, "model_type": "qwen3_moe"}).shared_expert_width == 0

@@ -19,10 +19,12 @@ import yaml
 from arch.errors import HetmoeError
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
+QWEN2_MOE_SHARED_DEFAULT = 5632   # transformers Qwen2MoeConfig(shared_expert_intermediate_size=5632)
 
 # Module kinds: the unit of placement. Routed experts are placed per (layer, expert).
 ATTENTION, ROUTER, EXPERT, SHARED, DENSE, LM_HEAD = "attention", "router", "expert", "shared", "dense", "lm_head"
 MODULES = (ATTENTION, ROUTER, EXPERT, SHARED, DENSE, LM_HEAD)
+EMBEDDING = "embedding"          # not a weight-static matrix: a lookup, never placed on tiles
 
 
 class ModelError(HetmoeError):
@@ -121,18 +123,37 @@ class ModelShape:
         return tuple(out)
 
     # ----------------------------------------------------------------------- derived sizes
+    @property
+    def embedding_params(self) -> int:
+        """Input-embedding table ``[vocab, hidden]``: a lookup (memory and capacity, no MACs); 0 extra
+        when ``tie_word_embeddings`` shares it with lm_head, which is then counted once."""
+        return 0 if self.tie_word_embeddings else self.vocab_size * self.hidden_size
+
     def params_by_module(self) -> dict[str, int]:
-        """Weight-static parameters per module kind (embeddings excluded; lm_head included)."""
+        """Parameters per module kind: every weight-static matrix (lm_head included) plus the input
+        embedding under ``embedding``."""
         out = dict.fromkeys(MODULES, 0)
         for m in self.matrices:
             out[m.module] += m.params
+        out[EMBEDDING] = self.embedding_params
         return out
 
     def macs_per_token_by_module(self) -> dict[str, int]:
-        """Weight MACs of one token through the whole model (routed experts: top_k of them)."""
+        """Weight MACs of one token through the whole model (routed experts: top_k of them; the
+        embedding is a lookup: 0)."""
         out = self.params_by_module()
         out[EXPERT] = out[EXPERT] * self.top_k // self.num_experts if self.num_experts else 0
+        out[EMBEDDING] = 0
         return out
+
+    def total_params(self) -> int:
+        return sum(self.params_by_module().values())
+
+    def active_params(self, include_embedding: bool = True) -> int:
+        """Parameters one token uses: every matrix it multiplies (top_k routed experts) and, unless told
+        otherwise, the embedding row it reads (counted as the whole table, as published figures do)."""
+        emb = self.vocab_size * self.hidden_size if include_embedding else 0
+        return sum(self.macs_per_token_by_module().values()) + (emb if not self.tie_word_embeddings else 0)
 
     def weight_bytes_by_module(self, weight_bits: int) -> dict[str, float]:
         return {k: v * weight_bits / 8 for k, v in self.params_by_module().items()}
@@ -195,6 +216,8 @@ def from_hf_config(cfg: Mapping[str, Any], name: str = "", source: str = "") -> 
     if expert_width <= 0:
         raise ModelError(f"{source or name}: no moe_intermediate_size or intermediate_size")
     shared_width = int(_first(cfg, "shared_expert_intermediate_size", default=0))
+    if str(cfg.get("model_type", "")) == "qwen2_moe" and cfg.get("shared_expert_intermediate_size") is None:
+        shared_width = QWEN2_MOE_SHARED_DEFAULT   # transformers' Qwen2MoeConfig default, used when the key is absent
     shared_gate = shared_width > 0  # Qwen's shared expert has a sigmoid gate [1, hidden]
     if not shared_width and cfg.get("n_shared_experts"):
         shared_width = int(cfg["n_shared_experts"]) * expert_width
