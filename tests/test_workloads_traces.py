@@ -203,3 +203,51 @@ def test_expert_counts_file_is_usable():
     raw = np.asarray(json.loads(path.read_text())["models"]["OLMoE-1B-7B"]["domains"]["arxiv"]["0"], float)
     want = _feasible(raw / raw.sum(), 8)
     assert np.argmax(trace.popularity(0)) == np.argmax(want)
+
+
+def test_gate_weights_restricted_softmax_or_renormalised():
+    from workloads.traces.synthetic import gate_weights
+
+    logits = np.array([[2.0, 1.0, 0.0, -1.0]])
+    ids = np.array([[0, 1]])
+    full = np.exp(logits[0]) / np.exp(logits[0]).sum()
+    assert np.allclose(gate_weights(logits, ids, False), [[full[0], full[1]]])
+    assert np.allclose(gate_weights(logits, ids, True), [[full[0], full[1]]] / (full[0] + full[1]))
+
+
+@pytest.mark.parametrize("name,normalised", [("olmoe-1b-7b", False), ("mixtral-8x7b", True)])
+def test_synthetic_weights_follow_norm_topk_prob(name, normalised):
+    model = load_model(name)
+    trace = synthesize(SyntheticSpec(tokens=256, seed=1), model)
+    sums = trace.weights[:, list(model.moe_layers)].sum(axis=2)
+    assert trace.meta["weights_normalised"] is normalised
+    if normalised:
+        assert np.allclose(sums, 1.0, atol=1e-6)
+    else:
+        assert (sums < 1.0 - 1e-6).all()
+
+
+def test_group_limited_routing_stays_in_the_chosen_groups():
+    from workloads.shapes import from_hf_config
+
+    cfg = {"model_type": "deepseek_v3", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+           "n_routed_experts": 32, "num_experts_per_tok": 4, "moe_intermediate_size": 16, "vocab_size": 100,
+           "n_group": 8, "topk_group": 2, "topk_method": "noaux_tc", "scoring_func": "sigmoid",
+           "routed_scaling_factor": 2.5, "kv_lora_rank": 16, "qk_rope_head_dim": 4, "qk_nope_head_dim": 8,
+           "v_head_dim": 8}
+    model = from_hf_config(cfg)
+    trace = synthesize(SyntheticSpec(tokens=2000, seed=3), model)
+    groups = trace.experts[:, list(model.moe_layers)] // (32 // 8)     # group of every chosen expert
+    distinct = np.array([[len(set(g)) for g in layer_rows] for layer_rows in groups])
+    assert distinct.max() <= 2 and trace.meta["group_limited"] == {"n_group": 8, "topk_group": 2}
+    assert any("scoring_func" in u for u in model.unmodelled_routing)
+    assert any("routed_scaling_factor" in u for u in model.unmodelled_routing)
+
+
+def test_the_zipf_cap_is_stated_when_it_binds():
+    model = load_model("olmoe-1b-7b")
+    mild = synthesize(SyntheticSpec(tokens=64, seed=0, zipf_s=1.0), model)
+    steep = synthesize(SyntheticSpec(tokens=64, seed=0, zipf_s=2.0), model)
+    assert max(mild.meta["capped_experts_per_layer"].values()) == 1 and not mild.meta["warnings"]
+    assert max(steep.meta["capped_experts_per_layer"].values()) > 1
+    assert "1/k share cap binds" in steep.meta["warnings"][0]

@@ -68,6 +68,11 @@ class ModelShape:
     shared_expert_gate: bool = False
     norm_topk_prob: bool = False
     tie_word_embeddings: bool = False
+    # group-limited routing (DeepSeek-V2/V3): experts in n_group groups, a token picks topk_group of them
+    n_group: int = 1
+    topk_group: int = 1
+    # routing keys of the config that no part of hetmoe models (reported, never silently dropped)
+    unmodelled_routing: tuple[str, ...] = ()
     # DeepSeek-V2 multi-head latent attention (kv_lora_rank > 0 switches it on)
     kv_lora_rank: int = 0
     q_lora_rank: int = 0
@@ -178,7 +183,8 @@ class ModelShape:
     def summary(self) -> dict[str, Any]:
         return {"name": self.name, "layers": self.num_layers, "moe_layers": len(self.moe_layers),
                 "hidden_size": self.hidden_size, "experts": self.num_experts, "top_k": self.top_k,
-                "expert_width": self.expert_width, "params_by_module": self.params_by_module()}
+                "expert_width": self.expert_width, "params_by_module": self.params_by_module(),
+                "unmodelled_routing": list(self.unmodelled_routing)}
 
 
 # ----------------------------------------------------------------------------- config reading
@@ -231,6 +237,19 @@ def from_hf_config(cfg: Mapping[str, Any], name: str = "", source: str = "") -> 
     if len(moe_layers) < layers and dense_width <= 0:
         raise ModelError(f"{source or name}: dense layers need intermediate_size")
     mixtral_like = str(cfg.get("model_type", "")).startswith("mixtral")
+    n_group = int(_first(cfg, "n_group", default=1) or 1)
+    topk_group = int(_first(cfg, "topk_group", default=n_group) or n_group)
+    if n_group > 1 and (experts % n_group or not 1 <= topk_group <= n_group or top_k > topk_group * experts // n_group):
+        raise ModelError(f"{source or name}: n_group {n_group} / topk_group {topk_group} do not fit {experts} experts, "
+                         f"top-{top_k}")
+    unmodelled = []
+    if str(cfg.get("scoring_func", "softmax")) != "softmax":
+        unmodelled.append(f"scoring_func: {cfg['scoring_func']} (synthetic weights use softmax)")
+    if cfg.get("topk_method") not in (None, "greedy", "group_limited_greedy"):
+        unmodelled.append(f"topk_method: {cfg['topk_method']} (groups are chosen by their best expert)")
+    if float(cfg.get("routed_scaling_factor") or 1.0) != 1.0:
+        unmodelled.append(f"routed_scaling_factor: {cfg['routed_scaling_factor']} (trace weights are unscaled; "
+                          "the forward pass applies it)")
     return ModelShape(
         name=name or str(cfg.get("_name_or_path") or cfg.get("model_type") or "model"), source=source,
         hidden_size=hidden, num_layers=layers, vocab_size=int(need("vocab_size")),
@@ -240,6 +259,7 @@ def from_hf_config(cfg: Mapping[str, Any], name: str = "", source: str = "") -> 
         shared_expert_width=shared_width, shared_expert_gate=shared_gate,
         norm_topk_prob=bool(cfg.get("norm_topk_prob", mixtral_like)),
         tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+        n_group=n_group, topk_group=topk_group, unmodelled_routing=tuple(unmodelled),
         kv_lora_rank=int(_first(cfg, "kv_lora_rank", default=0)),
         q_lora_rank=int(_first(cfg, "q_lora_rank", default=0)),
         qk_rope_head_dim=int(_first(cfg, "qk_rope_head_dim", default=0)),

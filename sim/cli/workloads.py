@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +100,8 @@ def run_synth(args: argparse.Namespace) -> int:
     out = Path(args.out)
     (save_jsonl if out.suffix == ".jsonl" else save_npz)(trace, out)
     print(f"wrote {out}: {trace.tokens} tokens, {len(model.moe_layers)} MoE layers, top-{model.top_k}")
+    for note in trace.meta.get("warnings", []) + [f"not modelled: {u}" for u in model.unmodelled_routing]:
+        print(f"hetmoe: warning: {note}", file=sys.stderr)
     return 0
 
 

@@ -50,12 +50,15 @@ def write_report(runs: list[dict[str, Any]], out_dir: str | Path, *, command: st
                  "exclude tile leakage." if hw.get("tile_static_power_mw", 1.0) == 0 else ""),
               f"- **Model**: `{c['model']}`: {model['layers']} layers ({model['moe_layers']} MoE), hidden "
               f"{model['hidden_size']}, {model['experts']} routed experts of width {model['expert_width']}, "
-              f"top-{model['top_k']}.",
+              f"top-{model['top_k']}."
+              + (f" Routing keys not modelled: {'; '.join(model['unmodelled_routing'])}."
+                 if model.get("unmodelled_routing") else ""),
               f"- **Trace**: {tr['tokens']:,} tokens in {tr['requests']} requests, format `{tr['format']}`, "
               f"source `{tr['source']}`"
               + (f"; synthetic parameters {tr['synthetic']}" if tr.get("synthetic") else "")
               + (f"; warm-up rows dropped: {tr['warmup_rows_dropped']}" if tr.get("warmup_rows_dropped") else "")
-              + (f"; layers filled: {tr['filled_layers']}" if tr.get("filled_layers") else "") + ".",
+              + (f"; layers filled: {tr['filled_layers']}" if tr.get("filled_layers") else "") + "."
+              + "".join(f" **{w}**." for w in tr.get("warnings") or []),
               f"- **MaxNNScore**: variant `{c['score']}`, ranking scope `{c['scope']}`, from "
               f"{'**synthetic stand-in scores** (no checkpoint given)' if c['scores_synthetic'] else c['scores']}.",
               f"- **Run**: mode `{c['mode']}`, "

@@ -80,8 +80,16 @@ def load_counts(path: str | Path, model: str | None, domain: str | None) -> dict
     return {int(k): np.asarray(v, np.float64) for k, v in data.items()}
 
 
-def target_shares(spec: SyntheticSpec, model: ModelShape, rng: np.random.Generator) -> dict[int, np.ndarray]:
-    """Target selection share per MoE layer (each sums to 1)."""
+def capped_experts(p: np.ndarray, k: int) -> int:
+    """How many experts' raw shares exceed the 1/k cap (an expert is in a token's top-k at most once, so
+    its share of selections cannot pass 1/k; a capped expert is then in *every* token's top-k)."""
+    return int((p / p.sum() > 1.0 / k + 1e-12).sum())
+
+
+def target_shares(spec: SyntheticSpec, model: ModelShape, rng: np.random.Generator,
+                  capped: dict[int, int] | None = None) -> dict[int, np.ndarray]:
+    """Target selection share per MoE layer (each sums to 1), capped at 1/k (``capped`` collects, per
+    layer, how many experts the cap bound)."""
     E, k, out = model.num_experts, model.top_k, {}
     counts = load_counts(spec.counts_file, spec.counts_model, spec.counts_domain) if spec.popularity == "counts" else {}
     for layer in model.moe_layers:
@@ -100,6 +108,8 @@ def target_shares(spec: SyntheticSpec, model: ModelShape, rng: np.random.Generat
             if nearest != layer:  # seeded relabelling for layers without published counts
                 p = p[rng.permutation(E)]
         p = p / p.sum()
+        if capped is not None:
+            capped[layer] = capped_experts(p, k)
         out[layer] = _feasible(p, k)
     return out
 
@@ -117,12 +127,27 @@ def _feasible(p: np.ndarray, k: int) -> np.ndarray:
     return p
 
 
-def _gumbel_topk(logw: np.ndarray, k: int, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _gumbel_topk(logw: np.ndarray, k: int, n: int, rng: np.random.Generator,
+                 allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of Gumbel-perturbed log-weights (a Plackett-Luce draw); returns (ids [n, k], all keys [n, E]).
+    ``allowed`` (bool [n, E]) restricts the choice (group-limited routing)."""
     keys = logw[None, :] + rng.gumbel(size=(n, logw.size))
-    idx = np.argpartition(-keys, k - 1, axis=1)[:, :k]
-    kv = np.take_along_axis(keys, idx, axis=1)
+    pick = keys if allowed is None else np.where(allowed, keys, -np.inf)
+    idx = np.argpartition(-pick, k - 1, axis=1)[:, :k]
+    kv = np.take_along_axis(pick, idx, axis=1)
     order = np.argsort(-kv, axis=1)
-    return np.take_along_axis(idx, order, axis=1), np.take_along_axis(kv, order, axis=1)
+    return np.take_along_axis(idx, order, axis=1), keys
+
+
+def gate_weights(logits: np.ndarray, ids: np.ndarray, normalise: bool) -> np.ndarray:
+    """Router weights of the chosen experts: the softmax over *all* experts' logits restricted to ``ids``
+    (``norm_topk_prob: false``: they sum to less than 1, as OLMoE, Qwen1.5-MoE and DeepSeek emit them), or
+    renormalised over the chosen k (``true``, Mixtral and Qwen3-MoE)."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    chosen = np.exp(np.take_along_axis(z, ids, axis=1))
+    if normalise:
+        return chosen / chosen.sum(axis=1, keepdims=True)
+    return chosen / np.exp(z).sum(axis=1, keepdims=True)
 
 
 def calibrate_weights(pi: np.ndarray, k: int, rng: np.random.Generator, samples: int = 8000,
@@ -156,12 +181,28 @@ def _calibrated(pi: np.ndarray, k: int, rng: np.random.Generator, cache: dict) -
     return out
 
 
+def _group_mask(model: ModelShape, logw: np.ndarray, T: int, rng: np.random.Generator) -> np.ndarray | None:
+    """Group-limited routing (DeepSeek-V2/V3 ``n_group``/``topk_group``): per token, the ``topk_group``
+    groups of consecutive experts whose best (Gumbel-perturbed) expert scores highest; experts outside them
+    cannot be chosen. None when the model routes over all experts."""
+    G, keep = model.n_group, model.topk_group
+    if G <= 1 or keep >= G:
+        return None
+    E = model.num_experts
+    scores = (logw[None, :] + rng.gumbel(size=(T, E))).reshape(T, G, E // G).max(axis=2)
+    chosen = np.argpartition(-scores, keep - 1, axis=1)[:, :keep]
+    groups = np.zeros((T, G), bool)
+    np.put_along_axis(groups, chosen, True, axis=1)
+    return np.repeat(groups, E // G, axis=1)
+
+
 def synthesize(spec: SyntheticSpec, model: ModelShape) -> RoutingTrace:
     """Generate a trace for every MoE layer of ``model`` (deterministic for a given spec)."""
     spec.check()
     rng = np.random.default_rng(spec.seed)
     T, k = spec.tokens, model.top_k
-    shares = target_shares(spec, model, rng)
+    capped: dict[int, int] = {}
+    shares = target_shares(spec, model, rng, capped)
     experts, weights = empty_arrays(T, model.num_layers, k)
     request = np.repeat(np.arange(spec.requests, dtype=np.int32), -(-T // spec.requests))[:T]
     first_of_request = np.r_[True, request[1:] != request[:-1]]
@@ -170,9 +211,8 @@ def synthesize(spec: SyntheticSpec, model: ModelShape) -> RoutingTrace:
     cache: dict = {}
     for layer in model.moe_layers:
         logw = _calibrated(shares[layer], k, rng, cache)
-        ids, keys = _gumbel_topk(logw, k, T, rng)
-        gates = np.exp(keys - keys.max(axis=1, keepdims=True))
-        gates /= gates.sum(axis=1, keepdims=True)
+        ids, keys = _gumbel_topk(logw, k, T, rng, allowed=_group_mask(model, logw, T, rng))
+        gates = gate_weights(keys, ids, model.norm_topk_prob)
         if prev_layer is not None and spec.layer_correlation > 0:
             rank_map = np.empty(model.num_experts, np.int64)
             rank_map[np.argsort(-shares[prev_layer], kind="stable")] = np.argsort(-shares[layer], kind="stable")
@@ -190,7 +230,20 @@ def synthesize(spec: SyntheticSpec, model: ModelShape) -> RoutingTrace:
         prev_layer = layer
     observed = np.zeros(model.num_layers, bool)
     observed[list(model.moe_layers)] = True
-    meta = {"format": "synthetic", "synthetic": asdict(spec), "weights_normalised": True,
+    warnings = []
+    most = max(capped.values(), default=0)
+    if most > 1:
+        warnings.append(f"the 1/k share cap binds for up to {most} experts per layer (zipf_s {spec.zipf_s:g}, "
+                        f"top-{k}): each of them is in every token's top-k, so the head of the popularity law "
+                        "is flattened")
+    if spec.layer_correlation > 0 and spec.popularity != "zipf":
+        warnings.append("layer_correlation copies ranks between layers, which keeps Zipf marginals but distorts "
+                        f"{spec.popularity} marginals")
+    meta = {"format": "synthetic", "synthetic": asdict(spec), "weights_normalised": bool(model.norm_topk_prob),
+            "capped_experts_per_layer": {str(layer): n for layer, n in capped.items()}, "warnings": warnings,
+            "group_limited": ({"n_group": model.n_group, "topk_group": model.topk_group}
+                              if model.n_group > 1 and model.topk_group < model.n_group else None),
+            "unmodelled_routing": list(model.unmodelled_routing),
             "rows_read": 0, "warmup_rows_dropped": 0, "source": f"synthetic(seed={spec.seed})"}
     return RoutingTrace(experts, weights, request, position, np.full(T, PHASES["unknown"], np.int8),
                         observed, model.num_experts, meta)
@@ -225,9 +278,8 @@ def fill_layers(trace: RoutingTrace, model: ModelShape, rule: str, seed: int) ->
         else:
             logw = calibrate_weights(_feasible(pooled, model.top_k), model.top_k, rng)
             ids, keys = _gumbel_topk(logw, model.top_k, trace.tokens, rng)
-            g = np.exp(keys - keys.max(axis=1, keepdims=True))
             experts[:, layer] = perm[ids]
-            weights[:, layer] = g / g.sum(axis=1, keepdims=True)
+            weights[:, layer] = gate_weights(keys, ids, model.norm_topk_prob)
         filled.append(layer)
     meta = {**trace.meta, "fill_rule": rule, "fill_seed": seed, "filled_layers": filled}
     observed = trace.observed.copy()
