@@ -162,3 +162,34 @@ def test_stats_cli_json(tmp_path):
     data = json.loads(proc.stdout)
     assert data["layers"]["1"]["scores"][2] == pytest.approx(_expected(1, 2)["down_cols"], rel=1e-5)
     assert data["layers"]["1"]["rank"][2] == 0
+
+
+def test_editing_the_config_in_place_recomputes_the_scores(tmp_path, monkeypatch):
+    """The cache key covers config.json and the model shape, not the model's name."""
+    import json as _json
+
+    from tests.moe_checkpoints import olmoe_config, write_olmoe
+    from workloads.shapes import load_model
+
+    monkeypatch.setenv("HETMOE_CACHE_DIR", str(tmp_path / "cache"))
+    ckpt = write_olmoe(tmp_path / "m", olmoe_config(experts=8), seed=1)
+    first = compute_stats(ckpt, load_model(ckpt))
+    again = compute_stats(ckpt, load_model(ckpt))
+    assert first.meta["cached"] is False and again.meta["cached"] is True
+    cfg = _json.loads((ckpt / "config.json").read_text())
+    cfg["num_experts_per_tok"] = 1                       # same tensors, edited config
+    (ckpt / "config.json").write_text(_json.dumps(cfg))
+    edited = compute_stats(ckpt, load_model(ckpt))
+    assert edited.meta["cached"] is False
+
+
+def test_fused_expert_tensors_name_the_supported_layouts(tmp_path):
+    import numpy as np
+
+    from tests.moe_checkpoints import olmoe_config, write_checkpoint
+    from workloads.shapes import load_model
+
+    cfg = olmoe_config(layers=1, experts=2)
+    write_checkpoint(tmp_path, cfg, {"model.layers.0.mlp.experts.gate_up_proj": np.ones((2, 32, 32))})
+    with pytest.raises(CheckpointError, match=r"fused expert tensors .* supported layouts: one tensor per expert"):
+        compute_stats(tmp_path, load_model(tmp_path), cache=False)

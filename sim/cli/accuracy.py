@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from arch import list_presets
@@ -162,6 +163,8 @@ def run(args: argparse.Namespace) -> int:
     data = load_eval(args.eval, arch.shape.vocab_size, tokenizer=args.tokenizer, seq_len=args.seq_len,
                      max_sequences=args.max_sequences)
     stats = compute_stats(args.checkpoint, arch.shape, progress=not args.quiet)
+    if stats.meta.get("cached"):
+        print(f"hetmoe: using cached scores {stats.meta['cache']}", file=sys.stderr)
     trace = (read_trace(args.trace, arch.shape) if args.trace
              else synthesize(SyntheticSpec(tokens=1024, seed=args.seed), arch.shape))
     result = evaluate(arch, args.checkpoint, data, chip, requests(policies, fractions), stats, trace,

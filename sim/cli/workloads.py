@@ -109,6 +109,9 @@ def run_stats(args: argparse.Namespace) -> int:
 
     model = load_model(args.model or args.checkpoint)
     stats = compute_stats(args.checkpoint, model, cache=not args.no_cache, progress=not args.json)
+    if stats.meta.get("cached"):
+        print(f"hetmoe: using cached scores {stats.meta['cache']} (same shards, config and shape; --no-cache "
+              "recomputes)", file=sys.stderr)
     score = stats.score(args.score)
     ranks = stats.ranking(args.score, args.scope)
     if args.json:

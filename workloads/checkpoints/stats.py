@@ -81,10 +81,20 @@ def _router_name(refs: dict[str, TensorRef], layer: int) -> str:
     return mixtral if mixtral in refs else f"model.layers.{layer}.mlp.gate.weight"
 
 
-def _identity(refs: dict[str, TensorRef]) -> str:
+def _identity(refs: dict[str, TensorRef], directory: Path, model: ModelShape) -> str:
+    """Cache key from content: every shard's path, size and modification time, the index file's and
+    config.json's bytes, and the full model shape the scores are computed for (not its name)."""
     files = sorted({r.file for r in refs.values()})
-    parts = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    parts: list = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    folder = directory if directory.is_dir() else directory.parent
+    for name in ("config.json", "model.safetensors.index.json"):
+        f = folder / name
+        parts.append(hashlib.sha256(f.read_bytes()).hexdigest() if f.is_file() else None)
+    parts.append(repr(model))
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+
+
+FUSED_LAYOUTS = ("experts.gate_up_proj", "input_linear", "experts.down_proj")
 
 
 def compute_stats(directory: str | Path, model: ModelShape, *, cache: bool = True,
@@ -95,11 +105,16 @@ def compute_stats(directory: str | Path, model: ModelShape, *, cache: bool = Tru
     cache_file = None
     if cache:
         root = Path(os.environ.get("HETMOE_CACHE_DIR") or Path.home() / ".cache" / "hetmoe")
-        cache_file = root / f"stats-{_identity(refs)}-{model.name}.npz"
+        cache_file = root / f"stats-{_identity(refs, directory, model)}.npz"
         if cache_file.is_file():
             with np.load(cache_file, allow_pickle=False) as z:
                 return ExpertStats({v: z[v] for v in VARIANTS}, z["frobenius"], z["router_row_norm"], False,
-                                   str(directory), {"cache": str(cache_file)})
+                                   str(directory), {"cache": str(cache_file), "cached": True})
+    fused = sorted(n for n in refs if any(f in n for f in FUSED_LAYOUTS))
+    if fused:
+        raise CheckpointError(f"{directory}: fused expert tensors ({fused[0]}, ...) are not supported; supported "
+                              "layouts: one tensor per expert matrix, mlp.experts.E.{gate,up,down}_proj.weight "
+                              "(OLMoE, Qwen, DeepSeek) or block_sparse_moe.experts.E.{w1,w3,w2}.weight (Mixtral)")
     L, E, H, W = model.num_layers, model.num_experts, model.hidden_size, model.expert_width
     out = {v: np.full((L, E), np.nan) for v in VARIANTS}
     frob, router = np.full((L, E), np.nan), np.full((L, E), np.nan)
@@ -136,7 +151,7 @@ def compute_stats(directory: str | Path, model: ModelShape, *, cache: bool = Tru
             if r.shape != (E, H):
                 raise CheckpointError(f"{directory}: tensor {name} has shape {r.shape}, expected {(E, H)}")
             router[layer] = np.sqrt(np.einsum("ij,ij->i", r, r, dtype=np.float64))
-    stats = ExpertStats(out, frob, router, False, str(directory), {})
+    stats = ExpertStats(out, frob, router, False, str(directory), {"cached": False})
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cache_file, frobenius=frob, router_row_norm=router, **out)
