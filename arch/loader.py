@@ -64,14 +64,21 @@ def load_chip_text(text: str, file: str = "<text>") -> ChipSpec:
     return chip
 
 
-def _locate(value: Any, file: str) -> Any:
+def _locate(value: Any, file: str, prefix: str = "") -> Any:
+    """Overrides as located data; each value is located at its command-line flag, ``--set KEY.PATH=VALUE``,
+    so a validation error names the flag rather than a line of the preset it overrides."""
     if isinstance(value, dict):
-        out = Located(file, 1)
+        out = Located(file, None)
         for k, v in value.items():
-            out[k] = _locate(v, file)
-            out.where[k] = (file, 1)
+            key = f"{prefix}{k}"
+            out[k] = _locate(v, file, key + ".")
+            out.where[k] = (f"--set {key}" if isinstance(v, dict) else f"--set {key}={_show(v)}", None)
         return out
     return value
+
+
+def _show(v: Any) -> str:
+    return str(v).lower() if isinstance(v, bool) else str(v)
 
 
 # ----------------------------------------------------------------------------- generic build

@@ -73,19 +73,41 @@ def matrix_uses(model: ModelShape, plan: WorkPlan) -> np.ndarray:
     return out
 
 
+def _alignment(n_slots: int) -> int:
+    """A matrix of ``n_slots`` slots starts at a multiple of the largest power of two <= n (at most 64)."""
+    return 1 << min(n_slots.bit_length() - 1, 6)
+
+
+def slots_needed(model: ModelShape, digital: np.ndarray, rows: int, cols: int) -> tuple[int, int]:
+    """(crossbar slots the mapping will place, of which alignment padding) for the analog matrices."""
+    slot = padding = 0
+    for m, d in zip(model.matrices, digital):
+        if d:
+            continue
+        n = costs.crossbar_slots(m.out_features, m.in_features, rows, cols)
+        align = _alignment(n)
+        if slot % align:
+            padding += align - slot % align
+            slot += align - slot % align
+        slot += n
+    return slot, padding
+
+
 def build_mapping(chip: ChipSpec, model: ModelShape, placement: Placement, plan: WorkPlan) -> Mapping:
     net = build_network(chip.noc)
     a, bits = chip.analog, chip.precision.activation_bits
     rows, cols, T = a.tile.rows, a.tile.cols, a.tile_count
     digital = np.array([placement.is_digital(m) for m in model.matrices], bool)
-    needed = sum(costs.crossbar_slots(m.out_features, m.in_features, rows, cols)
-                 for m, d in zip(model.matrices, digital) if not d)
+    needed, pad = slots_needed(model, digital, rows, cols)
     available = T * a.tile.tiers
     if needed > available:
-        raise MappingError(f"the analog matrices of {model.name} under policy {placement.policy} need {needed:,} "
-                           f"crossbar slots of {rows}x{cols}, but {chip.name} has {available:,} "
-                           f"({T:,} tiles x {a.tile.tiers} tiers); use more tiles or tiers, or a larger "
-                           "digital fraction")
+        raise MappingError(
+            f"the analog matrices of {model.name} under policy {placement.policy} need {needed:,} crossbar slots of "
+            f"{rows}x{cols} (including {pad:,} alignment slots), but {chip.name} has {available:,} ({T:,} tiles x "
+            f"{a.tile.tiers} tiers), i.e. {-(-needed // available)} chips of this kind; set analog.tile_count >= "
+            f"{-(-needed // a.tile.tiers):,} at {a.tile.tiers} tiers, or analog.tile.tiers >= {-(-needed // T):,} at "
+            f"{T:,} tiles (the NoC must hold the tiles: noc.width x noc.height x noc.tiles_per_node), or give more "
+            "experts to the digital side (--fraction)")
     placed: dict[int, tuple[dict[int, list[int]], int, int, int]] = {}
     slot = padding = 0
     tier_count: dict[int, int] = {}
@@ -94,7 +116,7 @@ def build_mapping(chip: ChipSpec, model: ModelShape, placement: Placement, plan:
         if digital[i]:
             continue
         shapes = costs.slot_shapes(m.out_features, m.in_features, rows, cols)
-        align = 1 << min(len(shapes).bit_length() - 1, 6)
+        align = _alignment(len(shapes))
         if slot % align:
             padding += align - slot % align
             slot += align - slot % align
@@ -113,10 +135,7 @@ def build_mapping(chip: ChipSpec, model: ModelShape, placement: Placement, plan:
             dac, adc, cells = dac + act.dac_conversions, adc + act.adc_conversions, cells + act.cell_reads
             slot += 1
         placed[i] = (per_tile, dac, adc, cells)
-    if slot > available:
-        raise MappingError(f"the analog matrices of {model.name} under policy {placement.policy} need {slot:,} "
-                           f"crossbar slots of {rows}x{cols} including {padding:,} alignment slots, but "
-                           f"{chip.name} has {available:,}; use more tiles or tiers, or a larger digital fraction")
+    assert slot == needed and padding == pad, "slots_needed must count what the placement loop places"
     # tiles used by exactly the same matrices form one group: one calendar in the engine
     users: dict[int, list[int]] = {}
     for i, (per_tile, *_rest) in placed.items():

@@ -306,3 +306,24 @@ def test_noc_message_charges_links_per_hop_and_routers_per_node():
     from sim.metrics import price
     noc = price(run.chip, e.c, 1.0)["noc"]
     assert noc["links"] == pytest.approx(80 * 2 * 0.125) and noc["routers"] == pytest.approx(80 * 3 * 0.5)
+
+
+def test_capacity_error_counts_every_slot_the_mapping_places():
+    """The first capacity error's slot count (alignment included) is what a just-large-enough chip holds."""
+    import re
+
+    from sim.mapping import MappingError
+
+    cfg = {**TINY, "hidden_size": 8, "head_dim": 8, "moe_intermediate_size": 12, "vocab_size": 12}
+    model = from_hf_config(cfg)
+    trace = synthesize(SyntheticSpec(tokens=8, requests=1, seed=0), model)
+    with pytest.raises(MappingError, match=r"need ([\d,]+) crossbar slots .* \(including ([\d,]+) alignment") as err:
+        build_run(load_chip_text(UNIT_YAML), model, trace, "all-analog", batch=8)
+    needed = int(re.search(r"need ([\d,]+)", str(err.value)).group(1).replace(",", ""))
+    assert "analog.tile_count" in str(err.value) and "analog.tile.tiers" in str(err.value)
+    tiles = -(-needed // 2)                                             # the unit chip has 2 tiers
+    text = (UNIT_YAML.replace("tile_count: 8", f"tile_count: {tiles}")
+            .replace("width: 2\n  height: 2", f"width: {-(-tiles // 2)}\n  height: 1"))
+    run = build_run(load_chip_text(text), model, trace, "all-analog", batch=8)
+    assert run.mapping.report["crossbar_slots_used"] == needed             # the slot counter includes padding
+    assert run.mapping.report["alignment_padding_slots"] > 0
