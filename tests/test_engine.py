@@ -225,7 +225,7 @@ def test_exposure_matches_engine_counters():
 
 def test_mapping_fails_with_numbers(tiny):
     small = load_chip_text(TWO_NODE.replace("tile_count: 8", "tile_count: 2"), "small.yaml")
-    with pytest.raises(Exception, match=r"need 12 crossbar slots of 4x4 \\(including 0 alignment slots\\), but unit has 4"):
+    with pytest.raises(Exception, match=r"need 12 crossbar slots of 4x4 \(including 0 alignment slots\), but unit has 4"):
         simulate(small, tiny, tiny_trace(tiny, [0]), "all-analog")
 
 
