@@ -45,8 +45,10 @@ def load_chip(name_or_path: str | Path, overrides: dict | None = None) -> ChipSp
     if overrides:
         data = merge(data, _locate(overrides, "<override>"))
     source = path.stem if path.parent == PRESET_DIR else str(path)
-    data.setdefault("name", path.stem)
-    data.where.setdefault("name", (str(path), 1))
+    # a variant is named by its own name: key or, failing that, its file stem, never by the preset it extends
+    if "name" not in data or data.where["name"][0] != str(path):
+        data["name"] = path.stem
+        data.where["name"] = (str(path), 1)
     data["source"] = source
     data.where["source"] = (str(path), 1)
     chip = build(ChipSpec, data, "")

@@ -153,3 +153,29 @@ def test_every_preset_loads_and_cites_every_number():
             body = line.split("#")[0]
             if re.search(r":\s*(-?[0-9.]+|\[.*\])\s*$", body):
                 assert "#" in line, f"{name}.yaml:{i} has a number without a cited source: {line.strip()}"
+
+
+def test_a_variant_is_named_by_its_file_not_its_base(tmp_path):
+    variant = tmp_path / "my-chip.yaml"
+    variant.write_text("extends: aimc-3d-moe\nmemory:\n  sram:\n    capacity_mib: 64\n")
+    assert load_chip(str(variant)).name == "my-chip"
+    named = tmp_path / "other.yaml"
+    named.write_text("extends: aimc-3d-moe\nname: big-sram\nmemory:\n  sram:\n    capacity_mib: 256\n")
+    assert load_chip(str(named)).name == "big-sram"
+    from sim.api import simulate
+    from sim.result import summary_row
+    from workloads.traces.synthetic import SyntheticSpec
+
+    result = simulate(str(variant), "olmoe-1b-7b", SyntheticSpec(tokens=64, requests=1), "maxnn")
+    assert summary_row(result.data)["hw"] == "my-chip"           # the compare table's hw column
+
+
+def test_hw_show_takes_set_overrides():
+    base = subprocess.run([sys.executable, "-m", "sim.cli", "hw", "show", "aimc-3d-moe", "--json"],
+                          capture_output=True, text=True)
+    edited = subprocess.run([sys.executable, "-m", "sim.cli", "hw", "show", "aimc-3d-moe", "--set",
+                             "analog.tile.tiers=8", "--json"], capture_output=True, text=True)
+    import json
+
+    b, e = json.loads(base.stdout), json.loads(edited.stdout)
+    assert b["crossbar_slots"] == 2048 * 16 and e["crossbar_slots"] == 2048 * 8
