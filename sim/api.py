@@ -23,7 +23,7 @@ from workloads.traces.format import RoutingTrace
 
 from .engine.simulator import Engine, Timeline
 from .mapping import Mapping, build_mapping
-from .metrics import exposure, percentiles_us, price
+from .metrics import exposure, percentiles_us, price, steady_metrics, steady_state
 from .placement import POLICIES, Placement, PlacementContext, place
 from .result import Result
 from .engine.workplan import WorkPlan, build_plan
@@ -165,6 +165,8 @@ def assemble(chip, shape, tr, st, placement, plan, mapping, engine, makespan_ps,
         "tpot_mean_us": tpot,
         **exposure(tr, shape, placement.digital_experts, st.score(config["score"])),
     }
+    steady = steady_state(ends, plan.mb_tokens, config["max_inflight"] if plan.mode == "prefill" else 1)
+    metrics.update(steady_metrics(energy, tokens, seconds, steady))
     util = utilisation(chip, engine, makespan_ps)
     c = engine.c
     counters = {k: float(v) for k, v in vars(c).items()}
@@ -189,6 +191,7 @@ def assemble(chip, shape, tr, st, placement, plan, mapping, engine, makespan_ps,
                   "source": tr.meta.get("source"), "warmup_rows_dropped": tr.meta.get("warmup_rows_dropped", 0),
                   "filled_layers": tr.meta.get("filled_layers", []), "synthetic": tr.meta.get("synthetic"),
                   "warnings": tr.meta.get("warnings", [])},
+        "steady_state": {**steady, "basis": "whole-run figures include pipeline fill and drain; steady_* exclude them"},
         "engine": {"micro_batches": plan.n_mb, "layer_visits": int(sum(engine.layer_visits)),
                    "layers": shape.num_layers, "simpy_now_ps": makespan_ps},
     }

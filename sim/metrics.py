@@ -27,10 +27,51 @@ METRICS = {
     "ttft_p50_us": "time to first token per request/sequence, median (prefill: last chunk's lm_head done; "
                    "decode: first step done since the sequence was admitted)",
     "tpot_mean_us": "decode: mean step time (time per output token); prefill: n/a",
+    "steady_throughput_tokens_per_s": "tokens finished between the k-th and the (n - k)-th micro-batch completion "
+                                      "/ that window (k = micro-batches in flight; fill and drain excluded)",
+    "steady_energy_per_token_uj": "dynamic energy per token + static power / steady throughput",
+    "steady_tokens_per_s_per_w": "1 / steady energy per token",
     "analog_exposure_macs": "share of routed-expert MACs that ran on analog tiles",
     "analog_exposure_gate_weighted": "same, each selection weighted by its gate weight",
     "analog_exposure_score_weighted": "same, each selection weighted by its expert's MaxNNScore",
 }
+
+
+STATIC = ("static", "sram_static", "dram_static")
+
+
+def steady_state(ends_ps: np.ndarray, tokens: np.ndarray, in_flight: int) -> dict[str, Any]:
+    """The window where the pipeline is full: from the ``in_flight``-th to the ``(n - in_flight)``-th
+    micro-batch completion (in completion order); throughput = tokens finished inside it / its length.
+    ``reached`` is False when fewer than 2 completions fall inside (too short a run), and then
+    ``needed_micro_batches`` says how many would do."""
+    order = np.argsort(ends_ps, kind="stable")
+    e, tok = np.asarray(ends_ps, np.int64)[order], np.asarray(tokens)[order]
+    n, k = len(e), max(1, in_flight)
+    lo, hi = k - 1, n - k - 1
+    needed = 2 * k + 2
+    if hi - lo < 2 or e[hi] <= e[lo]:
+        return {"reached": False, "needed_micro_batches": needed}
+    window_ps = int(e[hi] - e[lo])
+    done = int(tok[lo + 1: hi + 1].sum())
+    return {"reached": True, "window_s": [float(e[lo]) * 1e-12, float(e[hi]) * 1e-12], "tokens": done,
+            "throughput_tokens_per_s": done / (window_ps * 1e-12), "needed_micro_batches": needed}
+
+
+def steady_metrics(energy: dict[str, dict[str, float]], tokens: int, seconds: float,
+                   steady: dict[str, Any]) -> dict[str, float]:
+    """Steady-state tokens/s, energy per token and tokens/s/W: dynamic energy per token does not depend on
+    timing; static power is paid over 1 / steady throughput per token."""
+    if not steady["reached"]:
+        return {"steady_throughput_tokens_per_s": float("nan"), "steady_energy_per_token_uj": float("nan"),
+                "steady_tokens_per_s_per_w": float("nan")}
+    static_pj = sum(v for d in energy.values() for k, v in d.items() if k in STATIC)
+    dynamic_pj = sum(v for d in energy.values() for v in d.values()) - static_pj
+    static_w = static_pj * 1e-12 / seconds if seconds else 0.0
+    tput = steady["throughput_tokens_per_s"]
+    e_tok_j = dynamic_pj * 1e-12 / tokens + static_w / tput
+    return {"steady_throughput_tokens_per_s": tput, "steady_energy_per_token_uj": e_tok_j * 1e6,
+            "steady_tokens_per_s_per_w": 1.0 / e_tok_j}
 
 
 def price(chip: ChipSpec, c: Any, makespan_ns: float) -> dict[str, dict[str, float]]:

@@ -327,3 +327,31 @@ def test_capacity_error_counts_every_slot_the_mapping_places():
     run = build_run(load_chip_text(text), model, trace, "all-analog", batch=8)
     assert run.mapping.report["crossbar_slots_used"] == needed             # the slot counter includes padding
     assert run.mapping.report["alignment_padding_slots"] > 0
+
+
+def test_steady_state_throughput_does_not_depend_on_run_length():
+    """Same tokens per request (64) and micro-batches of 16 with 4 in flight: whole-run figures include the
+    pipeline's fill and drain, steady-state ones (between the 4th and the (n-4)-th completion) do not."""
+    model = from_hf_config(TINY)
+    steady, whole = {}, {}
+    for tokens in (1024, 8192):
+        trace = synthesize(SyntheticSpec(tokens=tokens, requests=tokens // 64, seed=0), model)
+        r = simulate(load_chip_text(UNIT_YAML), model, trace, "all-analog", batch=16, max_inflight=4)
+        assert r.data["steady_state"]["reached"]
+        steady[tokens] = r.metrics["steady_throughput_tokens_per_s"]
+        whole[tokens] = r.metrics["throughput_tokens_per_s"]
+    assert steady[8192] == pytest.approx(steady[1024], rel=0.02)
+    short = simulate(load_chip_text(UNIT_YAML), model, synthesize(SyntheticSpec(tokens=64, requests=1, seed=0), model),
+                     "all-analog", batch=16, max_inflight=4)
+    assert not short.data["steady_state"]["reached"] and short.data["steady_state"]["needed_micro_batches"] == 10
+    assert short.metrics["steady_throughput_tokens_per_s"] != short.metrics["steady_throughput_tokens_per_s"]  # NaN
+
+
+def test_steady_state_window_by_hand():
+    from sim.metrics import steady_state
+
+    ends = np.array([10, 20, 30, 40, 50, 60, 70, 80], np.int64) * 1000        # ps
+    s = steady_state(ends, np.full(8, 5), in_flight=2)
+    # window from the 2nd completion (20 ns) to the 6th (60 ns): completions 3..6 inside, 4 x 5 tokens in 40 ns
+    assert s["window_s"] == [20e-9, 60e-9] and s["tokens"] == 20
+    assert s["throughput_tokens_per_s"] == pytest.approx(20 / 40e-9)

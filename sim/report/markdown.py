@@ -70,6 +70,11 @@ def write_report(runs: list[dict[str, Any]], out_dir: str | Path, *, command: st
               "MoE layer's routed experts plus attention, router, shared experts, dense FFNs and lm_head on the "
               "digital SIMD core; `all-analog` puts every weight-static matrix on tiles.",
               ""]
+    short = [label(r) for r in runs if not r.get("steady_state", {}).get("reached", True)]
+    if short:
+        need = max(r["steady_state"]["needed_micro_batches"] for r in runs if "steady_state" in r)
+        lines += [f"**Too short for steady state**: {', '.join(short)} never fill the pipeline; run at least "
+                  f"{need} micro-batches ({need} x --batch tokens) for steady-state figures.", ""]
     if failures:
         lines += ["## Failed points", ""] + [f"- {f}" for f in failures] + [""]
     if rows:
@@ -78,16 +83,21 @@ def write_report(runs: list[dict[str, Any]], out_dir: str | Path, *, command: st
             "Also in `tradeoff.csv`; per seed in `accuracy.json`.", "",
             f"![Accuracy lost vs efficiency]({ACCURACY_PLOT})", ""]
     lines += ["## Placements", "",
-              "| placement | digital experts (%) | tokens/s | energy/token (µJ) | tokens/s/W | power (W) | "
-              "p50 latency (µs) | p99 latency (µs) | analog exposure: MACs / gate-weighted / score-weighted (%) |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "Whole-run figures include pipeline fill and drain; the steady-state columns count only the window "
+              "where the pipeline is full (see `steady_state` in each result.json for the window).", "",
+              "| placement | digital experts (%) | tokens/s | energy/token (µJ) | tokens/s/W | steady tokens/s | "
+              "steady tokens/s/W | power (W) | p50 latency (µs) | p99 latency (µs) | analog exposure: MACs / "
+              "gate-weighted / score-weighted (%) |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in runs:
         m = r["metrics"]
         star = " ★" if id(r) in front else ""
         lines.append(
             f"| {label(r)}{star} | {100 * r['placement']['digital_expert_share']:.1f} | "
             f"{_fmt(m['throughput_tokens_per_s'])} | {_fmt(m['energy_per_token_uj'])} | "
-            f"{_fmt(m['tokens_per_s_per_w'])} | {_fmt(m['average_power_w'])} | {_fmt(m['latency_p50_us'])} | "
+            f"{_fmt(m['tokens_per_s_per_w'])} | {_fmt(m.get('steady_throughput_tokens_per_s', float('nan')))} | "
+            f"{_fmt(m.get('steady_tokens_per_s_per_w', float('nan')))} | "
+            f"{_fmt(m['average_power_w'])} | {_fmt(m['latency_p50_us'])} | "
             f"{_fmt(m['latency_p99_us'])} | {100 * m['analog_exposure_macs']:.1f} / "
             f"{100 * m['analog_exposure_gate_weighted']:.1f} / {100 * m['analog_exposure_score_weighted']:.1f} |")
     lines += ["", "★ on the throughput–energy Pareto front.", "",
