@@ -161,3 +161,33 @@ def test_help_lists_every_option_with_unit_and_default():
             checked += 1
     assert checked > 40
     assert "(default: 0.125)" in build_parser()._subparsers._group_actions[0].choices["run"].format_help()
+
+
+def test_figures_a_reviewer_accepts(compared):
+    """Read the figure objects: the front's line holds exactly the front computed from the table; the
+    heat-map panels share one norm; no two series share a colour; the caveats are printed."""
+    import matplotlib.colors as mcolors
+
+    from sim.report.plots import CATEGORIES, pareto, plot_energy_breakdown, plot_throughput_energy, plot_tile_heatmap
+
+    runs = json.loads((compared / "results.json").read_text())
+    pts = [(r["metrics"]["energy_per_token_uj"], r["metrics"]["throughput_tokens_per_s"]) for r in runs]
+    front = sorted(pts[i] for i in pareto(pts))
+    fig = plot_throughput_energy(runs)
+    ax = fig.axes[0]
+    circled = [c for c in ax.collections if c.get_label().startswith("Pareto front")]
+    line = [ln for ln in ax.lines if ln.get_label() == "Pareto front"]
+    drawn = sorted(map(tuple, (line[0].get_xydata() if line else circled[0].get_offsets())))
+    assert [tuple(map(float, p)) for p in drawn] == [tuple(map(float, p)) for p in front]
+    colours = [mcolors.to_hex(ln.get_color()) for ln in ax.lines if not ln.get_label().startswith(("_", "Pareto"))]
+    assert len(colours) == len(set(colours))
+    assert any("caveats: synthetic routing trace" in t.get_text() for t in fig.texts)
+    heat = plot_tile_heatmap(runs)
+    norms = {id(im.norm) for a in heat.axes for im in a.get_images()}
+    assert len(norms) == 1
+    assert len({c for _, _, c, _ in CATEGORIES.values()}) == len(CATEGORIES)
+    bars = plot_energy_breakdown(runs)
+    for container in bars.axes[0].containers:                                    # static energy is hatched
+        static = CATEGORIES[container.get_label()][3]
+        assert all(bool(p.get_hatch()) == static for p in container.patches), container.get_label()
+    assert bars.axes[0].containers

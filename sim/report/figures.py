@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from . import tradeoff
-from .plots import PLOTS, _subtitle
+from .plots import PLOTS, _subtitle, caveats
 
 ACCURACY_PLOT = "accuracy_vs_efficiency.png"
 
@@ -21,7 +21,7 @@ def draw_all(runs: list[dict[str, Any]], out_dir: str | Path) -> list[Path]:
     accuracy = tradeoff.load_accuracy(out, runs)
     rows = tradeoff.join(runs, accuracy) if accuracy else []
     if rows:
-        tradeoff.plot_accuracy_efficiency(rows, accuracy, _subtitle(runs), out / ACCURACY_PLOT)
+        tradeoff.plot_accuracy_efficiency(rows, accuracy, _subtitle(runs), out / ACCURACY_PLOT, caveats(runs))
         tradeoff.write_csv(rows, out / "tradeoff.csv")
         paths.append(out / ACCURACY_PLOT)
     return paths

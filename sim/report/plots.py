@@ -22,12 +22,17 @@ FAMILY_STYLE = {
     "random": ("#9467bd", "^"), "frequency": ("#ff7f0e", "v"), "maxnn-lowest": ("#8c564b", "P"),
     "explicit": ("#7f7f7f", "X"),
 }
-COMPONENT_COLORS = {
-    ("analog", "adc"): "#fcbba1", ("analog", "dac"): "#fc9272", ("analog", "array"): "#fb6a4a",
-    ("analog", "local_digital"): "#de2d26", ("analog", "static"): "#a50f15",
-    ("digital", "mac"): "#9ecae1", ("digital", "vector"): "#4292c6", ("digital", "static"): "#08519c",
-    ("memory", "sram"): "#c7e9c0", ("memory", "dram"): "#74c476", ("memory", "sram_static"): "#31a354",
-    ("memory", "dram_static"): "#006d2c", ("noc", "links"): "#bdbdbd", ("noc", "routers"): "#737373",
+# energy categories, grouped by domain (shades within a domain; static energy hatched)
+CATEGORIES = {
+    "analog: converters": ("analog", ("adc", "dac"), "#fc9272", False),
+    "analog: array + local units": ("analog", ("array", "local_digital"), "#de2d26", False),
+    "analog: static": ("analog", ("static",), "#a50f15", True),
+    "digital: compute": ("digital", ("mac", "vector"), "#6baed6", False),
+    "digital: static": ("digital", ("static",), "#08519c", True),
+    "memory: SRAM": ("memory", ("sram",), "#a1d99b", False),
+    "memory: DRAM": ("memory", ("dram",), "#41ab5d", False),
+    "memory: static": ("memory", ("sram_static", "dram_static"), "#006d2c", True),
+    "NoC: links + routers": ("noc", ("links", "routers"), "#969696", False),
 }
 
 
@@ -89,12 +94,47 @@ def _families(runs):
     return fam
 
 
+def _finish(fig, path: Path | None, **save):
+    """Save and close, or (``path`` None) hand the figure back, e.g. to tests that read its artists."""
+    if path is None:
+        return fig
+    fig.savefig(path, **save)
+    plt.close(fig)
+    return None
+
+
+def caveats(runs: list[dict[str, Any]]) -> str:
+    """The caveats that apply to these runs, for the foot of every figure."""
+    c, tr = runs[0]["config"], runs[0]["trace"]
+    out = []
+    if tr.get("format") == "synthetic":
+        out.append("synthetic routing trace")
+    if c.get("scores_synthetic"):
+        out.append("synthetic MaxNNScores (no checkpoint)")
+    out.append(f"preset figures partly assumed (see {c['hw']}'s YAML comments)")
+    return "caveats: " + "; ".join(out)
+
+
+def _foot(fig, runs) -> None:
+    fig.text(0.005, 0.003, caveats(runs), fontsize=6, color="#666666", ha="left", va="bottom")
+
+
+def _front_overlay(ax, pts: list[tuple[float, float]], idx: list[int]) -> None:
+    """The Pareto front: circled points joined by a line (sorted by x) when there are several."""
+    fx, fy = zip(*sorted(pts[i] for i in idx))
+    label = "Pareto front" if len(idx) > 1 else "Pareto front (one point)"
+    if len(idx) > 1:
+        ax.plot(fx, fy, color="k", lw=2.5, alpha=0.3, zorder=0, label=label)
+        label = None
+    ax.scatter(fx, fy, s=160, facecolors="none", edgecolors="k", linewidths=1.0, zorder=3, label=label)
+
+
 def _subtitle(runs) -> str:
     c = runs[0]["config"]
     return f"{c['model']} on {c['hw']}, {c['mode']}, {runs[0]['metrics']['tokens']:,} tokens"
 
 
-def plot_throughput_energy(runs: list[dict[str, Any]], path: Path) -> None:
+def plot_throughput_energy(runs: list[dict[str, Any]], path: Path | None = None):
     fig, ax = plt.subplots(figsize=(7.5, 5.2), dpi=150)
     pts = [(r["metrics"]["energy_per_token_uj"], r["metrics"]["throughput_tokens_per_s"]) for r in runs]
     front = pareto(pts)
@@ -108,9 +148,7 @@ def plot_throughput_energy(runs: list[dict[str, Any]], path: Path) -> None:
             for r, x, y in zip(rs, xs, ys):
                 ax.annotate(f"{100 * r['placement']['fraction']:g}%", (x, y), textcoords="offset points",
                             xytext=(6, 4), fontsize=7, color=color)
-    fx, fy = zip(*[pts[i] for i in front])
-    ax.plot(fx, fy, color="k", lw=2.5, alpha=0.25, zorder=0, label="Pareto front")
-    ax.scatter(fx, fy, s=160, facecolors="none", edgecolors="k", linewidths=1.0, zorder=3)
+    _front_overlay(ax, pts, front)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("energy per token (µJ)")
@@ -118,30 +156,32 @@ def plot_throughput_energy(runs: list[dict[str, Any]], path: Path) -> None:
     ax.set_title(f"Throughput vs energy per token\n{_subtitle(runs)}", fontsize=10)
     _style(ax)
     ax.legend(fontsize=8, frameon=False, loc="best")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    fig.tight_layout(rect=(0, 0.02, 1, 1))
+    _foot(fig, runs)
+    return _finish(fig, path)
 
 
-def plot_energy_breakdown(runs: list[dict[str, Any]], path: Path) -> None:
+def plot_energy_breakdown(runs: list[dict[str, Any]], path: Path | None = None):
+    """Each placement's energy per token split into domain categories (static hatched), and its total."""
     runs = sorted(runs, key=lambda r: r["metrics"]["energy_per_token_uj"])
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 0.42 * len(runs) + 1.8), dpi=150, sharey=True,
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 0.42 * len(runs) + 2.2), dpi=150, sharey=True,
                                   gridspec_kw={"width_ratios": [3, 1.3]})
     labels = [label(r) for r in runs]
     y = np.arange(len(runs))
     left = np.zeros(len(runs))
-    used = [k for k in COMPONENT_COLORS if any(r["energy_pj"].get(k[0], {}).get(k[1], 0) > 0 for r in runs)]
-    for dom, comp in used:
-        share = np.array([r["energy_pj"][dom].get(comp, 0.0) / sum(sum(v.values()) for v in r["energy_pj"].values())
-                          for r in runs])
-        ax.barh(y, 100 * share, left=100 * left, color=COMPONENT_COLORS[(dom, comp)], label=f"{dom}: {comp}",
-                edgecolor="white", linewidth=0.4)
+    for name, (dom, comps, color, static) in CATEGORIES.items():
+        share = np.array([sum(r["energy_pj"].get(dom, {}).get(c, 0.0) for c in comps)
+                          / sum(sum(v.values()) for v in r["energy_pj"].values()) for r in runs])
+        if not share.any():
+            continue
+        ax.barh(y, 100 * share, left=100 * left, color=color, label=name, edgecolor="white", linewidth=0.4,
+                hatch="////" if static else None)
         left += share
     ax.set_xlim(0, 100)
-    ax.set_xlabel("share of energy (%)")
+    ax.set_xlabel("share of energy (%); hatched: static (power x time)")
     ax.set_yticks(y, labels, fontsize=8)
     ax.invert_yaxis()
-    ax.legend(fontsize=7, frameon=False, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.5 / max(len(runs), 4) - 0.12))
+    ax.legend(fontsize=7, frameon=False, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.9 / (len(runs) + 4)))
     totals = [r["metrics"]["energy_per_token_uj"] for r in runs]
     ax2.barh(y, totals, color="#555555")
     ax2.set_xscale("log")
@@ -149,34 +189,36 @@ def plot_energy_breakdown(runs: list[dict[str, Any]], path: Path) -> None:
     for yi, t in zip(y, totals):
         ax2.text(t, yi, f" {t:,.0f}" if t >= 100 else f" {t:.3g}", va="center", fontsize=7)
     ax.set_title(f"Energy breakdown per placement — {_subtitle(runs)}", fontsize=10, loc="left")
-    for a in (ax, ax2):
+    for a_ in (ax, ax2):
         for side in ("top", "right"):
-            a.spines[side].set_visible(False)
+            a_.spines[side].set_visible(False)
     fig.tight_layout()
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
+    _foot(fig, runs)
+    return _finish(fig, path, bbox_inches="tight")
 
 
-def plot_exposure_efficiency(runs: list[dict[str, Any]], path: Path) -> None:
+def plot_exposure_efficiency(runs: list[dict[str, Any]], path: Path | None = None):
     fig, ax = plt.subplots(figsize=(7.5, 5.2), dpi=150)
+    pts = [(100 * r["metrics"]["analog_exposure_macs"], r["metrics"]["tokens_per_s_per_w"]) for r in runs]
     for policy, rs in _families(runs).items():
         color, marker, ls = style(policy)
         xs = [100 * r["metrics"]["analog_exposure_macs"] for r in rs]
         ys = [r["metrics"]["tokens_per_s_per_w"] for r in rs]
         ax.plot(xs, ys, marker=marker, color=color, linestyle=ls if len(rs) > 1 else "none", lw=1, ms=7,
                 label=policy)
+    _front_overlay(ax, pts, pareto(pts))        # lower exposure and higher tokens/s/W are better
     ax.set_yscale("log")
     ax.set_xlabel("analog exposure: routed-expert MACs on analog tiles (%)")
     ax.set_ylabel("tokens/s/W (tokens per joule)")
     ax.set_title(f"Analog exposure vs efficiency\n{_subtitle(runs)}", fontsize=10)
     _style(ax)
     ax.legend(fontsize=8, frameon=False)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    fig.tight_layout(rect=(0, 0.02, 1, 1))
+    _foot(fig, runs)
+    return _finish(fig, path)
 
 
-def plot_tile_heatmap(runs: list[dict[str, Any]], path: Path) -> None:
+def plot_tile_heatmap(runs: list[dict[str, Any]], path: Path | None = None):
     chosen = [r for r in runs if r["placement"]["policy"] == "all-analog"][:1] + \
              [r for r in runs if r["placement"]["policy"] == "maxnn" and r["placement"].get("fraction") in (0.125, 0.25)]
     chosen = chosen or runs[:1]
@@ -185,9 +227,7 @@ def plot_tile_heatmap(runs: list[dict[str, Any]], path: Path) -> None:
         fig, ax = plt.subplots(figsize=(6, 3), dpi=150)
         ax.text(0.5, 0.5, "tile heat map is drawn for mesh NoCs only", ha="center", va="center")
         ax.axis("off")
-        fig.savefig(path)
-        plt.close(fig)
-        return
+        return _finish(fig, path)
     W, H = noc["width"], noc["height"]
     grids = []
     for r in chosen:
@@ -196,13 +236,11 @@ def plot_tile_heatmap(runs: list[dict[str, Any]], path: Path) -> None:
             x, y = (int(v) for v in node.strip("()").split(","))
             g[y, x] = 100 * u
         grids.append(g)
-    fig, axes = plt.subplots(1, len(chosen), figsize=(4.2 * len(chosen), 3.9), dpi=150, squeeze=False)
+    fig, axes = plt.subplots(1, len(chosen), figsize=(4.2 * len(chosen) + 0.8, 3.9), dpi=150, squeeze=False)
+    vmax = max(float(np.nanmax(g)) if np.isfinite(g).any() else 0.0 for g in grids) or 1e-9
+    norm = matplotlib.colors.Normalize(vmin=0, vmax=vmax)         # one scale for every panel
     for ax, r, g in zip(axes[0], chosen, grids):
-        vmax = float(np.nanmax(g)) or 1e-9     # one scale per panel: utilisations differ by orders of magnitude
-        im = ax.imshow(g, cmap="magma", vmin=0, vmax=vmax, origin="upper")
-        cb = fig.colorbar(im, ax=ax, shrink=0.8, format="%.3g")
-        cb.set_label("mean tile utilisation (%)", fontsize=7)
-        cb.ax.tick_params(labelsize=6)
+        im = ax.imshow(g, cmap="magma", norm=norm, origin="upper")
         ax.set_title(label(r), fontsize=9)
         ax.set_xticks(range(W))
         ax.set_yticks(range(H))
@@ -214,9 +252,12 @@ def plot_tile_heatmap(runs: list[dict[str, Any]], path: Path) -> None:
         ax.set_ylabel("mesh y", fontsize=7)
     fig.suptitle(f"Mean tile utilisation per NoC node on the {W}x{H} mesh (S: SIMD core, D: DRAM controller)",
                  fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
+    fig.tight_layout(rect=(0, 0.03, 0.92, 1))
+    cb = fig.colorbar(im, ax=list(axes[0]), shrink=0.8, format="%.3g")
+    cb.set_label("mean tile utilisation (%), one scale for all panels", fontsize=7)
+    cb.ax.tick_params(labelsize=6)
+    _foot(fig, runs)
+    return _finish(fig, path, bbox_inches="tight")
 
 
 PLOTS = {

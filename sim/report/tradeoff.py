@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ..result import fmt_number  # noqa: E402
-from .plots import _style, family, label, pareto, style  # noqa: E402
+from .plots import _finish, _style, family, label, pareto, style  # noqa: E402
 
 ACCURACY_FILE = "accuracy.json"
 DEFAULT_MAX_LOSS = 0.01          # 1 % relative perplexity increase
@@ -125,7 +125,7 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def plot_accuracy_efficiency(rows: list[dict[str, Any]], accuracy: dict[str, Any], subtitle: str,
-                             path: Path) -> None:
+                             path: Path | None, caveat: str = ""):
     """Perplexity increase against tokens/s/W; each policy a line over its fractions; front marked."""
     fig, ax = plt.subplots(figsize=(7.8, 5.2), dpi=150)
     fam: dict[str, list[dict[str, Any]]] = {}
@@ -157,9 +157,9 @@ def plot_accuracy_efficiency(rows: list[dict[str, Any]], accuracy: dict[str, Any
     _style(ax)
     ax.legend(fontsize=8, frameon=False, loc="best")
     noise = accuracy["noise"]["programming"]["model"]
+    fig.tight_layout(rect=(0, 0.035, 1, 1))
     fig.text(0.01, 0.005, f"noise: {noise} programming, out_noise {accuracy['noise']['out_noise']:g}, "
              f"DAC {accuracy['converters']['input_bits']} b, ADC {accuracy['converters']['adc_bits']} b; "
-             f"eval {Path(accuracy['eval']['source']).name}", fontsize=6, color="#666666")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+             f"eval {Path(accuracy['eval']['source']).name}" + (f"\n{caveat}" if caveat else ""),
+             fontsize=6, color="#666666")
+    return _finish(fig, path)
