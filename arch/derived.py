@@ -39,7 +39,7 @@ def derived_figures(chip: ChipSpec) -> dict[str, Any]:
         "adc_bits": a.adc.bits,
         "adc_energy_pj_per_conversion": costs.adc_energy_pj(a.adc),
         "adc_conversion_ns": costs.adc_time_ns(a.adc),
-        "adc_scaling": (f"pinned: the given figures at any bits (bits moves accuracy only)"
+        "adc_scaling": ("pinned: the given figures at any bits (bits moves accuracy only)"
                         if a.adc.scaling == "pinned" and (a.adc.anchor_bits or a.adc.bits) != a.adc.bits else
                         f"{a.adc.scaling} law from {a.adc.anchor_bits or a.adc.bits} bits ({a.adc.kind})"),
         "mvm_latency_ns": t_mvm,

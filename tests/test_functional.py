@@ -53,11 +53,13 @@ def ids_for(vocab: int, n: int = 4, length: int = 17, seed: int = 0) -> np.ndarr
 
 # ----------------------------------------------------------------------------- Hugging Face reference
 
+HF_COMMON = dict(vocab_size=64, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                 max_position_embeddings=64, eos_token_id=None, pad_token_id=None, bos_token_id=None)
+
+
 def _hf_models():
     transformers = pytest.importorskip("transformers", reason="the reference extra (transformers, torch) "
                                                               "is not installed")
-    common = dict(vocab_size=64, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
-                  max_position_embeddings=64, eos_token_id=None, pad_token_id=None, bos_token_id=None)
     return {
         "olmoe": (transformers.OlmoeConfig, transformers.OlmoeForCausalLM,
                   dict(num_key_value_heads=4, intermediate_size=16, num_experts=6, num_experts_per_tok=2,
@@ -79,9 +81,7 @@ def test_forward_matches_hugging_face(family, tmp_path):
     torch = pytest.importorskip("torch", reason="the reference extra (torch) is not installed")
     Config, Model, extra = _hf_models()[family]
     torch.manual_seed(0)
-    model = Model(Config(**{**dict(vocab_size=64, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
-                                   max_position_embeddings=64, eos_token_id=None, pad_token_id=None,
-                                   bos_token_id=None), **extra})).eval()
+    model = Model(Config(**HF_COMMON, **extra)).eval()
     with torch.no_grad():          # larger weights than the default init make routing and norms matter
         for p in model.parameters():
             p.mul_(8.0 if p.dim() > 1 else 1.0)

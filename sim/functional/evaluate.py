@@ -140,7 +140,7 @@ def evaluate(arch: Architecture, checkpoint: str | Path, data: EvalData, chip: C
         "kind": "accuracy",
         "checkpoint": str(checkpoint), "family": arch.family, "model": shape.summary(),
         "hw": chip.name, "hw_source": chip.source,
-        "noise": _plain(asdict(chip.analog.noise)),
+        "noise": asdict(chip.analog.noise),
         "converters": {"dac_bits": chip.analog.dac.bits, "input_bits": slot_physics(chip).dac_bits,
                        "dac_encoding": chip.analog.dac.encoding, "adc_bits": chip.analog.adc.bits,
                        "tile_rows": chip.analog.tile.rows, "tile_cols": chip.analog.tile.cols},
@@ -161,12 +161,6 @@ def imbalance(trace: RoutingTrace, layer: int) -> float:
     """Expert load imbalance at ``layer``: the busiest expert's selections over the mean (1 = even)."""
     p = trace.popularity(layer)
     return float(p.max() / p.mean()) if p.sum() else 0.0
-
-
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    return obj
 
 
 def write_accuracy(result: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:

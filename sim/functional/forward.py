@@ -164,7 +164,7 @@ class ForwardRun:
         bar.update(1)
         for k, noise_seed in enumerate(self.noise_seeds):
             needed = {m.name for m in mats for p in self.placements if not p.is_digital(m)}
-            programmed = {m.name: self._program(m, weights[m.name], noise_seed, k) for m in mats if m.name in needed}
+            programmed = {m.name: self._program(m, weights[m.name], noise_seed) for m in mats if m.name in needed}
             for p, placement in enumerate(self.placements):
                 v = Variant(p, k)
                 if v in self._aliased and all(placement.is_digital(m) for m in mats):
@@ -195,7 +195,7 @@ class ForwardRun:
         self.quant_error_ratio = max(self.quant_error_ratio, float(ratio.max()) if ratio.size else 0.0)
         return q.astype(np.float32)
 
-    def _program(self, m: Matrix, w: np.ndarray, noise_seed: int, k: int) -> AnalogMatrix:
+    def _program(self, m: Matrix, w: np.ndarray, noise_seed: int) -> AnalogMatrix:
         rng = np.random.default_rng([self.seed, noise_seed, self.index[m.name], 0])
         return program_matrix(w, self.phys, rng, self.be)
 
@@ -300,7 +300,7 @@ class ForwardRun:
         low = be.asarray(self._lowbit(w)) if self.digital_weight_bits < 16 else exact
         ops: dict[Variant, Op] = {variants[0]: _dense(exact)}
         for k, noise_seed in enumerate(self.noise_seeds):
-            am = (self._program(lm, w, noise_seed, k)
+            am = (self._program(lm, w, noise_seed)
                   if any(not p.is_digital(lm) for p in self.placements) else None)
             for p, placement in enumerate(self.placements):
                 rng = np.random.default_rng([self.seed, noise_seed, self.index[lm.name], 1])

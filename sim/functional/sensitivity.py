@@ -30,7 +30,6 @@ from arch.noise import slot_physics
 from arch.spec import ChipSpec
 from workloads.checkpoints.stats import VARIANTS, ExpertStats
 from workloads.evaldata import EvalData
-from workloads.shapes import EXPERT
 
 from ..placement import DENSE_MODULES, SENSITIVITY_KIND, Placement
 from .architecture import Architecture
@@ -102,8 +101,7 @@ def measure(arch: Architecture, checkpoint: str | Path, data: EvalData, chip: Ch
             if x is None or x.shape[0] == 0:
                 continue
             names = [f"L{layer}.E{e}.{n}" for n in ("gate_proj", "up_proj", "down_proj")]
-            mats = {m.name: m for m in shape.matrices if m.module == EXPERT and m.name in names}
-            weights = {n: run.load(arch.tensor(mats[n])) for n in names}
+            weights = {n: run.load(arch.tensor(shape.matrices[index[n]])) for n in names}
             xb = be.asarray(x)
             clean = _ffn(xb, {n: (lambda w: lambda v: v @ w.T)(be.asarray(weights[n])) for n in names}, names, be)
             xn = float(be.xp.sqrt(be.xp.sum(xb * xb)))
