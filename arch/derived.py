@@ -52,7 +52,7 @@ def derived_figures(chip: ChipSpec) -> dict[str, Any]:
         "sram_energy_pj_per_byte": costs.sram_energy_pj_per_byte(chip.memory.sram),
         "sram_bandwidth_gbps": chip.memory.sram.bandwidth_gbps,
         "dram_bandwidth_gbps": chip.memory.dram.bandwidth_gbps * chip.memory.dram.channels,
-        "noc_nodes": net.graph.number_of_nodes(),
+        "noc_nodes": net.node_count,
         "noc_diameter_hops": net.diameter_hops(),
         "noc_bisection_bandwidth_gbps": net.bisection_bandwidth_gbps(),
         "tile_static_power_mw": a.static_power_mw_per_tile,

@@ -157,6 +157,8 @@ class AnalogSpec:
         "per-node digital unit for activations and partial sums (absent: the SIMD core does them)", default=None)
     noise: NoiseSpec = param("analog non-idealities for the accuracy side (absent: DAC/ADC quantisation "
                              "only)", default=NoiseSpec())
+    power_gate_unused_tiles: bool = param("tiles that hold no matrix of the run are power-gated and draw no "
+                                          "static power (false: every tile leaks for the whole run)", default=True)
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,11 @@ class SramSpec:
         "bank size at which energy_pj_per_byte is cited, KiB; access energy scales as sqrt(bank_kib / this) "
         "(Horowitz ISSCC 2014: 64-bit reads of 10, 20 and 100 pJ at 8 KB, 32 KB and 1 MB)",
         lo=0.0, lo_open=True, default=None)
+    prefetch: bool = param("stream a digital matrix's weights from DRAM while earlier operations compute, into "
+                           "the staging buffer (false: each stream starts with its own operation)", default=True)
+    staging_mib: float = param("weight staging buffer for prefetch, MiB: two halves, one feeding the SIMD cores "
+                               "while the next streamed operation's weights fill the other; an operation whose "
+                               "weights exceed one half is not prefetched", lo=0.0, default=16.0)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ knows the file and line that set it. Nothing is written; ``yaml.safe_load`` sema
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,6 +24,9 @@ class Located(dict):
         self.file = file
         self.line = line
         self.where: dict[str, tuple[str, int]] = {}
+
+
+_FLOAT_12 = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
 
 
 def _loader_for(file: str) -> type[yaml.SafeLoader]:
@@ -43,6 +47,8 @@ def _loader_for(file: str) -> type[yaml.SafeLoader]:
         return out
 
     _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    # YAML 1.1 reads 1e9 and 1.0e9 as strings (it wants 1.0e+9); take the YAML 1.2 forms as numbers too
+    _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+0123456789."))
     return _Loader
 
 

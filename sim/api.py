@@ -136,7 +136,7 @@ def build_run(hw, model, trace=None, policy: str = "maxnn", *, fraction: float =
 
 def assemble(chip, shape, tr, st, placement, plan, mapping, engine, makespan_ps, config) -> dict[str, Any]:
     makespan_ns = makespan_ps / 1000.0
-    energy = price(chip, engine.c, makespan_ns)
+    energy = price(chip, engine.c, makespan_ns, mapping.report["tiles_powered"])
     domains = {d: sum(v.values()) for d, v in energy.items()}
     total_pj = sum(domains.values())
     tokens = tr.tokens
@@ -176,8 +176,11 @@ def assemble(chip, shape, tr, st, placement, plan, mapping, engine, makespan_ps,
     net = mapping.network
     node_util = {}
     per_tile = np.asarray(engine.tile_busy_ps(), float) / max(makespan_ps, 1)
-    for t in range(len(per_tile)):
-        node_util.setdefault(str(net.node_of_tile(t)), []).append(per_tile[t])
+    tile_nodes = net.tile_node_id(np.arange(per_tile.size))
+    sums = np.bincount(tile_nodes, weights=per_tile, minlength=net.node_count)
+    counts = np.bincount(tile_nodes, minlength=net.node_count)
+    for i in np.flatnonzero(counts):
+        node_util[str(net.node_names[i])] = [sums[i] / counts[i]]
     return {
         "run_id": run_id, "config": config, "metrics": metrics,
         "hw_figures": derived_figures(chip), "model_summary": shape.summary(),
@@ -193,26 +196,34 @@ def assemble(chip, shape, tr, st, placement, plan, mapping, engine, makespan_ps,
                   "warnings": tr.meta.get("warnings", [])},
         "steady_state": {**steady, "basis": "whole-run figures include pipeline fill and drain; steady_* exclude them"},
         "engine": {"micro_batches": plan.n_mb, "layer_visits": int(sum(engine.layer_visits)),
-                   "layers": shape.num_layers, "simpy_now_ps": makespan_ps},
+                   "layers": shape.num_layers, "simpy_now_ps": makespan_ps, "bookings": engine.bookings,
+                   "calendar_gaps_closed": engine.gaps_closed,
+                   "context_tokens_used": plan.context_source,
+                   "tiles_powered": mapping.report["tiles_powered"], "tile_count": chip.analog.tile_count,
+                   "power_gating": ("unused tiles power-gated (analog.power_gate_unused_tiles)"
+                                    if chip.analog.power_gate_unused_tiles else "every tile leaks for the whole run")},
     }
 
 
 def utilisation(chip: ChipSpec, engine: Engine, makespan_ps: int) -> dict[str, Any]:
+    """Busy fraction of every resource (tiles, local digital units, SIMD cores, DRAM channels, NoC links)."""
     span = max(makespan_ps, 1)
     rows = []
-    for i, b in enumerate(engine.tile_busy_ps()):
-        rows.append({"resource": f"tile {i}", "kind": "tile", "busy_ns": b / 1000, "utilisation": b / span})
-    for core in range(chip.digital.simd.cores):
-        rows.append({"resource": f"simd core {core}", "kind": "simd", "busy_ns": engine.simd.busy_ps / 1000,
-                     "utilisation": engine.simd.busy_ps / span})
-    for ch, cal in enumerate(engine.dram):
-        b = cal.busy_ps
-        rows.append({"resource": f"dram ch{ch}", "kind": "dram", "busy_ns": b / 1000, "utilisation": b / span})
-    for (u, v), cal in zip(engine.links, engine.link_cal):
-        b = cal.busy_ps
-        rows.append({"resource": f"link {u}->{v}", "kind": "noc_link", "busy_ns": b / 1000, "utilisation": b / span})
+    net = engine.net
+
+    def add(kind: str, names: Any, busy: np.ndarray) -> None:
+        for name, b in zip(names, busy.tolist()):
+            rows.append({"resource": name, "kind": kind, "busy_ns": b / 1000, "utilisation": b / span})
+
+    add("tile", (f"tile {i}" for i in range(chip.analog.tile_count)), engine.busy_ps("tile"))
+    if chip.analog.local_digital:
+        add("local_digital", (f"local digital {n}" for n in net.node_names), engine.busy_ps("local_digital"))
+    simd = engine.busy_ps("simd")
+    add("simd", (f"simd core {c}" for c in range(chip.digital.simd.cores)), np.repeat(simd, chip.digital.simd.cores))
+    add("dram", (f"dram ch{c}" for c in range(chip.memory.dram.channels)), engine.busy_ps("dram"))
+    add("noc_link", (f"link {net.link_name(i)}" for i in range(net.link_count)), engine.busy_ps("link"))
     summary = {}
-    for kind in ("tile", "simd", "dram", "noc_link"):
+    for kind in ("tile", "local_digital", "simd", "dram", "noc_link"):
         vals = np.array([r["utilisation"] for r in rows if r["kind"] == kind])
         if vals.size:
             summary[f"{kind}_mean"] = float(vals.mean())

@@ -38,25 +38,28 @@ class MappingError(HetmoeError):
 
 @dataclass(frozen=True, eq=False)
 class AnalogMatrix:
-    tiles: tuple[int, ...]          # distinct tiles, in slot order
-    mvm_ps: tuple[int, ...]         # per tile: sum of its slots' single-vector latency, ps
-    ii_ps: tuple[int, ...]          # per tile: sum of its slots' initiation intervals, ps
-    groups: tuple[int, ...]         # tile groups (tiles used by exactly the same matrices) it occupies
-    group_mvm_ps: tuple[int, ...]   # per group: max over its tiles of mvm_ps
-    group_ii_ps: tuple[int, ...]    # per group: max over its tiles of ii_ps
-    home: Any                       # NoC node of the first slot
+    first_slot: int                 # crossbar slot of its row block 0, column block 0
+    slot_tiles: np.ndarray          # int64 [slots]: tile of each slot, row-block major
+    slot_mvm_ps: np.ndarray         # int64 [slots]: single-vector latency of each slot, ps
+    slot_ii_ps: np.ndarray          # int64 [slots]: initiation interval of each slot, ps
     row_blocks: int
-    remote_partial_nodes: tuple[Any, ...]  # nodes (not home) holding slots of this matrix
+    col_blocks: int
+    home: Any                       # NoC node of the first slot
     dac_per_token: int
     adc_per_token: int
     cells_per_token: int
+
+    @property
+    def tiles(self) -> tuple[int, ...]:
+        """Distinct tiles, in slot order."""
+        return tuple(dict.fromkeys(self.slot_tiles.tolist()))
 
 
 @dataclass(frozen=True, eq=False)
 class Mapping:
     network: Network
-    analog: dict[int, AnalogMatrix]   # matrix index -> tiles
-    tile_groups: int                  # number of tile groups (contention units)
+    analog: dict[int, AnalogMatrix]   # matrix index -> slots
+    tiles_used: np.ndarray            # bool [tile_count]: tiles holding at least one slot
     resident: np.ndarray              # bool [matrices]: digital and SRAM-resident
     digital: np.ndarray               # bool [matrices]
     uses: np.ndarray                  # int [matrices]: micro-batch operations per matrix
@@ -108,54 +111,43 @@ def build_mapping(chip: ChipSpec, model: ModelShape, placement: Placement, plan:
             f"{-(-needed // a.tile.tiers):,} at {a.tile.tiers} tiers, or analog.tile.tiers >= {-(-needed // T):,} at "
             f"{T:,} tiles (the NoC must hold the tiles: noc.width x noc.height x noc.tiles_per_node), or give more "
             "experts to the digital side (--fraction)")
-    placed: dict[int, tuple[dict[int, list[int]], int, int, int]] = {}
+    analog: dict[int, AnalogMatrix] = {}
     slot = padding = 0
-    tier_count: dict[int, int] = {}
+    tier_count = np.zeros(a.tile.tiers, np.int64)
+    tiles_used = np.zeros(T, bool)
     cache: dict[tuple[int, int], tuple[int, int, costs.MvmActions]] = {}
     for i, m in enumerate(model.matrices):
         if digital[i]:
             continue
-        shapes = costs.slot_shapes(m.out_features, m.in_features, rows, cols)
-        align = _alignment(len(shapes))
+        rb, cb = costs.crossbar_blocks(m.out_features, m.in_features, rows, cols)
+        n = rb * cb
+        align = _alignment(n)
         if slot % align:
             padding += align - slot % align
             slot += align - slot % align
-        per_tile: dict[int, list[int]] = {}
+        r_used = np.minimum(rows, m.in_features - np.arange(rb) * rows)
+        c_used = np.minimum(cols, m.out_features - np.arange(cb) * cols)
+        mvm, ii = np.empty((rb, cb), np.int64), np.empty((rb, cb), np.int64)
         dac = adc = cells = 0
-        for r, c in shapes:
-            if (r, c) not in cache:
-                t = costs.mvm_latency_ns(a, bits, r, c)
-                ii = costs.initiation_interval_ns(a, bits, r, c)
-                cache[r, c] = (round(t * 1000), round(ii * 1000), costs.mvm_actions(a, bits, r, c))
-            t_ps, ii_ps, act = cache[r, c]
-            tier_count[slot // T] = tier_count.get(slot // T, 0) + 1
-            acc = per_tile.setdefault(slot % T, [0, 0])
-            acc[0] += t_ps
-            acc[1] += ii_ps
-            dac, adc, cells = dac + act.dac_conversions, adc + act.adc_conversions, cells + act.cell_reads
-            slot += 1
-        placed[i] = (per_tile, dac, adc, cells)
+        for r in np.unique(r_used).tolist():
+            for c in np.unique(c_used).tolist():
+                if (r, c) not in cache:
+                    cache[r, c] = (round(costs.mvm_latency_ns(a, bits, r, c) * 1000),
+                                   round(costs.initiation_interval_ns(a, bits, r, c) * 1000),
+                                   costs.mvm_actions(a, bits, r, c))
+                t_ps, ii_ps, act = cache[r, c]
+                sel = np.ix_(r_used == r, c_used == c)
+                mvm[sel], ii[sel] = t_ps, ii_ps
+                k = int((r_used == r).sum() * (c_used == c).sum())
+                dac, adc, cells = dac + k * act.dac_conversions, adc + k * act.adc_conversions, cells + k * act.cell_reads
+        slots = np.arange(slot, slot + n, dtype=np.int64)
+        tiles = slots % T
+        tier_count += np.bincount(slots // T, minlength=a.tile.tiers)[:a.tile.tiers]
+        tiles_used[tiles] = True
+        analog[i] = AnalogMatrix(slot, tiles, mvm.ravel(), ii.ravel(), rb, cb, net.node_of_tile(int(tiles[0])),
+                                 dac, adc, cells)
+        slot += n
     assert slot == needed and padding == pad, "slots_needed must count what the placement loop places"
-    # tiles used by exactly the same matrices form one group: one calendar in the engine
-    users: dict[int, list[int]] = {}
-    for i, (per_tile, *_rest) in placed.items():
-        for t in per_tile:
-            users.setdefault(t, []).append(i)
-    group_of: dict[tuple[int, ...], int] = {}
-    tile_group = {t: group_of.setdefault(tuple(u), len(group_of)) for t, u in sorted(users.items())}
-    analog: dict[int, AnalogMatrix] = {}
-    for i, (per_tile, dac, adc, cells) in placed.items():
-        m = model.matrices[i]
-        tiles = tuple(per_tile)
-        home = net.node_of_tile(tiles[0])
-        remote = tuple(dict.fromkeys(net.node_of_tile(t) for t in tiles if net.node_of_tile(t) != home))
-        gmax: dict[int, list[int]] = {}
-        for t, (a_ps, b_ps) in per_tile.items():
-            g = gmax.setdefault(tile_group[t], [0, 0])
-            g[0], g[1] = max(g[0], a_ps), max(g[1], b_ps)
-        analog[i] = AnalogMatrix(tiles, tuple(v[0] for v in per_tile.values()), tuple(v[1] for v in per_tile.values()),
-                                 tuple(gmax), tuple(v[0] for v in gmax.values()), tuple(v[1] for v in gmax.values()),
-                                 home, ceil(m.in_features / rows), remote, dac, adc, cells)
     uses = matrix_uses(model, plan)
     wbytes = np.array([m.params * chip.precision.digital_weight_bits / 8 for m in model.matrices])
     resident = np.zeros(len(model.matrices), bool)
@@ -168,8 +160,9 @@ def build_mapping(chip: ChipSpec, model: ModelShape, placement: Placement, plan:
     report = {
         "analog_matrices": len(analog), "digital_matrices": int(digital.sum()),
         "crossbar_slots_used": slot, "crossbar_slots_available": available,
-        "tiles_used": len(users), "tile_count": T,
-        "tier_occupancy_slots": [tier_count.get(k, 0) for k in range(a.tile.tiers)],
+        "tiles_used": int(tiles_used.sum()), "tile_count": T,
+        "tiles_powered": int(tiles_used.sum()) if a.power_gate_unused_tiles else T,
+        "tier_occupancy_slots": tier_count.tolist(),
         "sram_capacity_bytes": capacity, "sram_resident_bytes": used,
         "sram_resident_matrices": int(resident.sum()),
         "dram_streamed_matrices": int((digital & ~resident & (uses > 0)).sum()),
@@ -177,5 +170,4 @@ def build_mapping(chip: ChipSpec, model: ModelShape, placement: Placement, plan:
         "unused_digital_matrices": int((digital & (uses == 0)).sum()),
     }
     report["alignment_padding_slots"] = padding
-    report["tile_groups"] = len(group_of)
-    return Mapping(net, analog, len(group_of), resident, digital, uses, report)
+    return Mapping(net, analog, tiles_used, resident, digital, uses, report)

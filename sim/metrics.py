@@ -74,8 +74,9 @@ def steady_metrics(energy: dict[str, dict[str, float]], tokens: int, seconds: fl
             "steady_tokens_per_s_per_w": 1.0 / e_tok_j}
 
 
-def price(chip: ChipSpec, c: Any, makespan_ns: float) -> dict[str, dict[str, float]]:
-    """Energy in pJ by domain and component."""
+def price(chip: ChipSpec, c: Any, makespan_ns: float, powered_tiles: int | None = None) -> dict[str, dict[str, float]]:
+    """Energy in pJ by domain and component. ``powered_tiles``: tiles drawing static power (default: all;
+    the mapping reports how many hold a matrix when ``analog.power_gate_unused_tiles`` is on)."""
     a, mem = chip.analog, chip.memory
     ld = a.local_digital
     return {
@@ -84,7 +85,8 @@ def price(chip: ChipSpec, c: Any, makespan_ns: float) -> dict[str, dict[str, flo
             "dac": c.dac_conversions * a.dac.energy_pj_per_conversion,
             "array": c.array_cell_reads * a.tile.array_energy_fj_per_cell * 1e-3,
             "local_digital": c.local_digital_ops * (ld.energy_pj_per_op if ld else 0.0) * chip.digital.energy_scale,
-            "static": a.tile_count * a.static_power_mw_per_tile * makespan_ns,
+            "static": (a.tile_count if powered_tiles is None else powered_tiles) * a.static_power_mw_per_tile
+                      * makespan_ns,
         },
         "digital": {
             "mac": c.simd_macs * costs.e_mac_pj(chip),

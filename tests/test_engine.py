@@ -252,7 +252,7 @@ def test_digital_weight_bytes_scale_with_weight_bits():
                 "memory": {"sram": {"capacity_mib": 0}}}
         run = build_run("aimc-3d-moe", model, trace, "all-digital", batch=64, hw_overrides=over)
         run.engine.run()
-        dram[bits], rate[bits] = run.engine.c.dram_bytes, run.engine.mac_rate
+        dram[bits], rate[bits] = run.engine.c.dram_bytes, run.engine.tb.mac_rate
     weights_8bit = dram[16] - dram[8]                  # W * (16 - 8) / 8 = W bytes
     assert dram[8] - dram[4] == pytest.approx(weights_8bit / 2, rel=1e-12)
     assert rate[4] / rate[8] == pytest.approx(2.0) and rate[16] / rate[8] == pytest.approx(0.5)
@@ -302,7 +302,7 @@ def test_noc_message_charges_links_per_hop_and_routers_per_node():
     run = build_run(load_chip_text(text), model, synthesize(SyntheticSpec(tokens=4, requests=1, seed=0), model),
                     "all-digital", batch=4)
     e = run.engine
-    e.xfer(0, (0, 0), (1, 1), 10.0)                     # 2 hops on the 2x2 mesh, 80 bits
+    e.xfer(0, (0, 0), (1, 1), 10.0)                    # 2 hops on the 2x2 mesh, 80 bits
     from sim.metrics import price
     noc = price(run.chip, e.c, 1.0)["noc"]
     assert noc["links"] == pytest.approx(80 * 2 * 0.125) and noc["routers"] == pytest.approx(80 * 3 * 0.5)

@@ -1,31 +1,27 @@
-"""The discrete-event engine (DESIGN §5): timing and contention on SimPy.
+"""The discrete-event engine (DESIGN §5): SimPy for the pipeline, a compiled scheduler for each stage.
 
 Time is integer picoseconds; every operation's closed-form duration (from :mod:`arch.costs`) is
-rounded to the nearest ps once. Resources are reservation calendars (:mod:`sim.calendar`): an
-operation that becomes ready at ``t`` starts at the earliest time ``>= t`` at which all its
-resources are free for its whole duration, and holds each for its own busy time. Bookings are made
-in a fixed order (SimPy orders same-time events by insertion), so results are deterministic.
+rounded to the nearest ps once.
 
 Granularity: one SimPy process per micro-batch (prefill; at most ``max_inflight`` in the pipeline
-at once, admitted in order) or one for the decode loop; per layer two
-stages (attention, then FFN/MoE) each end in one timeout. Inside a stage, its operations are
-list-scheduled at the stage's start in a fixed order (attention projections, core, o_proj; router,
-shared expert, routed experts by id, combine), like a compiled static schedule: an expert's
-gate/up -> activation -> down chain reserves its tiles, NoC links, SIMD core and DRAM as each step's
-inputs become ready. Multi-tile matrices are gang-scheduled: all their tiles start together.
+at once, admitted in order) or one for the decode loop; per layer two stages (attention, then
+FFN/MoE) each end in one timeout. A stage's operations are laid out when the stage starts, in a
+fixed order (attention projections, core, o_proj; router, shared expert, routed experts by id,
+combine), like a compiled static schedule, by one call into :mod:`sim.engine.kernel` (its
+docstring states the per-slot, reduction, prefetch and tie-break rules).
 
-Resources with contention: every analog tile (one MVM at a time whatever the tier), the SIMD
+Resources with contention, each a reservation calendar: every analog tile (one MVM at a time
+whatever the tier), every node's local digital unit (partial-sum adds and activations), the SIMD
 cores (a digital operation is spread over all of them, so they are one gang), every directed NoC
-link (a message holds every link of its path for its serialisation time), every DRAM channel
-(earliest free first). Local digital units beside the tiles add latency but are not contended.
-Weights streamed from DRAM take ``latency + bytes / bandwidth``; the channel is busy for
-``bytes / bandwidth``.
+link (a message holds every link of its path for its serialisation time), every DRAM channel.
 """
 
 from __future__ import annotations
 
+from collections import namedtuple
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 import simpy
@@ -34,12 +30,18 @@ from arch import costs
 from arch.spec import ChipSpec
 from workloads.shapes import ATTENTION, DENSE, EXPERT, LM_HEAD, ROUTER, SHARED, ModelShape
 
-from . import ops
-from .calendar import Calendar, gang_fit, gang_fit_same
+from . import kernel as K
+from .kernels import load
 from .workplan import WorkPlan
 
 if TYPE_CHECKING:  # the engine reads a Mapping; it never builds one
     from ..mapping import Mapping
+
+MODULE_CODE = {ATTENTION: K.MOD_ATTENTION, ROUTER: K.MOD_ROUTER, SHARED: K.MOD_SHARED, EXPERT: K.MOD_EXPERT,
+               DENSE: K.MOD_DENSE, LM_HEAD: K.MOD_LM_HEAD}
+# live intervals a calendar row holds before it drops finished ones (and, if still full, closes its
+# earliest gap): per resource kind
+CAPACITY = {"tile": 16, "local_digital": 32, "link": 16, "simd": 1024, "dram": 256}
 
 
 def ps(ns: float) -> int:
@@ -67,398 +69,416 @@ class Counters:
     routed_expert_weight_bytes_moved: float = 0.0
 
 
+COUNTER_INDEX = {"adc_conversions": K.C_ADC, "dac_conversions": K.C_DAC, "array_cell_reads": K.C_CELLS,
+                 "simd_macs": K.C_MACS, "simd_vector_ops": K.C_VEC, "local_digital_ops": K.C_LD,
+                 "sram_bytes": K.C_SRAM, "dram_bytes": K.C_DRAM, "noc_bit_hops": K.C_BITHOPS,
+                 "noc_energy_pj": K.C_NOC_PJ, "noc_router_bits": K.C_ROUTER_BITS,
+                 "routed_expert_macs_analog": K.C_EXP_MACS_A, "routed_expert_macs_digital": K.C_EXP_MACS_D,
+                 "routed_expert_weight_bytes_moved": K.C_EXP_WBYTES}
+
+
 @dataclass
 class Timeline:
     """Optional per-operation records for the Chrome trace: (resource, start_ps, end_ps, label)."""
 
     records: list[tuple[str, int, int, str]] = field(default_factory=list)
+    dropped: int = 0
+
+
+def _csr(lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    ptr = np.zeros(len(lists) + 1, np.int64)
+    ptr[1:] = np.cumsum([len(x) for x in lists])
+    flat = np.fromiter((v for x in lists for v in x), np.int64, count=int(ptr[-1]))
+    return ptr, flat
+
+
+INT_TABLES = ("pair_path path_ptr path_links dram_route m_in m_out m_params m_module m_analog m_resident m_rb m_cb "
+              "s_ptr s_tile s_mvm s_ii s_mn s_cbn mn_ptr mn_node mn_rows mnr_ptr mnr_rb mn_disp mn_group cbn_ptr cbn_cb "
+              "cbn_node cbn_k cb_ptr cb_site cb_nodes gp_ptr gp_node gp_rows l_group ex_ptr ex_q ex_g ex_u ex_d la_ptr "
+              "la_mat la_first l_oproj l_router l_dense l_shared").split()
+FLOAT_TABLES = "link_bw link_pj m_dac m_adc m_cells".split()
+SCALARS = ("T N n_dram r_ld0 r_link0 r_simd r_dram0 simd_node mesh_w mesh_h router_ps dram_route_n dram_route_pj "
+           "dram_stream_gbps dram_lat_ns dram_hops_ns act_bytes psum_bytes wbits mac_rate vec_rate ld_rate sram_gbps "
+           "prefetch staging_half_bytes rows cols H E top_k num_heads attn_macs_per_ctx kv_per_token lm_head").split()
+SCRATCH_INT = "path mn_ready cbn_t out_t out_node disp_n disp_stamp disp_t agg_t agg_list".split()
+# The kernel's tables: every integer table (2-D ones row-major) lives in the int64 array I and every float
+# table in the float64 array F; the field of the same name is that table's offset (few arrays cross each
+# call, which keeps calls cheap). Scratch space lives in the state: int64 S (S[0:8] misc counters: bookings,
+# gaps closed, records, queued output nodes; S[8:10] the prefetch buffers' last ends; then o_<name>
+# offsets) and float64 C (counters, then the GEMM cost buffer o_fbuf, then per-node bytes o_agg_b).
+Tables = namedtuple("Tables", ["I", "F", "max_cb", "o_fbuf", "o_agg_b", *SCALARS, *INT_TABLES, *FLOAT_TABLES,
+                               *(f"o_{n}" for n in SCRATCH_INT)])
+State = namedtuple("State", "cal ivl rec S C")
+Plan = namedtuple("Plan", "counts experts mb_start context_sum kv_prior")
+
+
+def _pack(tables: dict, dtype: type) -> tuple[np.ndarray, dict[str, int]]:
+    offsets, parts, at = {}, [], 0
+    for name, arr in tables.items():
+        flat = np.ascontiguousarray(arr, dtype).ravel()
+        offsets[name] = at
+        parts.append(flat)
+        at += flat.size
+    return (np.concatenate(parts) if parts else np.zeros(0, dtype)), offsets
+
+
+def build_tables(chip: ChipSpec, model: ModelShape, mapping: Mapping) -> tuple[tuple, dict]:
+    """Static per-matrix, per-slot, per-layer and NoC tables the kernel reads (a named tuple), and
+    the sizes the state arrays need."""
+    net = mapping.network
+    a, p, mem = chip.analog, chip.precision, chip.memory
+    rows, cols = a.tile.rows, a.tile.cols
+    T, N, Lk = a.tile_count, net.node_count, net.link_count
+    ld = a.local_digital
+    M = len(model.matrices)
+    m_in = np.array([m.in_features for m in model.matrices], np.int64)
+    m_out = np.array([m.out_features for m in model.matrices], np.int64)
+    m_params = np.array([m.params for m in model.matrices], np.int64)
+    m_module = np.array([MODULE_CODE.get(m.module, K.MOD_OTHER) for m in model.matrices], np.int64)
+    m_analog = np.zeros(M, bool)
+    m_rb, m_cb = np.ones(M, np.int64), np.ones(M, np.int64)
+    m_dac, m_adc, m_cells = np.zeros(M), np.zeros(M), np.zeros(M)
+    s_lists: dict[str, list] = {k: [] for k in ("tile", "mvm", "ii", "mn", "cbn")}
+    s_ptr, mn_ptr, cbn_ptr, cb_ptr = (np.zeros(M + 1, np.int64) for _ in range(4))
+    mn_node, mn_rows, mnr, mn_of = [], [], [], []      # mn_of: (matrix, node) per entry
+    cbn_cb, cbn_node, cbn_k = [], [], []
+    cb_site, cb_nodes = [], []
+    for i in range(M):
+        am = mapping.analog.get(i)
+        if am is not None:
+            m_analog[i] = True
+            rb, cb = am.row_blocks, am.col_blocks
+            m_rb[i], m_cb[i] = rb, cb
+            m_dac[i], m_adc[i], m_cells[i] = am.dac_per_token, am.adc_per_token, am.cells_per_token
+            nodes = net.tile_node_id(am.slot_tiles)
+            mn_index: dict[int, int] = {}
+            cbn_index: dict[tuple[int, int], int] = {}
+            rbs_at: dict[int, list[int]] = {}
+            for j, (tile, node) in enumerate(zip(am.slot_tiles.tolist(), nodes.tolist())):
+                r, c = divmod(j, cb)
+                if node not in mn_index:
+                    mn_index[node] = len(mn_index)
+                    rbs_at[node] = []
+                if r not in rbs_at[node]:
+                    rbs_at[node].append(r)
+                if (c, node) not in cbn_index:
+                    cbn_index[c, node] = len(cbn_index)
+                    cbn_cb.append(c)
+                    cbn_node.append(node)
+                    cbn_k.append(0)
+                cbn_k[len(cbn_k) - len(cbn_index) + cbn_index[c, node]] += 1
+                s_lists["tile"].append(tile)
+                s_lists["mvm"].append(int(am.slot_mvm_ps[j]))
+                s_lists["ii"].append(int(am.slot_ii_ps[j]))
+                s_lists["mn"].append(int(mn_ptr[i]) + mn_index[node])
+                s_lists["cbn"].append(int(cbn_ptr[i]) + cbn_index[c, node])
+            for node in mn_index:
+                mn_node.append(node)
+                mn_rows.append(sum(min(rows, int(m_in[i]) - r * rows) for r in rbs_at[node]))
+                mnr.append(sorted(rbs_at[node]))
+                mn_of.append((i, node))
+            for c in range(cb):
+                cb_site.append(int(nodes[c]))                      # slot (row block 0, column block c)
+                cb_nodes.append(sum(1 for (cc, _n) in cbn_index if cc == c))
+        s_ptr[i + 1] = len(s_lists["tile"])
+        mn_ptr[i + 1] = len(mn_node)
+        cbn_ptr[i + 1] = len(cbn_cb)
+        cb_ptr[i + 1] = len(cb_site)
+    mnr_ptr, mnr_rb = _csr(mnr)
+
+    # per layer: attention matrices, router, shared expert, dense FFN, routed experts
+    L, E = model.num_layers, model.num_experts
+    by_layer: dict[tuple[int, str], list[int]] = {}
+    for i, m in enumerate(model.matrices):
+        by_layer.setdefault((m.layer, m.module), []).append(i)
+    la = [by_layer[(layer, ATTENTION)][:-1] for layer in range(L)]
+    la_ptr, la_mat = _csr(la)
+    la_first = np.array([m_in[i] == model.hidden_size for i in la_mat], bool)
+    l_oproj = np.array([by_layer[(layer, ATTENTION)][-1] for layer in range(L)], np.int64)
+    l_router = np.array([by_layer[(layer, ROUTER)][0] if (layer, ROUTER) in by_layer else -1 for layer in range(L)],
+                        np.int64)
+    l_dense = np.full((L, 3), -1, np.int64)
+    l_shared = np.full((L, 4), -1, np.int64)
+    for layer in range(L):
+        if (layer, DENSE) in by_layer:
+            l_dense[layer] = by_layer[(layer, DENSE)][:3]
+        sh = by_layer.get((layer, SHARED), [])
+        l_shared[layer, :len(sh)] = sh[:4]
+    ex = np.full((L, max(E, 1), 3), -1, np.int64)
+    for i, m in enumerate(model.matrices):
+        if m.module == EXPERT:
+            k = int((ex[m.layer, m.expert] >= 0).sum())
+            ex[m.layer, m.expert, k] = i
+    lm_head = by_layer[(-1, LM_HEAD)][0]
+
+    # dispatch groups: the nodes a chain's input goes to, with the rows (union of row blocks) each needs
+    entry_of = {key: j for j, key in enumerate(mn_of)}
+    mn_disp = np.full(len(mn_node), -1, np.int64)
+    mn_group = np.full(len(mn_node), -1, np.int64)
+    gp_node, gp_rows, gp_ptr = [], [], [0]
+    l_group = np.full(L, -1, np.int64)
+    ex_need: list[list[int]] = [[] for _ in range(L * max(E, 1))]
+
+    def group(chains: list[tuple[int, int]]) -> int:
+        """One dispatch group over the gate/up matrices of ``chains`` ((gate, up) pairs); returns its id."""
+        gid = len(gp_ptr) - 1
+        base = len(gp_node)
+        rbs: dict[int, set[int]] = {}
+        for g, u in chains:
+            for mi in (g, u):
+                for j in range(mn_ptr[mi], mn_ptr[mi + 1]):
+                    rbs.setdefault(mn_node[j], set()).update(mnr[j])
+        index = {}
+        for node, rset in rbs.items():
+            index[node] = base + len(index)
+            gp_node.append(node)
+            gp_rows.append(sum(min(rows, model.hidden_size - r * rows) for r in rset))
+        for g, u in chains:
+            for mi in (g, u):
+                for j in range(mn_ptr[mi], mn_ptr[mi + 1]):
+                    mn_disp[j] = index[mn_node[j]]
+                    mn_group[j] = gid
+        gp_ptr.append(len(gp_node))
+        return gid
+
+    for layer in range(L):
+        for chain in (l_dense[layer], l_shared[layer]):
+            if chain[0] >= 0 and m_analog[chain[0]]:
+                group([(int(chain[0]), int(chain[1]))])
+        if l_router[layer] >= 0:
+            routed = [(int(ex[layer, e, 0]), int(ex[layer, e, 1])) for e in range(E) if m_analog[ex[layer, e, 0]]]
+            if routed:
+                l_group[layer] = group(routed)
+                for e in range(E):
+                    g, u = int(ex[layer, e, 0]), int(ex[layer, e, 1])
+                    if m_analog[g]:
+                        ex_need[layer * E + e] = sorted({int(mn_disp[j]) for mi in (g, u)
+                                                         for j in range(mn_ptr[mi], mn_ptr[mi + 1])})
+    ex_ptr, ex_q = _csr(ex_need)
+
+    # NoC: graph topologies get a path table over the nodes the run touches; meshes route arithmetically
+    mesh = chip.noc.topology == "mesh"
+    if mesh:
+        pair_path = np.zeros((0, 0), np.int64)
+        path_ptr, path_links = np.zeros(1, np.int64), np.zeros(0, np.int64)
+        max_hops = max(1, net.spec.width + net.spec.height - 2)
+    else:
+        used = sorted({net.simd_id, net.dram_id, *mn_node})
+        pair_path = np.full((N, N), -1, np.int64)
+        paths = []
+        for u in used:
+            for v in used:
+                pair_path[u, v] = len(paths)
+                paths.append(net.path_ids(u, v).tolist())
+        path_ptr, path_links = _csr(paths)
+        max_hops = max([len(x) for x in paths] + [1])
+    dram_route = (net.path_ids(net.dram_id, net.simd_id) if mem.dram.attachment == "noc"
+                  else np.zeros(0, np.int64))
+    dram_gbps = mem.dram.bandwidth_gbps
+    if dram_route.size:
+        dram_gbps = min(dram_gbps, float(net.link_bandwidth[dram_route].min()))
+
+    simd = chip.digital.simd
+    scalars = dict(
+        T=T, N=N, n_dram=mem.dram.channels, r_ld0=T, r_link0=T + (N if ld else 0),
+        r_simd=T + (N if ld else 0) + Lk, r_dram0=T + (N if ld else 0) + Lk + 1,
+        simd_node=net.simd_id, mesh_w=net.spec.width if mesh else 0, mesh_h=net.spec.height if mesh else 0,
+        router_ps=chip.noc.router_latency_ns * 1000.0, dram_route_n=int(dram_route.size),
+        dram_route_pj=float(net.link_energy[dram_route].sum()),
+        dram_stream_gbps=float(dram_gbps), dram_lat_ns=float(mem.dram.latency_ns),
+        dram_hops_ns=float(dram_route.size * chip.noc.router_latency_ns),
+        act_bytes=p.activation_bits / 8, psum_bytes=p.partial_sum_bits / 8, wbits=float(p.digital_weight_bits),
+        mac_rate=float(costs.simd_macs_per_ns(simd, p.digital_mac)), vec_rate=float(costs.simd_vector_ops_per_ns(simd)),
+        ld_rate=float(ld.ops_per_cycle * ld.clock_ghz) if ld else 0.0,
+        sram_gbps=float(mem.sram.bandwidth_gbps), prefetch=bool(mem.sram.prefetch),
+        staging_half_bytes=mem.sram.staging_mib * 2 ** 20 / 2, rows=rows, cols=cols,
+        H=model.hidden_size, E=E, top_k=model.top_k, num_heads=model.num_heads,
+        attn_macs_per_ctx=float(model.attention_macs_per_context()), kv_per_token=float(model.kv_elements_per_token()),
+        lm_head=lm_head)
+    ints = dict(
+        pair_path=pair_path, path_ptr=path_ptr, path_links=path_links, dram_route=dram_route,
+        m_in=m_in, m_out=m_out, m_params=m_params, m_module=m_module, m_analog=m_analog,
+        m_resident=np.asarray(mapping.resident, bool), m_rb=m_rb, m_cb=m_cb,
+        s_ptr=s_ptr, s_tile=s_lists["tile"], s_mvm=s_lists["mvm"], s_ii=s_lists["ii"], s_mn=s_lists["mn"],
+        s_cbn=s_lists["cbn"], mn_ptr=mn_ptr, mn_node=mn_node, mn_rows=mn_rows, mnr_ptr=mnr_ptr, mnr_rb=mnr_rb,
+        mn_disp=mn_disp, mn_group=mn_group, cbn_ptr=cbn_ptr, cbn_cb=cbn_cb, cbn_node=cbn_node, cbn_k=cbn_k,
+        cb_ptr=cb_ptr, cb_site=cb_site, cb_nodes=cb_nodes, gp_ptr=gp_ptr, gp_node=gp_node, gp_rows=gp_rows,
+        l_group=l_group, ex_ptr=ex_ptr, ex_q=ex_q, ex_g=ex[:, :, 0], ex_u=ex[:, :, 1], ex_d=ex[:, :, 2],
+        la_ptr=la_ptr, la_mat=la_mat, la_first=la_first, l_oproj=l_oproj, l_router=l_router, l_dense=l_dense,
+        l_shared=l_shared)
+    floats = dict(link_bw=net.link_bandwidth, link_pj=net.link_energy, m_dac=m_dac, m_adc=m_adc, m_cells=m_cells)
+    I, i_off = _pack(ints, np.int64)
+    F, f_off = _pack(floats, np.float64)
+    max_cb = int(m_cb.max(initial=1))
+    groups = max(len(gp_node), 1)
+    sizes = dict(path=max_hops + 1, mn_ready=int(np.diff(mn_ptr).max(initial=1)),
+                 cbn_t=int(np.diff(cbn_ptr).max(initial=1)), out_t=3 * max_cb, out_node=3 * max_cb,
+                 disp_n=groups, disp_stamp=groups, disp_t=groups, agg_t=N, agg_list=N)
+    at, o = 10, {}
+    for name in SCRATCH_INT:
+        o[f"o_{name}"] = at
+        at += sizes[name]
+    sizes["S"] = at
+    sizes["C"] = K.N_COUNTERS + 3 + N
+    tb = Tables(I=I, F=F, max_cb=max_cb, o_fbuf=K.N_COUNTERS, o_agg_b=K.N_COUNTERS + 3, **scalars, **i_off, **f_off,
+                **o)
+    return tb, sizes
+
+
+def build_state(chip: ChipSpec, mapping: Mapping, tb: tuple, sizes: dict, timeline: bool) -> State:
+    """Calendars (one row per resource, capacity by kind; unused tiles get none) and scratch arrays."""
+    net = mapping.network
+    T, N = tb.T, tb.N
+    cap = np.zeros(tb.r_dram0 + tb.n_dram, np.int64)
+    cap[:T] = np.where(mapping.tiles_used, CAPACITY["tile"], 0)
+    if tb.ld_rate > 0:
+        hosts = np.zeros(N, bool)
+        hosts[net.tile_node_id(np.flatnonzero(mapping.tiles_used))] = True
+        cap[tb.r_ld0:tb.r_ld0 + N] = np.where(hosts, CAPACITY["local_digital"], 0)
+    cap[tb.r_link0:tb.r_simd] = CAPACITY["link"]
+    cap[tb.r_simd] = CAPACITY["simd"]
+    cap[tb.r_dram0:] = CAPACITY["dram"]
+    off = np.zeros(cap.size, np.int64)
+    off[1:] = np.cumsum(cap)[:-1]
+    total = int(cap.sum())
+    R = cap.size
+    cal = np.zeros((R, 4), np.int64)
+    cal[:, 0], cal[:, 1] = off, cap
+    S = np.zeros(sizes["S"], np.int64)
+    S[tb.o_disp_stamp:tb.o_disp_stamp + sizes["disp_stamp"]] = -1
+    return State(cal, np.zeros((total, 2), np.int64), np.zeros((1 << 16 if timeline else 0, 5), np.int64), S,
+                 np.zeros(sizes["C"]))
 
 
 class Engine:
     def __init__(self, chip: ChipSpec, model: ModelShape, mapping: Mapping, plan: WorkPlan,
-                 timeline: Timeline | None = None, max_inflight: int = 4) -> None:
+                 timeline: Timeline | None = None, max_inflight: int = 4, kernels: ModuleType | None = None,
+                 progress: object | None = None) -> None:
         self.chip, self.model, self.map, self.plan = chip, model, mapping, plan
         self.max_inflight = max_inflight
         self.env = simpy.Environment()
-        self.c = Counters()
         self.timeline = timeline
-        net = mapping.network
-        self.net = net
-        self.simd_node = net.simd_node
-        p = chip.precision
-        self.act_bytes = p.activation_bits / 8
-        self.psum_bytes = p.partial_sum_bits / 8
-        self.wbits = p.digital_weight_bits
-        simd = chip.digital.simd
-        self.mac_rate = costs.simd_macs_per_ns(simd, p.digital_mac)
-        self.vec_rate = costs.simd_vector_ops_per_ns(simd)
-        ld = chip.analog.local_digital
-        self.ld_rate = ld.ops_per_cycle * ld.clock_ghz if ld else None
-        mem = chip.memory
-        self.sram_gbps, self.dram_gbps, self.dram_lat = mem.sram.bandwidth_gbps, mem.dram.bandwidth_gbps, mem.dram.latency_ns
-        # resources
-        clock = lambda: self.env.now  # noqa: E731
-        self.groups = [Calendar(clock) for _ in range(mapping.tile_groups)]
-        self.simd = Calendar(clock)
-        self.dram = [Calendar(clock) for _ in range(mem.dram.channels)]
-        self.links = list(net.graph.edges)
-        self.link_index = {link: i for i, link in enumerate(self.links)}
-        self.link_cal = [Calendar(clock) for _ in self.links]
-        self.analog_ops = [0] * len(model.matrices)      # per matrix: operations and tokens, for tile busy time
-        self.analog_tokens = [0] * len(model.matrices)
-        self.bookings = 0                                 # engine operations booked on calendars
-        self._mcal = {mi: tuple(self.groups[g] for g in am.groups) for mi, am in mapping.analog.items()}
-        self._paths: dict[tuple[Any, Any], tuple[tuple[int, ...], float, float, int]] = {}
-        self.router_ps = chip.noc.router_latency_ns * 1000.0
-        # DRAM attachment: streams cross the NoC from dram_node to the SIMD node unless attached directly
-        self.dram_route: tuple | None = None
-        self.dram_stream_gbps, self.dram_hops_ns = self.dram_gbps, 0.0
-        if mem.dram.attachment == "noc" and net.dram_node != net.simd_node:
-            links, bw, e_bit, hops, cals = self._path(net.dram_node, net.simd_node)
-            self.dram_route = (links, e_bit, hops, cals)
-            self.dram_stream_gbps = min(bw, self.dram_gbps)
-            self.dram_hops_ns = hops * chip.noc.router_latency_ns
-        # per-matrix static data
-        self.matrices = model.matrices
-        self.index = {m.name: i for i, m in enumerate(model.matrices)}
-        self.by_layer: dict[tuple[int, str], list[int]] = {}
-        for i, m in enumerate(model.matrices):
-            self.by_layer.setdefault((m.layer, m.module), []).append(i)
-        self.expert_mats = {}
-        for i, m in enumerate(model.matrices):
-            if m.module == EXPERT:
-                self.expert_mats.setdefault((m.layer, m.expert), []).append(i)
-        # analog routed experts: which NoC nodes need a token's activations (homes of gate and up)
-        self.node_list = list(net.graph.nodes)
-        node_ix = {node: i for i, node in enumerate(self.node_list)}
-        self.dispatch_member: dict[int, np.ndarray] = {}
-        for layer in model.moe_layers:
-            member = np.zeros((model.num_experts, len(self.node_list)), bool)
-            for e in range(model.num_experts):
-                g, u, _ = self.expert_mats[(layer, e)]
-                for mi in (g, u):
-                    if mi in mapping.analog:
-                        member[e, node_ix[mapping.analog[mi].home]] = True
-            self.dispatch_member[layer] = member
-        # outputs
+        self.progress = progress
+        self.net = mapping.network
+        self.k = kernels or load()
+        self.tb, sizes = build_tables(chip, model, mapping)
+        self.st = build_state(chip, mapping, self.tb, sizes, timeline is not None)
+        self.pl = Plan(plan.counts, plan.experts, plan.mb_start, plan.context_sum, plan.kv_prior)
         self.mb_start_ps = [0] * plan.n_mb
         self.mb_end_ps = [0] * plan.n_mb
         self.layer_visits = [0] * plan.n_mb
 
-    # ----------------------------------------------------------------------- primitive reservations
-    def _record(self, resource: str, start: int, end: int, label: str) -> None:
-        if self.timeline is not None and end > start:
-            self.timeline.records.append((resource, start, end, label))
+    # ----------------------------------------------------------------------- single operations
+    # For tests and notebooks: one operation booked on this engine's calendars outside any stage
+    # (nothing is pruned). Times in ps; nodes by name.
+    @property
+    def matrices(self) -> list:
+        return self.model.matrices
 
-    def _path(self, src: Any, dst: Any) -> tuple[tuple[int, ...], float, float, int, tuple[Calendar, ...]]:
-        key = (src, dst)
-        if key not in self._paths:
-            links = self.net.path(src, dst)
-            bw = min(self.net.link_bandwidth_gbps(link) for link in links)
-            e_bit = sum(self.net.link_energy_pj_per_bit(link) for link in links)
-            idx = tuple(self.link_index[link] for link in links)
-            self._paths[key] = (idx, bw, e_bit, len(links), tuple(self.link_cal[i] for i in idx))
-        return self._paths[key]
-
-    def xfer(self, ready: int, src: Any, dst: Any, nbytes: float, label: str = "") -> int:
-        """NoC message: ``h * router_latency + bytes / bottleneck_bandwidth``; links held for the latter."""
-        if src == dst or nbytes <= 0:
-            return ready
-        path = self._paths.get((src, dst)) or self._path(src, dst)
-        links, bw, e_bit, hops, cals = path
-        ser = int(nbytes * 8000.0 / bw + 0.5)
-        start = gang_fit_same(cals, ser, ready)
-        end_ser = start + ser
-        for cal in cals:
-            cal.book(start, ser)
-        self.bookings += len(cals)
-        if self.timeline is not None:
-            for li in links:
-                self._record(f"link {self.links[li][0]}->{self.links[li][1]}", start, end_ser, label)
-        bits = nbytes * 8.0
-        c = self.c
-        c.noc_bit_hops += bits * hops
-        c.noc_router_bits += bits * (hops + 1)
-        c.noc_energy_pj += bits * e_bit
-        return end_ser + int(hops * self.router_ps + 0.5)
-
-    def dram_ns(self, nbytes: float) -> float:
-        """Time to stream ``nbytes`` from DRAM to the SIMD core: ``latency + bytes / min(DRAM bandwidth,
-        path bandwidth) + hops * router latency`` (no path term with ``attachment: direct``), ns."""
-        return self.dram_lat + nbytes * 8.0 / self.dram_stream_gbps + self.dram_hops_ns
-
-    def simd_op(self, ready: int, dur: int, dram_bytes: float = 0.0, label: str = "") -> int:
-        """A gang operation on all SIMD cores, optionally streaming ``dram_bytes`` from one DRAM channel
-        (and over the NoC links from the DRAM node, which it holds for the stream's serialisation)."""
-        if dram_bytes > 0:
-            d = ps(dram_bytes * 8.0 / self.dram_stream_gbps)
-            route = self.dram_route
-            extra = route[3] if route else ()
-            fits = [gang_fit((self.simd, ch, *extra), (dur, d, *(d,) * len(extra)), ready) for ch in self.dram]
-            ch = min(range(len(fits)), key=fits.__getitem__)
-            start = fits[ch]
-            self.dram[ch].book(start, d)
-            self.c.dram_bytes += dram_bytes
-            self._record(f"dram ch{ch}", start, start + d, label)
-            if route:
-                links, e_bit, hops, cals = route
-                for cal, li in zip(cals, links):
-                    cal.book(start, d)
-                    self._record(f"link {self.links[li][0]}->{self.links[li][1]}", start, start + d, label)
-                bits = dram_bytes * 8.0
-                self.c.noc_bit_hops += bits * hops
-                self.c.noc_router_bits += bits * (hops + 1)
-                self.c.noc_energy_pj += bits * e_bit
-                self.bookings += len(cals)
-        else:
-            start = self.simd.fit(ready, dur)
-        self.simd.book(start, dur)
-        self.bookings += 1 + (dram_bytes > 0)
-        self._record("simd", start, start + dur, label)
-        return start + dur
-
-    def vec(self, ready: int, n_ops: float, label: str = "vector") -> int:
-        self.c.simd_vector_ops += n_ops
-        return self.simd_op(ready, ps(n_ops / self.vec_rate), label=label)
-
-    # ----------------------------------------------------------------------- matrices
     def gemm(self, ready: int, mi: int, n: int) -> int:
-        """Digital ``W[out, in]`` on ``n`` tokens: roofline over MACs, weight source and SRAM activations."""
-        dur, dram = self.gemm_cost(mi, n)
-        return self.simd_op(ready, dur, dram_bytes=dram, label=self.matrices[mi].name)
-
-    def gemm_cost(self, mi: int, n: int) -> tuple[int, float]:
-        """Count a digital GEMM's actions; return its duration (ps) and the bytes it streams from DRAM."""
-        m = self.matrices[mi]
-        macs = n * m.params
-        wbytes = m.params * self.wbits / 8
-        act = n * (m.in_features + m.out_features) * self.act_bytes
-        t_mac = macs / self.mac_rate
-        t_act = act * 8.0 / self.sram_gbps
-        self.c.simd_macs += macs
-        self.c.sram_bytes += act
-        if m.module == EXPERT:
-            self.c.routed_expert_macs_digital += macs
-            self.c.routed_expert_weight_bytes_moved += wbytes   # read from SRAM or DRAM
-        if self.map.resident[mi]:
-            self.c.sram_bytes += wbytes
-            return ps(max(t_mac, wbytes * 8.0 / self.sram_gbps, t_act)), 0.0
-        return ps(max(t_mac, self.dram_ns(wbytes), t_act)), wbytes
-
-    def analog_mvm(self, ready: int, mi: int, n: int) -> tuple[int, Any]:
-        """``n`` vectors through an analog matrix whose input is at its home node at ``ready``.
-
-        Tiles start together; each is busy ``sum(t_mvm) + (n - 1) * sum(II)`` over its slots. Partial
-        outputs then go to the reduction site (the home node's local digital unit, or the SIMD core
-        when there is none), which adds them. Returns (end, node holding the result).
-        """
-        am = self.map.analog[mi]
-        k = n - 1
-        cals = self._mcal[mi]
-        if len(cals) == 1:
-            cal = cals[0]
-            d = am.group_mvm_ps[0] + k * am.group_ii_ps[0]
-            start = cal.fit(ready, d)
-            cal.book(start, d)
-            end = start + d
-        else:
-            durs = [a + k * b for a, b in zip(am.group_mvm_ps, am.group_ii_ps)]
-            start = gang_fit(cals, durs, ready)
-            for cal, d in zip(cals, durs):
-                cal.book(start, d)
-            end = start + max(durs)
-        self.bookings += len(cals)
-        return self._after_mvm(mi, am, n, start, end)
-
-    def _after_mvm(self, mi: int, am: Any, n: int, start: int, end: int) -> tuple[int, Any]:
-        """Count an analog MVM's actions, then move and add its partial sums."""
-        m = self.matrices[mi]
-        self.analog_ops[mi] += 1
-        self.analog_tokens[mi] += n
-        if self.timeline is not None:
-            for x, a, b in zip(am.tiles, am.mvm_ps, am.ii_ps):
-                self._record(f"tile {x}", start, start + a + (n - 1) * b, m.name)
-        c = self.c
-        c.dac_conversions += n * am.dac_per_token
-        c.adc_conversions += n * am.adc_per_token
-        c.array_cell_reads += n * am.cells_per_token
-        if m.module == EXPERT:
-            c.routed_expert_macs_analog += n * m.params
-        site = am.home if self.ld_rate else self.simd_node
-        arrive = end
-        if am.remote_partial_nodes or site != am.home:
-            nodes = (am.home, *am.remote_partial_nodes)
-            share = n * m.out_features * am.row_blocks * self.psum_bytes / len(nodes)
-            for node in nodes:
-                t = self.xfer(end, node, site, share, "partials")
-                if t > arrive:
-                    arrive = t
-        if am.row_blocks > 1:
-            adds = n * m.out_features * (am.row_blocks - 1) * ops.PARTIAL_SUM_OPS_PER_ADD
-            if self.ld_rate:
-                c.local_digital_ops += adds
-                arrive += ps(adds / self.ld_rate)
-            else:
-                arrive = self.vec(arrive, adds, m.name + " reduce")
-        return arrive, site
+        """A digital GEMM of matrix ``mi`` on ``n`` tokens; returns its end."""
+        return int(self.k.gemm(self.tb, self.st, ready, mi, n, 0))
 
     def matrix_op(self, ready: int, mi: int, n: int) -> int:
-        """Any matrix with its input at the SIMD node; returns when the output is back there."""
-        if mi not in self.map.analog:
-            return self.gemm(ready, mi, n)
-        m, am = self.matrices[mi], self.map.analog[mi]
-        t = self.xfer(ready, self.simd_node, am.home, n * m.in_features * self.act_bytes, m.name + " in")
-        t, node = self.analog_mvm(t, mi, n)
-        return self.xfer(t, node, self.simd_node, n * m.out_features * self.act_bytes, m.name + " out")
+        """Any matrix with its input at the SIMD node; returns when its output is back there."""
+        return int(self.k.matrix_op(self.tb, self.st, ready, mi, n, 0))
 
-    def ffn_chain(self, ready: int, gate: int, up: int, down: int, n: int) -> int:
-        """SwiGLU FFN (shared expert or dense FFN) on ``n`` tokens from and back to the SIMD node."""
-        if gate not in self.map.analog:
-            return self.digital_chain(ready, gate, up, down, n)
-        hidden = self.matrices[gate].in_features
-        arrivals: dict[Any, int] = {}
-        for mi in (gate, up):
-            home = self.map.analog[mi].home
-            if home not in arrivals:
-                arrivals[home] = self.xfer(ready, self.simd_node, home, n * hidden * self.act_bytes, "dispatch")
-        t, node = self.analog_chain(arrivals, gate, up, down, n)
-        return self.xfer(t, node, self.simd_node, n * hidden * self.act_bytes, "combine")
+    def xfer(self, ready: int, src: object, dst: object, nbytes: float) -> int:
+        """A NoC message of ``nbytes`` from node ``src`` to ``dst``; returns its arrival."""
+        return int(self.k.xfer(self.tb, self.st, self.net.node_id(src), self.net.node_id(dst), float(nbytes), ready,
+                               0, K.L_DISPATCH, -1))
 
-    def digital_chain(self, ready: int, gate: int, up: int, down: int, n: int) -> int:
-        """Gate, up, activation and down back to back on the SIMD gang: one booking."""
-        dur, dram = 0, 0.0
-        for mi in (gate, up, down):
-            d, b = self.gemm_cost(mi, n)
-            dur, dram = dur + d, dram + b
-        act_ops = n * self.matrices[gate].out_features * ops.SWIGLU_OPS_PER_ELEMENT
-        self.c.simd_vector_ops += act_ops
-        dur += ps(act_ops / self.vec_rate)
-        return self.simd_op(ready, dur, dram_bytes=dram, label=self.matrices[gate].name.rsplit(".", 1)[0])
+    # ----------------------------------------------------------------------- results
+    @property
+    def c(self) -> Counters:
+        return Counters(**{name: float(self.st.C[i]) for name, i in COUNTER_INDEX.items()})
 
-    def analog_chain(self, arrivals: dict[Any, int], gate: int, up: int, down: int, n: int) -> tuple[int, Any]:
-        """Analog gate|up -> activation -> down, inputs present at the nodes in ``arrivals``.
+    @property
+    def bookings(self) -> int:
+        """Calendar bookings made (one per resource an operation holds)."""
+        return int(self.st.S[0])
 
-        Returns (end, node holding the output)."""
-        width = self.matrices[gate].out_features
-        act_ops = n * width * ops.SWIGLU_OPS_PER_ELEMENT
-        tg, ng = self.analog_mvm(arrivals[self.map.analog[gate].home], gate, n)
-        tu, nu = self.analog_mvm(arrivals[self.map.analog[up].home], up, n)
-        if self.ld_rate:
-            # activation at the gate's node; the up projection's output joins it there if it is elsewhere
-            tu = self.xfer(tu, nu, ng, n * width * self.act_bytes, "up out")
-            self.c.local_digital_ops += act_ops
-            t, site = max(tg, tu) + ps(act_ops / self.ld_rate), ng
-        else:
-            t = max(self.xfer(tg, ng, self.simd_node, n * width * self.act_bytes, "gate out"),
-                    self.xfer(tu, nu, self.simd_node, n * width * self.act_bytes, "up out"))
-            t, site = self.vec(t, act_ops, "swiglu"), self.simd_node
-        dhome = self.map.analog[down].home
-        t = self.xfer(t, site, dhome, n * width * self.act_bytes, "activation")
-        return self.analog_mvm(t, down, n)
+    @property
+    def gaps_closed(self) -> int:
+        """Times a full calendar row closed its earliest gap (a small loss of back-filling; see kernel)."""
+        return int(self.st.S[1])
 
-    # ----------------------------------------------------------------------- stages
-    def attention_stage(self, ready: int, b: int, layer: int, n: int) -> int:
-        model, H = self.model, self.model.hidden_size
-        t = self.vec(ready, n * H * ops.NORM_OPS_PER_ELEMENT, "rmsnorm")
-        mats = self.by_layer[(layer, ATTENTION)]
-        o_proj = mats[-1]
-        first = [mi for mi in mats[:-1] if self.matrices[mi].in_features == H]
-        second = [mi for mi in mats[:-1] if self.matrices[mi].in_features != H]
-        t = max(self.matrix_op(t, mi, n) for mi in first)
-        if second:
-            t = max(self.matrix_op(t, mi, n) for mi in second)
-        ctx = int(self.plan.context_sum[b])
-        macs = model.attention_macs_per_context() * ctx
-        soft = model.num_heads * ctx * ops.SOFTMAX_OPS_PER_ELEMENT
-        kv = model.kv_elements_per_token() * (int(self.plan.kv_prior[b]) + n) * self.act_bytes
-        self.c.simd_macs += macs
-        self.c.simd_vector_ops += soft
-        dur = ps(max(macs / self.mac_rate + soft / self.vec_rate,
-                     self.dram_ns(kv)))
-        t = self.simd_op(t, dur, dram_bytes=kv, label=f"L{layer}.attn.core")
-        t = self.matrix_op(t, o_proj, n)
-        return self.vec(t, n * H * ops.RESIDUAL_OPS_PER_ELEMENT, "residual")
+    def busy_ps(self, kind: str) -> np.ndarray:
+        """Busy time of every resource of one kind: tile, local_digital, link, simd, dram."""
+        tb, b = self.tb, self.st.cal[:, 3]
+        span = {"tile": (0, tb.T), "local_digital": (tb.r_ld0, tb.r_link0), "link": (tb.r_link0, tb.r_simd),
+                "simd": (tb.r_simd, tb.r_simd + 1), "dram": (tb.r_dram0, tb.r_dram0 + tb.n_dram)}[kind]
+        return b[span[0]:span[1]]
 
-    def ffn_stage(self, ready: int, b: int, layer: int, n: int) -> int:
-        model, H = self.model, self.model.hidden_size
-        t = self.vec(ready, n * H * ops.NORM_OPS_PER_ELEMENT, "rmsnorm")
-        if layer not in model.moe_layers:
-            g, u, d = self.by_layer[(layer, DENSE)]
-            t = self.ffn_chain(t, g, u, d, n)
-            return self.vec(t, n * H * ops.RESIDUAL_OPS_PER_ELEMENT, "residual")
-        (router,) = self.by_layer[(layer, ROUTER)]
-        E = model.num_experts
-        tr = self.matrix_op(t, router, n)
-        tr = self.vec(tr, n * E * (ops.SOFTMAX_OPS_PER_ELEMENT + ops.TOPK_OPS_PER_ELEMENT), "router softmax/top-k")
-        end = tr
-        shared = self.by_layer.get((layer, SHARED))
-        if shared:
-            end = max(end, self.ffn_chain(t, shared[0], shared[1], shared[2], n))
-            if len(shared) > 3:
-                end = max(end, self.matrix_op(t, shared[3], n))
-        end = max(end, self.routed_experts(tr, b, layer))
-        combine = n * model.top_k * H * ops.COMBINE_OPS_PER_ELEMENT + n * H * ops.RESIDUAL_OPS_PER_ELEMENT
-        return self.vec(end, combine, "combine")
+    def tile_busy_ps(self) -> np.ndarray:
+        """Busy time of every tile: sum over its slots' operations of ``t_mvm + (n - 1) * II``."""
+        return self.busy_ps("tile")
 
-    def routed_experts(self, ready: int, b: int, layer: int) -> int:
-        """Every active routed expert of micro-batch ``b`` at ``layer``, in expert order.
+    def resource_name(self, r: int) -> str:
+        tb = self.tb
+        if r < tb.T:
+            return f"tile {r}"
+        if r < tb.r_link0:
+            return f"local_digital {self.net.node_names[r - tb.r_ld0]}"
+        if r < tb.r_simd:
+            return f"link {self.net.link_name(r - tb.r_link0)}"
+        if r == tb.r_simd:
+            return "simd"
+        return f"dram ch{r - tb.r_dram0}"
 
-        Analog experts: one dispatch message per destination node carrying each token once (however
-        many of its experts sit there), and one combine message per node carrying its experts'
-        outputs back to the SIMD node. Digital experts run on the SIMD gang.
-        """
-        row = self.plan.counts[b, layer]
-        active = row.nonzero()[0].tolist()
-        H = self.model.hidden_size
-        end = ready
-        member = self.dispatch_member[layer]
-        analog = [e for e in active if member[e].any()]
-        arrivals: dict[Any, int] = {}
-        if analog:
-            routes = self.plan.experts[self.plan.mb_start[b]:self.plan.mb_start[b + 1], layer]
-            per_node = member[routes.astype(np.int64)].any(axis=1).sum(axis=0)   # distinct tokens per node
-            for ni in per_node.nonzero()[0].tolist():
-                node = self.node_list[ni]
-                arrivals[node] = self.xfer(ready, self.simd_node, node, int(per_node[ni]) * H * self.act_bytes,
-                                           "dispatch")
-        done: dict[Any, list] = {}
-        for e in active:
-            g, u, d = self.expert_mats[(layer, e)]
-            n = int(row[e])
-            if g in self.map.analog:
-                t, node = self.analog_chain(arrivals, g, u, d, n)
-                slot = done.setdefault(node, [t, 0])
-                slot[0] = max(slot[0], t)
-                slot[1] += n
-            else:
-                end = max(end, self.digital_chain(ready, g, u, d, n))
-        for node, (t, n_out) in done.items():
-            end = max(end, self.xfer(t, node, self.simd_node, n_out * H * self.act_bytes, "combine"))
-        return end
+    def label(self, code: int, aux: int) -> str:
+        names = self.model.matrices
+        if code >= 0:
+            return names[code].name.rsplit(".", 1)[0] if aux == 1 else names[code].name
+        text = K.LABELS[code]
+        if code == K.L_ATTN_CORE:
+            return f"L{aux}.{text}"
+        if code in (K.L_INPUT, K.L_OUTPUT, K.L_PARTIALS, K.L_REDUCE, K.L_ACTIVATION, K.L_UP_OUT) and aux >= 0:
+            return f"{names[aux].name} {text}"
+        return text
+
+    def _collect_timeline(self) -> None:
+        st, tl = self.st, self.timeline
+        n = int(st.S[2])
+        kept = min(n, st.rec.shape[0])
+        tl.records = [(self.resource_name(int(r)), int(s), int(e), self.label(int(lab), int(aux)))
+                      for r, s, e, lab, aux in st.rec[:kept]]
+        tl.dropped = n - kept
 
     # ----------------------------------------------------------------------- processes
-    def _layers(self, b: int, n: int, attn_gate: list[simpy.Event] | None, prev_gate: list[simpy.Event] | None,
-                attn_end: list[int] | None, prev_end: list[int] | None):
-        env = self.env
+    def _grow_records(self) -> None:
+        st = self.st
+        if st.rec.shape[0] and st.S[2] > st.rec.shape[0] // 2:
+            rec = np.zeros((st.rec.shape[0] * 4, 5), np.int64)
+            rec[:st.rec.shape[0]] = st.rec
+            self.st = st._replace(rec=rec)
+
+    def _layers(self, b: int, n: int, attn_gate: list | None, prev_gate: list | None,
+                attn_end: list | None, prev_end: list | None):
+        env, k, tb, pl = self.env, self.k, self.tb, self.pl
+        timeline = self.timeline is not None
         for layer in range(self.model.num_layers):
             ready = env.now
             if prev_gate is not None:
                 if not prev_gate[layer].triggered:
                     yield prev_gate[layer]
                 ready = max(env.now, prev_end[layer])
-            t = self.attention_stage(ready, b, layer, n)
+            if timeline:
+                self._grow_records()
+            t = int(k.attention_stage(tb, self.st, pl, ready, b, layer, n, env.now))
             if attn_gate is not None:
                 attn_end[layer] = t
                 attn_gate[layer].succeed()
             yield env.timeout(t - env.now)
-            t = self.ffn_stage(env.now, b, layer, n)
+            t = int(k.ffn_stage(tb, self.st, pl, env.now, b, layer, n, env.now))
             yield env.timeout(t - env.now)
             self.layer_visits[b] += 1
         lm = int(self.plan.lm_head_tokens[b])
         if lm:
-            (head,) = self.by_layer[(-1, LM_HEAD)]
-            t = self.matrix_op(env.now, head, lm)
+            t = int(k.lm_head_stage(tb, self.st, env.now, lm, env.now))
             yield env.timeout(t - env.now)
+        if self.progress is not None:
+            self.progress.update(1)
 
     def _prefill_mb(self, b: int, gates: list, ends: list, admission: simpy.Resource):
         n = int(self.plan.mb_tokens[b])
@@ -476,19 +496,12 @@ class Engine:
             yield from self._layers(b, int(self.plan.mb_tokens[b]), None, None, None, None)
             self.mb_end_ps[b] = self.env.now
 
-    def tile_busy_ps(self) -> list[int]:
-        """Busy time of every tile: sum over operations of ``t_mvm + (n - 1) * II`` of its slots."""
-        busy = [0] * self.chip.analog.tile_count
-        for mi, am in self.map.analog.items():
-            ops_, toks = self.analog_ops[mi], self.analog_tokens[mi]
-            for x, a, b in zip(am.tiles, am.mvm_ps, am.ii_ps):
-                busy[x] += ops_ * a + (toks - ops_) * b
-        return busy
-
     def run(self) -> int:
         """Simulate the whole plan; returns the makespan in ps."""
         self.start()
         self.env.run()
+        if self.timeline is not None:
+            self._collect_timeline()
         return int(self.env.now)
 
     def start(self) -> None:

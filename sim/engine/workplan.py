@@ -8,9 +8,10 @@
   with fewer requests than ``batch`` is cut into ``batch`` contiguous sequences. One step is one
   micro-batch with one token per active slot; step t+1 starts after step t.
 
-Positions (for KV-cache length) come from the trace when it records them, otherwise
-``context_tokens`` + the token's index in its sequence (decode) or its index in its request
-(prefill, ``context_tokens`` ignored).
+Positions (for KV-cache length) come from the trace when it records them (then ``context_tokens``
+is not used, and the plan says so), otherwise ``context_tokens`` + the token's index in its
+sequence (decode) or its index in its request (prefill: a prompt is processed from its first token;
+``context_tokens`` applies to decode). ``WorkPlan.context_source`` states which rule was used.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class WorkPlan:
     first_token_of_seq: np.ndarray  # bool [T] in execution order: first decode token of a sequence
     mb_of_token: np.ndarray     # int64 [T] in execution order
     experts: np.ndarray         # int16 [T, layers, k]: routes in execution order
+    context_source: str = ""    # how positions were set (trace, or --context-tokens in decode)
 
     @property
     def n_mb(self) -> int:
@@ -117,5 +119,11 @@ def build_plan(trace: RoutingTrace, model: ModelShape, mode: str, batch: int, co
         kv_prior = np.array([pos_of[g].min() for g in groups], np.int64)
     else:
         kv_prior = np.bincount(mb_of_token, weights=pos, minlength=len(groups)).astype(np.int64)
+    if known:
+        source = "positions recorded in the trace (--context-tokens not used)"
+    elif mode == "decode":
+        source = f"--context-tokens {context_tokens}: decode token i of a sequence attends to {context_tokens} + i + 1"
+    else:
+        source = "prefill: positions from each request's first token (--context-tokens applies to decode)"
     return WorkPlan(mode, batch, token_order, mb_start, np.array(prev, np.int64), counts, context_sum, kv_prior,
-                    np.array(lm, np.int64), np.concatenate(first), mb_of_token, routes)
+                    np.array(lm, np.int64), np.concatenate(first), mb_of_token, routes, source)

@@ -8,8 +8,8 @@ from typing import Any
 
 
 def write_chrome_trace(timeline: Any, engine: Any, path: str | Path) -> None:
-    kinds = {"tile": 1, "simd": 2, "link": 3, "dram": 4}
-    names = {1: "analog tiles", 2: "SIMD cores", 3: "NoC links", 4: "DRAM"}
+    kinds = {"tile": 1, "local_digital": 2, "simd": 3, "link": 4, "dram": 5}
+    names = {1: "analog tiles", 2: "local digital units", 3: "SIMD cores", 4: "NoC links", 5: "DRAM"}
     tids: dict[str, tuple[int, int]] = {}
     events: list[dict[str, Any]] = []
     for pid, name in names.items():

@@ -41,6 +41,8 @@ class SyntheticSpec:
     counts_file: str | None = None
     counts_model: str | None = None
     counts_domain: str | None = None
+    positions: bool = False     # record each token's position in its request (else -1: the run's
+                                # --context-tokens then sets decode positions)
 
     def check(self) -> None:
         if self.tokens < 1 or self.requests < 1 or self.requests > self.tokens:
@@ -206,7 +208,8 @@ def synthesize(spec: SyntheticSpec, model: ModelShape) -> RoutingTrace:
     experts, weights = empty_arrays(T, model.num_layers, k)
     request = np.repeat(np.arange(spec.requests, dtype=np.int32), -(-T // spec.requests))[:T]
     first_of_request = np.r_[True, request[1:] != request[:-1]]
-    position = (np.arange(T) - np.flatnonzero(first_of_request)[request]).astype(np.int32)
+    position = ((np.arange(T) - np.flatnonzero(first_of_request)[request]).astype(np.int32) if spec.positions
+                else np.full(T, -1, np.int32))
     prev_layer = None
     cache: dict = {}
     for layer in model.moe_layers:

@@ -1,0 +1,46 @@
+"""Load the stage scheduler (:mod:`sim.engine.kernel`) compiled or as plain Python.
+
+``load()`` gives the compiled kernels: a second copy of ``kernel.py`` whose functions are wrapped
+in ``numba.njit(cache=True)`` (compiled on first use, then read from numba's on-disk cache, so a
+new process starts in well under a second). ``load(compiled=False)`` gives the module itself:
+the same source run by the interpreter, the reference the tests hold the compiled code to. The
+environment variable ``HETMOE_ENGINE=python`` makes runs use the reference (slow; for debugging).
+Without numba installed the reference is used, with a warning.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import os
+import sys
+import warnings
+from functools import lru_cache
+from types import ModuleType
+
+from . import kernel as reference
+
+
+@lru_cache(maxsize=None)
+def _compiled() -> ModuleType:
+    try:
+        import numba
+    except ImportError:  # pragma: no cover - numba is a dependency
+        warnings.warn("numba is not installed: the engine runs its plain-Python reference (slow)", stacklevel=3)
+        return reference
+    spec = importlib.util.spec_from_file_location("sim.engine._kernel_jit", reference.__file__)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    for name, fn in list(vars(mod).items()):
+        if inspect.isfunction(fn) and fn.__module__ == mod.__name__:
+            inline = "always" if name in mod.INLINE else "never"
+            setattr(mod, name, numba.njit(cache=True, inline=inline)(fn))
+    return mod
+
+
+def load(compiled: bool = True) -> ModuleType:
+    """The kernel namespace: compiled (default) or the plain-Python reference."""
+    if not compiled or os.environ.get("HETMOE_ENGINE") == "python":
+        return reference
+    return _compiled()
