@@ -9,6 +9,11 @@ from .noc import build_network
 from .spec import ChipSpec
 
 
+def _per(ops: float, energy_pj: float) -> float:
+    """ops per pJ (= TOPS/W); infinite when the given energies are zero (a free operation is allowed)."""
+    return ops / energy_pj if energy_pj > 0 else float("inf")
+
+
 def derived_figures(chip: ChipSpec) -> dict[str, Any]:
     """Peak analog and digital rates, capacities and NoC figures.
 
@@ -45,9 +50,9 @@ def derived_figures(chip: ChipSpec) -> dict[str, Any]:
         "mvm_latency_ns": t_mvm,
         "mvm_energy_pj": e_mvm,
         "peak_analog_tops": a.tile_count * ops / period / 1000.0,
-        "analog_tops_per_w": ops / (e_mvm + a.static_power_mw_per_tile * period),
+        "analog_tops_per_w": _per(ops, e_mvm + a.static_power_mw_per_tile * period),
         "peak_digital_tops": 2 * costs.simd_macs_per_ns(simd, chip.precision.digital_mac) / 1000.0,
-        "digital_tops_per_w": 2.0 / costs.e_mac_pj(chip),
+        "digital_tops_per_w": _per(2.0, costs.e_mac_pj(chip)),
         "sram_capacity_mib": chip.memory.sram.capacity_mib,
         "sram_energy_pj_per_byte": costs.sram_energy_pj_per_byte(chip.memory.sram),
         "sram_bandwidth_gbps": chip.memory.sram.bandwidth_gbps,

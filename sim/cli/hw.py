@@ -42,7 +42,10 @@ def run_show(args: argparse.Namespace) -> int:
     width = max(len(k) for k in figures)
     for key, value in figures.items():
         unit = UNITS.get(key, "")
-        text = f"{value:,.4g}" if isinstance(value, float) else str(value)
+        if isinstance(value, float) and value == float("inf"):
+            text, unit = "unbounded", "(the energies it divides by are zero)"
+        else:
+            text = f"{value:,.4g}" if isinstance(value, float) else str(value)
         print(f"  {key:<{width}}  {text} {unit}".rstrip())
     return 0
 
