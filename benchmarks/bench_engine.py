@@ -1,95 +1,146 @@
-"""Engine speed and memory (issue: OLMoE-1B-7B, 16 layers, 12,800-token seeded synthetic trace, aimc-3d-moe).
+"""Engine speed and memory: what the user waits for, repeated, min / median / max.
 
-Prints, per placement and mode: wall seconds, simulated token-layers per second, engine events per
-second and that rate as a fraction of raw SimPy throughput measured in the same run (a loop of
-resource request, timeout, release); then wall time at 1x, 4x and 16x the tokens and peak memory.
-Targets (2 cores): prefill (micro-batch 64) <= 5 s per placement; decode (batch 32) <= 10 s;
-16x the tokens <= 17x the time; memory grows with the trace arrays, not with the number of events.
+Cases (OLMoE-1B-7B, 16 layers, seeded synthetic trace, aimc-3d-moe, the CLI's defaults otherwise):
 
-Run: ``python benchmarks/bench_engine.py [--tokens 12800] [--scale 1,4,16]``.
+1. ``hetmoe run`` end to end (a fresh process: imports, trace, placement, plan, mapping, engine,
+   pricing, writing) per placement (all-analog, maxnn 12.5 %, all-digital) and mode (prefill at
+   micro-batch 64, decode at batch 32). Targets on 2 cores at 12,800 tokens: prefill <= 1.5 s,
+   decode <= 2.5 s.
+2. The engine alone (``Engine.run`` after ``build_run``) for the same cases, with its rates:
+   calendar bookings per second and simulated token-layers per second.
+3. Scaling: maxnn prefill at 1x and 16x the tokens in fresh processes (target: 16x the tokens
+   <= 16.5x the time), with peak RSS against the trace and plan arrays (target <= 2x).
+4. A 60-point ``hetmoe sweep --jobs 2`` at 4,096 tokens (target <= 25 s).
+
+Each case runs ``--repeat`` times (default 3). The first compile of the engine's kernels is done
+once before timing (``numba`` caches it on disk; a new install pays it once).
+
+Run: ``python benchmarks/bench_engine.py [--tokens 12800] [--repeat 3] [--skip-sweep]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
-import resource
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
-import simpy
+TARGETS = {"prefill": 1.5, "decode": 2.5}
+POLICIES = ("all-analog", "maxnn", "all-digital")
+MODES = (("prefill", 64), ("decode", 32))
 
+
+def stats(xs: list[float]) -> str:
+    return f"min {min(xs):6.2f}  median {statistics.median(xs):6.2f}  max {max(xs):6.2f}"
+
+
+def timed(cmd: list[str]) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def end_to_end(tokens: int, repeat: int) -> None:
+    print(f"\n1. hetmoe run end to end, {tokens:,} tokens (s)")
+    with tempfile.TemporaryDirectory() as out:
+        for mode, batch in MODES:
+            for policy in POLICIES:
+                cmd = ["hetmoe", "run", "--policy", policy, "--mode", mode, "--batch", str(batch), "--tokens",
+                       str(tokens), "--out", out, "--quiet"]
+                walls = [timed(cmd) for _ in range(repeat)]
+                verdict = "meets" if statistics.median(walls) <= TARGETS[mode] else "misses"
+                print(f"  {mode:7s} {policy:11s} {stats(walls)}  target {TARGETS[mode]} s: {verdict}")
+
+
+def engine_alone(tokens: int, repeat: int) -> None:
+    from sim.api import build_run
+    from workloads.shapes import load_model
+    from workloads.traces.synthetic import SyntheticSpec, synthesize
+
+    model = load_model("olmoe-1b-7b")
+    trace = synthesize(SyntheticSpec(tokens=tokens, requests=8, seed=0), model)
+    print(f"\n2. engine alone (Engine.run), {tokens:,} tokens")
+    for mode, batch in MODES:
+        for policy in POLICIES:
+            walls, bookings = [], 0
+            for _ in range(repeat):
+                run = build_run("aimc-3d-moe", model, trace, policy, mode=mode, batch=batch)
+                t0 = time.perf_counter()
+                run.engine.run()
+                walls.append(time.perf_counter() - t0)
+                bookings = run.engine.bookings
+            med = statistics.median(walls)
+            print(f"  {mode:7s} {policy:11s} {stats(walls)} s; {bookings / med:12,.0f} bookings/s, "
+                  f"{tokens * model.num_layers / med:10,.0f} token-layers/s ({bookings:,} bookings)")
+
+
+SCALED = """
+import json, resource, sys, time
 from sim.api import build_run
 from workloads.shapes import load_model
 from workloads.traces.synthetic import SyntheticSpec, synthesize
+tokens = int(sys.argv[1])
+t0 = time.perf_counter()
+model = load_model("olmoe-1b-7b")
+tr = synthesize(SyntheticSpec(tokens=tokens, requests=8, seed=0), model)
+run = build_run("aimc-3d-moe", model, tr, "maxnn", batch=64)
+run.engine.run()
+wall = time.perf_counter() - t0
+arrays = tr.experts.nbytes + tr.weights.nbytes + run.plan.counts.nbytes + run.plan.experts.nbytes
+print(json.dumps({"wall": wall, "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                  "arrays": arrays}))
+"""
 
 
-def raw_simpy_rate(n: int = 200_000) -> float:
-    """Events/s of a request -> timeout -> release loop (3 events per iteration)."""
-    env = simpy.Environment()
-    res = simpy.Resource(env, 1)
+def scaling(tokens: int, repeat: int) -> None:
+    print("\n3. scaling, maxnn prefill, fresh process each (trace, plan, mapping, engine)")
+    base = None
+    for k in (1, 16):
+        rows = [json.loads(subprocess.run([sys.executable, "-c", SCALED, str(tokens * k)], check=True,
+                                          capture_output=True, text=True).stdout) for _ in range(repeat)]
+        walls = [r["wall"] for r in rows]
+        med = statistics.median(walls)
+        base = base or med
+        rss, arrays = max(r["rss"] for r in rows) / 2**20, rows[0]["arrays"] / 2**20
+        print(f"  {k:2d}x ({tokens * k:,} tokens): {stats(walls)} s = {med / base:5.2f}x the 1x time; "
+              f"peak RSS {rss:7.1f} MiB, trace + plan arrays {arrays:6.1f} MiB")
 
-    def loop():
-        for _ in range(n):
-            with res.request() as req:
-                yield req
-                yield env.timeout(1)
 
-    env.process(loop())
-    t0 = time.perf_counter()
-    env.run()
-    return 3 * n / (time.perf_counter() - t0)
+def sweep(repeat: int) -> None:
+    spec = {"hw": "aimc-3d-moe", "model": "olmoe-1b-7b", "tokens": 4096,
+            "policies": ["maxnn", "random", "frequency", "maxnn-lowest", "all-analog"],
+            "fractions": [0.0625, 0.125, 0.25, 0.5], "modes": ["prefill"],
+            "hw_overrides": [{}, {"analog.adc.bits": 6}, {"analog.tile.tiers": 32}]}
+    points = len(spec["policies"]) * len(spec["fractions"]) * len(spec["modes"]) * len(spec["hw_overrides"])
+    print(f"\n4. hetmoe sweep --jobs 2, {points} points at 4,096 tokens (s)")
+    walls = []
+    for _ in range(repeat):
+        with tempfile.TemporaryDirectory() as out:
+            path = Path(out) / "spec.yaml"
+            path.write_text(json.dumps(spec))
+            walls.append(timed(["hetmoe", "sweep", str(path), "--jobs", "2", "--out", str(Path(out) / "s"),
+                                "--quiet"]))
+    print(f"  {stats(walls)}  target 25 s: {'meets' if statistics.median(walls) <= 25 else 'misses'}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tokens", type=int, default=12800, help="tokens of the base trace")
-    ap.add_argument("--scale", default="1,4,16", help="trace multiples for the scaling check")
-    ap.add_argument("--policies", default="all-analog,all-digital,maxnn")
+    ap.add_argument("--tokens", type=int, default=12800)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--skip-sweep", action="store_true")
     args = ap.parse_args()
-    model = load_model("olmoe-1b-7b")
-    trace = synthesize(SyntheticSpec(tokens=args.tokens, requests=50, seed=0), model)
-    raw = raw_simpy_rate()
-    print(f"raw SimPy: {raw:,.0f} events/s (request/timeout/release loop)")
-    for mode, batch in (("prefill", 64), ("decode", 32)):
-        for policy in args.policies.split(","):
-            run = build_run("aimc-3d-moe", model, trace, policy, mode=mode, batch=batch)
-            env = run.engine.env
-            t0 = time.perf_counter()
-            run.engine.start()
-            events = 0
-            while True:
-                try:
-                    env.step()
-                except simpy.core.EmptySchedule:
-                    break
-                events += 1
-            wall = time.perf_counter() - t0
-            tl = trace.tokens * model.num_layers
-            ops = run.engine.bookings + events
-            print(f"{mode:7s} {policy:12s} batch {batch:3d}: {wall:6.2f} s wall, {tl / wall:,.0f} token-layers/s, "
-                  f"{events / wall:,.0f} SimPy events/s + {run.engine.bookings / wall:,.0f} calendar bookings/s; "
-                  f"operations {ops / wall:,.0f}/s = {ops / wall / raw:.3f} x raw SimPy "
-                  f"({events:,} events, {run.engine.bookings:,} bookings, {run.plan.n_mb} micro-batches)")
-    base = None
-    ctx = mp.get_context("spawn")
-    for k in (int(x) for x in args.scale.split(",")):
-        with ctx.Pool(1) as pool:   # a fresh process per scale, so its peak RSS is its own
-            wall, rss_mib, arrays_mib, tokens = pool.apply(_scaled, (args.tokens, k))
-        base = base or wall
-        print(f"scale {k:2d}x ({tokens:,} tokens, maxnn prefill): {wall:6.2f} s = {wall / base:5.2f}x the 1x time; "
-              f"peak RSS {rss_mib:7.1f} MiB (trace + plan arrays {arrays_mib:6.1f} MiB)")
-
-
-def _scaled(tokens: int, k: int) -> tuple[float, float, float, int]:
-    model = load_model("olmoe-1b-7b")
-    tr = synthesize(SyntheticSpec(tokens=tokens, requests=50, seed=0), model).tile(k)
-    t0 = time.perf_counter()
-    run = build_run("aimc-3d-moe", model, tr, "maxnn", batch=64)
-    run.engine.run()
-    wall = time.perf_counter() - t0
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    arrays = (tr.experts.nbytes + tr.weights.nbytes + run.plan.counts.nbytes) / 2**20
-    return wall, rss, arrays, tr.tokens
+    with tempfile.TemporaryDirectory() as out:   # compile (or load) the kernels once before timing
+        subprocess.run(["hetmoe", "run", "--tokens", "64", "--out", out, "--quiet"], check=True,
+                       stdout=subprocess.DEVNULL)
+    end_to_end(args.tokens, args.repeat)
+    engine_alone(args.tokens, args.repeat)
+    scaling(args.tokens, args.repeat)
+    if not args.skip_sweep:
+        sweep(args.repeat)
 
 
 if __name__ == "__main__":

@@ -53,11 +53,12 @@ def simulate(hw: str | ChipSpec, model: str | ModelShape, trace: str | RoutingTr
              max_inflight: int = 4, fill: str | None = None, checkpoint: str | None = None,
              stats: ExpertStats | None = None, placement_file: str | None = None,
              hw_overrides: dict | None = None, trace_events: str | Path | None = None,
-             placement_trace: str | None = None) -> Result:
+             placement_trace: str | None = None, progress: bool = False) -> Result:
     """Run one simulation and return its :class:`Result` (see ``sim.metrics.METRICS``).
 
     ``placement_trace``: a trace file the placement is decided on (``frequency`` counts) when it
-    differs from the priced ``trace`` (e.g. pricing the routes a placement took under noise)."""
+    differs from the priced ``trace`` (e.g. pricing the routes a placement took under noise).
+    ``progress``: a progress bar on standard error (a terminal only) for runs of many micro-batches."""
     wall0 = time.perf_counter()
     run = build_run(hw, model, trace, policy, fraction=fraction, score=score, scope=scope, mode=mode, batch=batch,
                     seed=seed, context_tokens=context_tokens, max_inflight=max_inflight, fill=fill,
@@ -66,7 +67,17 @@ def simulate(hw: str | ChipSpec, model: str | ModelShape, trace: str | RoutingTr
     chip, shape, tr, st, placement, plan, mapping, engine = (
         run.chip, run.model, run.trace, run.stats, run.placement, run.plan, run.mapping, run.engine)
     timeline = engine.timeline
+    nodes = mapping.network.node_count
+    if progress and nodes >= 10_000:
+        import sys
+        print(f"note: a NoC of {nodes:,} nodes ({mapping.network.diameter_hops():,} hops across): every hop of every "
+              "message books a link, so this run may take minutes", file=sys.stderr)
+    work = plan.n_mb * shape.num_layers
+    bar = _progress(work * (1 + nodes // 1000), work, "engine", "layer") if progress else None
+    engine.progress = bar
     makespan_ps = engine.run()
+    if bar is not None:
+        bar.close()
     wall = time.perf_counter() - wall0
     data = assemble(chip, shape, tr, st, placement, plan, mapping, engine, makespan_ps, dict(
         hw=chip.name, hw_source=chip.source, model=shape.name, policy=policy, fraction=fraction, score=score,
@@ -76,6 +87,15 @@ def simulate(hw: str | ChipSpec, model: str | ModelShape, trace: str | RoutingTr
         from .report.timeline import write_chrome_trace
         write_chrome_trace(timeline, engine, trace_events)
     return Result(data, wall)
+
+
+def _progress(work: int, total: int, desc: str, unit: str):
+    """A tqdm bar on standard error when it is a terminal and ``work`` (stage calls) is large, else None."""
+    import sys
+    if work < 20_000 or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit=unit, leave=False)
 
 
 def point_accuracy(hw: str | ChipSpec, checkpoint: str, eval_file: str, *, policy: str, fraction: float,
@@ -198,6 +218,10 @@ def assemble(chip, shape, tr, st, placement, plan, mapping, engine, makespan_ps,
         "engine": {"micro_batches": plan.n_mb, "layer_visits": int(sum(engine.layer_visits)),
                    "layers": shape.num_layers, "simpy_now_ps": makespan_ps, "bookings": engine.bookings,
                    "calendar_gaps_closed": engine.gaps_closed,
+                   "stage_span_us": {k: v / 1e6 for k, v in engine.split_ps.items()},
+                   "stage_span_basis": ("decode steps run one after another, so the spans partition the makespan"
+                                        if plan.mode == "decode" else
+                                        "per micro-batch stage spans summed; micro-batches overlap in prefill"),
                    "context_tokens_used": plan.context_source,
                    "tiles_powered": mapping.report["tiles_powered"], "tile_count": chip.analog.tile_count,
                    "power_gating": ("unused tiles power-gated (analog.power_gate_unused_tiles)"

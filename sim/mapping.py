@@ -7,8 +7,9 @@
   is tile ``s % tile_count``, tier ``s // tile_count``: every tile's tier 0 fills before any tile's
   tier 1, so the experts of one layer sit on different tiles before sharing a tile's tiers, and one
   expert's matrices sit on neighbouring tiles (tiles fill NoC nodes ``tiles_per_node`` at a time).
-- A matrix's home node is the node of its first slot; its input arrives there and its reduced
-  output leaves from there.
+- A matrix's slots are listed row-block major (slot j is row block ``j // col_blocks``, column block
+  ``j % col_blocks``); its home node is the node of its first slot. Where inputs go, where partial
+  sums meet and where outputs leave is the engine's rule (``sim.engine.kernel``).
 - Digital matrices are SRAM-resident greedily by expected use (micro-batch operations that need
   them, from the work plan), largest use first, ties in model order, while they fit in
   ``memory.sram.capacity_mib``; the rest stream from DRAM at every use.
@@ -17,7 +18,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from math import ceil
 from typing import Any
 
 import numpy as np

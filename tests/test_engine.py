@@ -252,7 +252,7 @@ def test_digital_weight_bytes_scale_with_weight_bits():
                 "memory": {"sram": {"capacity_mib": 0}}}
         run = build_run("aimc-3d-moe", model, trace, "all-digital", batch=64, hw_overrides=over)
         run.engine.run()
-        dram[bits], rate[bits] = run.engine.c.dram_bytes, run.engine.tb.mac_rate
+        dram[bits], rate[bits] = run.engine.c.dram_bytes, run.engine.q.mac_rate
     weights_8bit = dram[16] - dram[8]                  # W * (16 - 8) / 8 = W bytes
     assert dram[8] - dram[4] == pytest.approx(weights_8bit / 2, rel=1e-12)
     assert rate[4] / rate[8] == pytest.approx(2.0) and rate[16] / rate[8] == pytest.approx(0.5)

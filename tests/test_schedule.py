@@ -3,7 +3,6 @@ scheduler against its plain-Python reference on random small systems."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

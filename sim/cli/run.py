@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from ..api import simulate
 
     result = simulate(policy=args.policy, fraction=args.fraction, placement_file=args.placement_file,
-                      trace_events=args.trace_events, **run_kwargs(args))
+                      trace_events=args.trace_events, progress=not args.quiet, **run_kwargs(args))
     result.write(args.out)
     m = result.metrics
     p = result.data["placement"]

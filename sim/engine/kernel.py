@@ -185,8 +185,8 @@ def take(st, r, ready, d, now, label, aux):
 # ---------------------------------------------------------------------------------------- NoC
 def path_links(tb, src, dst, out, base):
     """Write the link numbers from node ``src`` to ``dst`` into ``out[base:]``; return how many."""
-    if tb.mesh_w > 0:
-        W, H = tb.mesh_w, tb.mesh_h
+    if tb.P[0].mesh_w > 0:
+        W, H = tb.P[0].mesh_w, tb.P[0].mesh_h
         east, west, north = 0, (W - 1) * H, 2 * (W - 1) * H
         south = north + W * (H - 1)
         x, y, tx, ty = src % W, src // W, dst % W, dst // W
@@ -208,10 +208,10 @@ def path_links(tb, src, dst, out, base):
                 y -= 1
             k += 1
         return k
-    p = tb.I[tb.pair_path + src * tb.N + dst]
+    p = tb.I[tb.P[0].pair_path + src * tb.P[0].N + dst]
     k = 0
-    for j in range(tb.I[tb.path_ptr + p], tb.I[tb.path_ptr + p + 1]):
-        out[base + k] = tb.I[tb.path_links + j]
+    for j in range(tb.I[tb.P[0].path_ptr + p], tb.I[tb.P[0].path_ptr + p + 1]):
+        out[base + k] = tb.I[tb.P[0].path_links + j]
         k += 1
     return k
 
@@ -221,75 +221,75 @@ def xfer(tb, st, src, dst, nbytes, ready, now, label, aux):
     ``hops x router latency`` after its last bit leaves. Returns the arrival time."""
     if src == dst or nbytes <= 0.0:
         return ready
-    S, p0 = st.S, tb.o_path
+    S, p0 = st.S, tb.P[0].o_path
     h = path_links(tb, src, dst, S, p0)
-    bw = tb.F[tb.link_bw + S[p0]]
+    bw = tb.F[tb.P[0].link_bw + S[p0]]
     e_bit = 0.0
     for j in range(h):
-        if tb.F[tb.link_bw + S[p0 + j]] < bw:
-            bw = tb.F[tb.link_bw + S[p0 + j]]
-        e_bit += tb.F[tb.link_pj + S[p0 + j]]
+        if tb.F[tb.P[0].link_bw + S[p0 + j]] < bw:
+            bw = tb.F[tb.P[0].link_bw + S[p0 + j]]
+        e_bit += tb.F[tb.P[0].link_pj + S[p0 + j]]
     ser = np.int64(nbytes * 8000.0 / bw + 0.5)
     t = ready
     while True:
         t0 = t
         for j in range(h):
-            t = cal_fit(st.cal, st.ivl, tb.r_link0 + S[p0 + j], t, ser)
+            t = cal_fit(st.cal, st.ivl, tb.P[0].r_link0 + S[p0 + j], t, ser)
         if t == t0:
             break
     for j in range(h):
-        cal_book(st.cal, st.ivl, S, tb.r_link0 + S[p0 + j], t, ser, now)
-        record(st.rec, S, tb.r_link0 + S[p0 + j], t, t + ser, label, aux)
+        cal_book(st.cal, st.ivl, S, tb.P[0].r_link0 + S[p0 + j], t, ser, now)
+        record(st.rec, S, tb.P[0].r_link0 + S[p0 + j], t, t + ser, label, aux)
     bits = nbytes * 8.0
     st.C[C_BITHOPS] += bits * h
     st.C[C_ROUTER_BITS] += bits * (h + 1)
     st.C[C_NOC_PJ] += bits * e_bit
-    return t + ser + np.int64(h * tb.router_ps + 0.5)
+    return t + ser + np.int64(h * tb.P[0].router_ps + 0.5)
 
 
 # ---------------------------------------------------------------------------------------- digital
 def dram_ns(tb, nbytes):
     """Stream time of ``nbytes`` from DRAM to the SIMD node: latency + bytes / min(DRAM, path) + hops."""
-    return tb.dram_lat_ns + nbytes * 8.0 / tb.dram_stream_gbps + tb.dram_hops_ns
+    return tb.P[0].dram_lat_ns + nbytes * 8.0 / tb.P[0].dram_stream_gbps + tb.P[0].dram_hops_ns
 
 
 def route_fit(tb, st, ch, t, d):
     """Earliest common start ``>= t`` on DRAM channel ``ch`` and the DRAM route's links for ``d``."""
     while True:
         t0 = t
-        t = cal_fit(st.cal, st.ivl, tb.r_dram0 + ch, t, d)
-        for j in range(tb.dram_route_n):
-            t = cal_fit(st.cal, st.ivl, tb.r_link0 + tb.I[tb.dram_route + j], t, d)
+        t = cal_fit(st.cal, st.ivl, tb.P[0].r_dram0 + ch, t, d)
+        for j in range(tb.P[0].dram_route_n):
+            t = cal_fit(st.cal, st.ivl, tb.P[0].r_link0 + tb.I[tb.P[0].dram_route + j], t, d)
         if t == t0:
             return t
 
 
 def route_book(tb, st, ch, s, d, nbytes, now, label, aux):
-    cal_book(st.cal, st.ivl, st.S, tb.r_dram0 + ch, s, d, now)
-    record(st.rec, st.S, tb.r_dram0 + ch, s, s + d, label, aux)
-    h = tb.dram_route_n
+    cal_book(st.cal, st.ivl, st.S, tb.P[0].r_dram0 + ch, s, d, now)
+    record(st.rec, st.S, tb.P[0].r_dram0 + ch, s, s + d, label, aux)
+    h = tb.P[0].dram_route_n
     for j in range(h):
-        cal_book(st.cal, st.ivl, st.S, tb.r_link0 + tb.I[tb.dram_route + j], s, d, now)
-        record(st.rec, st.S, tb.r_link0 + tb.I[tb.dram_route + j], s, s + d, label, aux)
+        cal_book(st.cal, st.ivl, st.S, tb.P[0].r_link0 + tb.I[tb.P[0].dram_route + j], s, d, now)
+        record(st.rec, st.S, tb.P[0].r_link0 + tb.I[tb.P[0].dram_route + j], s, s + d, label, aux)
     st.C[C_DRAM] += nbytes
     if h > 0:
         bits = nbytes * 8.0
         st.C[C_BITHOPS] += bits * h
         st.C[C_ROUTER_BITS] += bits * (h + 1)
-        st.C[C_NOC_PJ] += bits * tb.dram_route_pj
+        st.C[C_NOC_PJ] += bits * tb.P[0].dram_route_pj
 
 
 def simd_op(tb, st, ready, dur, dram_bytes, compute, prefetchable, now, label, aux):
     """A gang operation on all SIMD cores. ``dur``: its duration when its weights (``dram_bytes``,
     if any) stream with it; ``compute``: its duration once the weights are on chip."""
-    rs = tb.r_simd
+    rs = tb.P[0].r_simd
     if dram_bytes <= 0.0:
         return take(st, rs, ready, dur, now, label, aux)
-    d = ps(dram_bytes * 8.0 / tb.dram_stream_gbps)
-    if prefetchable and tb.prefetch and dram_bytes <= tb.staging_half_bytes:
+    d = ps(dram_bytes * 8.0 / tb.P[0].dram_stream_gbps)
+    if prefetchable and tb.P[0].prefetch and dram_bytes <= tb.P[0].staging_half_bytes:
         floor = now if now > st.S[8 + 1] else st.S[8 + 1]      # the half this stream fills is free again
         best, best_ch = np.int64(-1), 0
-        for ch in range(tb.n_dram):
+        for ch in range(tb.P[0].n_dram):
             t = route_fit(tb, st, ch, floor, d)
             if best < 0 or t < best:
                 best, best_ch = t, ch
@@ -308,7 +308,7 @@ def simd_op(tb, st, ready, dur, dram_bytes, compute, prefetchable, now, label, a
         st.S[8 + 0] = s + dd
         return s + dd
     best, best_ch = np.int64(-1), 0
-    for ch in range(tb.n_dram):
+    for ch in range(tb.P[0].n_dram):
         t = ready
         while True:
             t0 = t
@@ -326,27 +326,27 @@ def simd_op(tb, st, ready, dur, dram_bytes, compute, prefetchable, now, label, a
 
 def vec(tb, st, ready, n_ops, now, label, aux):
     st.C[C_VEC] += n_ops
-    return take(st, tb.r_simd, ready, ps(n_ops / tb.vec_rate), now, label, aux)
+    return take(st, tb.P[0].r_simd, ready, ps(n_ops / tb.P[0].vec_rate), now, label, aux)
 
 
 def gemm_cost(tb, st, mi, n):
     """Count a digital GEMM's actions; write (duration streamed, DRAM bytes, duration on chip) to
     ``st.C[o_fbuf:o_fbuf + 3]``."""
-    out, o = st.C, tb.o_fbuf
-    params = tb.I[tb.m_params + mi]
+    out, o = st.C, tb.P[0].o_fbuf
+    params = tb.I[tb.P[0].m_params + mi]
     macs = n * params
-    wbytes = params * tb.wbits / 8.0
-    act = n * (tb.I[tb.m_in + mi] + tb.I[tb.m_out + mi]) * tb.act_bytes
-    t_mac = macs / tb.mac_rate
-    t_act = act * 8.0 / tb.sram_gbps
+    wbytes = params * tb.P[0].wbits / 8.0
+    act = n * (tb.I[tb.P[0].m_in + mi] + tb.I[tb.P[0].m_out + mi]) * tb.P[0].act_bytes
+    t_mac = macs / tb.P[0].mac_rate
+    t_act = act * 8.0 / tb.P[0].sram_gbps
     st.C[C_MACS] += macs
     st.C[C_SRAM] += act
-    if tb.I[tb.m_module + mi] == MOD_EXPERT:
+    if tb.I[tb.P[0].m_module + mi] == MOD_EXPERT:
         st.C[C_EXP_MACS_D] += macs
         st.C[C_EXP_WBYTES] += wbytes
-    if tb.I[tb.m_resident + mi]:
+    if tb.I[tb.P[0].m_resident + mi]:
         st.C[C_SRAM] += wbytes
-        t_w = wbytes * 8.0 / tb.sram_gbps
+        t_w = wbytes * 8.0 / tb.P[0].sram_gbps
         d = ps(max(t_mac, t_w, t_act))
         out[o], out[o + 1], out[o + 2] = d, 0.0, d
         return
@@ -357,7 +357,7 @@ def gemm_cost(tb, st, mi, n):
 
 def gemm(tb, st, ready, mi, n, now):
     gemm_cost(tb, st, mi, n)
-    o = tb.o_fbuf
+    o = tb.P[0].o_fbuf
     return simd_op(tb, st, ready, np.int64(st.C[o]), st.C[o + 1], np.int64(st.C[o + 2]), True, now, mi, -1)
 
 
@@ -366,20 +366,20 @@ def digital_chain(tb, st, ready, g, u, d, n, now):
     dur, dram, comp = np.int64(0), 0.0, np.int64(0)
     for mi in (g, u, d):
         gemm_cost(tb, st, mi, n)
-        o = tb.o_fbuf
+        o = tb.P[0].o_fbuf
         dur += np.int64(st.C[o])
         dram += st.C[o + 1]
         comp += np.int64(st.C[o + 2])
-    act_ops = n * tb.I[tb.m_out + g] * SWIGLU_OPS
+    act_ops = n * tb.I[tb.P[0].m_out + g] * SWIGLU_OPS
     st.C[C_VEC] += act_ops
-    a = ps(act_ops / tb.vec_rate)
+    a = ps(act_ops / tb.P[0].vec_rate)
     return simd_op(tb, st, ready, dur + a, dram, comp + a, True, now, g, 1)
 
 
 # ---------------------------------------------------------------------------------------- analog
 def ld_op(tb, st, node, ready, n_ops, now, label, aux):
     st.C[C_LD] += n_ops
-    return take(st, tb.r_ld0 + node, ready, ps(n_ops / tb.ld_rate), now, label, aux)
+    return take(st, tb.P[0].r_ld0 + node, ready, ps(n_ops / tb.P[0].ld_rate), now, label, aux)
 
 
 def block_width(total, size, c):
@@ -391,97 +391,97 @@ def analog_run(tb, st, mi, n, role, now):
     """Slots of matrix ``mi`` on ``n`` vectors, inputs at their nodes at ``st.mn_ready``; writes each
     column block's (ready time, node) to ``st.out_t[role]``, ``st.out_node[role]``."""
     k = n - 1
-    s0, s1 = tb.I[tb.s_ptr + mi], tb.I[tb.s_ptr + mi + 1]
-    m0 = tb.I[tb.mn_ptr + mi]
-    e0, e1 = tb.I[tb.cbn_ptr + mi], tb.I[tb.cbn_ptr + mi + 1]
+    s0, s1 = tb.I[tb.P[0].s_ptr + mi], tb.I[tb.P[0].s_ptr + mi + 1]
+    m0 = tb.I[tb.P[0].mn_ptr + mi]
+    e0, e1 = tb.I[tb.P[0].cbn_ptr + mi], tb.I[tb.P[0].cbn_ptr + mi + 1]
     for e in range(e1 - e0):
-        st.S[tb.o_cbn_t + e] = 0
+        st.S[tb.P[0].o_cbn_t + e] = 0
     for s in range(s0, s1):
-        d = tb.I[tb.s_mvm + s] + k * tb.I[tb.s_ii + s]
-        end = take(st, tb.I[tb.s_tile + s], st.S[tb.o_mn_ready + tb.I[tb.s_mn + s] - m0], d, now, mi, -1)
-        e = tb.I[tb.s_cbn + s] - e0
-        if end > st.S[tb.o_cbn_t + e]:
-            st.S[tb.o_cbn_t + e] = end
-    st.C[C_DAC] += n * tb.F[tb.m_dac + mi]
-    st.C[C_ADC] += n * tb.F[tb.m_adc + mi]
-    st.C[C_CELLS] += n * tb.F[tb.m_cells + mi]
-    if tb.I[tb.m_module + mi] == MOD_EXPERT:
-        st.C[C_EXP_MACS_A] += n * tb.I[tb.m_params + mi]
-    ncb, out_f, cols = tb.I[tb.m_cb + mi], tb.I[tb.m_out + mi], tb.cols
-    if tb.ld_rate > 0.0:
+        d = tb.I[tb.P[0].s_mvm + s] + k * tb.I[tb.P[0].s_ii + s]
+        end = take(st, tb.I[tb.P[0].s_tile + s], st.S[tb.P[0].o_mn_ready + tb.I[tb.P[0].s_mn + s] - m0], d, now, mi, -1)
+        e = tb.I[tb.P[0].s_cbn + s] - e0
+        if end > st.S[tb.P[0].o_cbn_t + e]:
+            st.S[tb.P[0].o_cbn_t + e] = end
+    st.C[C_DAC] += n * tb.F[tb.P[0].m_dac + mi]
+    st.C[C_ADC] += n * tb.F[tb.P[0].m_adc + mi]
+    st.C[C_CELLS] += n * tb.F[tb.P[0].m_cells + mi]
+    if tb.I[tb.P[0].m_module + mi] == MOD_EXPERT:
+        st.C[C_EXP_MACS_A] += n * tb.I[tb.P[0].m_params + mi]
+    ncb, out_f, cols = tb.I[tb.P[0].m_cb + mi], tb.I[tb.P[0].m_out + mi], tb.P[0].cols
+    if tb.P[0].ld_rate > 0.0:
         for c in range(ncb):
-            st.S[tb.o_out_t + role * tb.max_cb + c] = 0
+            st.S[tb.P[0].o_out_t + role * tb.P[0].max_cb + c] = 0
         for e in range(e1 - e0):
-            c, node, kk = tb.I[tb.cbn_cb + e0 + e], tb.I[tb.cbn_node + e0 + e], tb.I[tb.cbn_k + e0 + e]
+            c, node, kk = tb.I[tb.P[0].cbn_cb + e0 + e], tb.I[tb.P[0].cbn_node + e0 + e], tb.I[tb.P[0].cbn_k + e0 + e]
             w = block_width(out_f, cols, c)
-            t = st.S[tb.o_cbn_t + e]
+            t = st.S[tb.P[0].o_cbn_t + e]
             if kk > 1:
                 t = ld_op(tb, st, node, t, (kk - 1) * n * w * ADD_OPS, now, mi, -1)
-            site = tb.I[tb.cb_site + tb.I[tb.cb_ptr + mi] + c]
-            t = xfer(tb, st, node, site, n * w * tb.psum_bytes, t, now, L_PARTIALS, mi)
-            if t > st.S[tb.o_out_t + role * tb.max_cb + c]:
-                st.S[tb.o_out_t + role * tb.max_cb + c] = t
+            site = tb.I[tb.P[0].cb_site + tb.I[tb.P[0].cb_ptr + mi] + c]
+            t = xfer(tb, st, node, site, n * w * tb.P[0].psum_bytes, t, now, L_PARTIALS, mi)
+            if t > st.S[tb.P[0].o_out_t + role * tb.P[0].max_cb + c]:
+                st.S[tb.P[0].o_out_t + role * tb.P[0].max_cb + c] = t
         for c in range(ncb):
-            site = tb.I[tb.cb_site + tb.I[tb.cb_ptr + mi] + c]
-            m = tb.I[tb.cb_nodes + tb.I[tb.cb_ptr + mi] + c]
-            t = st.S[tb.o_out_t + role * tb.max_cb + c]
+            site = tb.I[tb.P[0].cb_site + tb.I[tb.P[0].cb_ptr + mi] + c]
+            m = tb.I[tb.P[0].cb_nodes + tb.I[tb.P[0].cb_ptr + mi] + c]
+            t = st.S[tb.P[0].o_out_t + role * tb.P[0].max_cb + c]
             if m > 1:
                 t = ld_op(tb, st, site, t, (m - 1) * n * block_width(out_f, cols, c) * ADD_OPS, now, mi, -1)
-            st.S[tb.o_out_t + role * tb.max_cb + c] = t
-            st.S[tb.o_out_node + role * tb.max_cb + c] = site
+            st.S[tb.P[0].o_out_t + role * tb.P[0].max_cb + c] = t
+            st.S[tb.P[0].o_out_node + role * tb.P[0].max_cb + c] = site
         return
     t_all = np.int64(0)
     for e in range(e1 - e0):
-        c, node, kk = tb.I[tb.cbn_cb + e0 + e], tb.I[tb.cbn_node + e0 + e], tb.I[tb.cbn_k + e0 + e]
+        c, node, kk = tb.I[tb.P[0].cbn_cb + e0 + e], tb.I[tb.P[0].cbn_node + e0 + e], tb.I[tb.P[0].cbn_k + e0 + e]
         w = block_width(out_f, cols, c)
-        t = xfer(tb, st, node, tb.simd_node, kk * n * w * tb.psum_bytes, st.S[tb.o_cbn_t + e], now, L_PARTIALS, mi)
+        t = xfer(tb, st, node, tb.P[0].simd_node, kk * n * w * tb.P[0].psum_bytes, st.S[tb.P[0].o_cbn_t + e], now, L_PARTIALS, mi)
         if t > t_all:
             t_all = t
-    if tb.I[tb.m_rb + mi] > 1:
-        t_all = vec(tb, st, t_all, n * out_f * (tb.I[tb.m_rb + mi] - 1) * ADD_OPS, now, L_REDUCE, mi)
+    if tb.I[tb.P[0].m_rb + mi] > 1:
+        t_all = vec(tb, st, t_all, n * out_f * (tb.I[tb.P[0].m_rb + mi] - 1) * ADD_OPS, now, L_REDUCE, mi)
     for c in range(ncb):
-        st.S[tb.o_out_t + role * tb.max_cb + c] = t_all
-        st.S[tb.o_out_node + role * tb.max_cb + c] = tb.simd_node
+        st.S[tb.P[0].o_out_t + role * tb.P[0].max_cb + c] = t_all
+        st.S[tb.P[0].o_out_node + role * tb.P[0].max_cb + c] = tb.P[0].simd_node
 
 
 def feed_from(tb, st, mi, n, node, ready, now, label):
     """Send matrix ``mi``'s input (all at ``node`` at ``ready``) to every node holding its slots."""
-    m0, m1 = tb.I[tb.mn_ptr + mi], tb.I[tb.mn_ptr + mi + 1]
+    m0, m1 = tb.I[tb.P[0].mn_ptr + mi], tb.I[tb.P[0].mn_ptr + mi + 1]
     for j in range(m0, m1):
-        st.S[tb.o_mn_ready + j - m0] = xfer(tb, st, node, tb.I[tb.mn_node + j], n * tb.I[tb.mn_rows + j] * tb.act_bytes, ready, now,
+        st.S[tb.P[0].o_mn_ready + j - m0] = xfer(tb, st, node, tb.I[tb.P[0].mn_node + j], n * tb.I[tb.P[0].mn_rows + j] * tb.P[0].act_bytes, ready, now,
                                    label, mi)
 
 
 def gather_to_simd(tb, st, mi, n, role):
     """Queue every column block's output of ``mi`` for the SIMD node, one message per node (``flush_to_simd``)."""
-    for c in range(tb.I[tb.m_cb + mi]):
-        node = st.S[tb.o_out_node + role * tb.max_cb + c]
-        if st.C[tb.o_agg_b + node] == 0.0:
-            st.S[tb.o_agg_list + st.S[3]] = node
+    for c in range(tb.I[tb.P[0].m_cb + mi]):
+        node = st.S[tb.P[0].o_out_node + role * tb.P[0].max_cb + c]
+        if st.C[tb.P[0].o_agg_b + node] == 0.0:
+            st.S[tb.P[0].o_agg_list + st.S[3]] = node
             st.S[3] += 1
-            st.S[tb.o_agg_t + node] = 0
-        st.C[tb.o_agg_b + node] += n * block_width(tb.I[tb.m_out + mi], tb.cols, c) * tb.act_bytes
-        if st.S[tb.o_out_t + role * tb.max_cb + c] > st.S[tb.o_agg_t + node]:
-            st.S[tb.o_agg_t + node] = st.S[tb.o_out_t + role * tb.max_cb + c]
+            st.S[tb.P[0].o_agg_t + node] = 0
+        st.C[tb.P[0].o_agg_b + node] += n * block_width(tb.I[tb.P[0].m_out + mi], tb.P[0].cols, c) * tb.P[0].act_bytes
+        if st.S[tb.P[0].o_out_t + role * tb.P[0].max_cb + c] > st.S[tb.P[0].o_agg_t + node]:
+            st.S[tb.P[0].o_agg_t + node] = st.S[tb.P[0].o_out_t + role * tb.P[0].max_cb + c]
 
 
 def flush_to_simd(tb, st, ready, now, label, aux):
     end = ready
     for i in range(st.S[3]):
-        node = st.S[tb.o_agg_list + i]
-        t = xfer(tb, st, node, tb.simd_node, st.C[tb.o_agg_b + node], st.S[tb.o_agg_t + node], now, label, aux)
+        node = st.S[tb.P[0].o_agg_list + i]
+        t = xfer(tb, st, node, tb.P[0].simd_node, st.C[tb.P[0].o_agg_b + node], st.S[tb.P[0].o_agg_t + node], now, label, aux)
         if t > end:
             end = t
-        st.C[tb.o_agg_b + node] = 0.0
+        st.C[tb.P[0].o_agg_b + node] = 0.0
     st.S[3] = 0
     return end
 
 
 def matrix_op(tb, st, ready, mi, n, now):
     """Any matrix with its input at the SIMD node; returns when the output is back there."""
-    if not tb.I[tb.m_analog + mi]:
+    if not tb.I[tb.P[0].m_analog + mi]:
         return gemm(tb, st, ready, mi, n, now)
-    feed_from(tb, st, mi, n, tb.simd_node, ready, now, L_INPUT)
+    feed_from(tb, st, mi, n, tb.P[0].simd_node, ready, now, L_INPUT)
     analog_run(tb, st, mi, n, 2, now)
     gather_to_simd(tb, st, mi, n, 2)
     return flush_to_simd(tb, st, ready, now, L_OUTPUT, mi)
@@ -489,9 +489,9 @@ def matrix_op(tb, st, ready, mi, n, now):
 
 def set_chain_inputs(tb, st, mi):
     """Inputs of gate or up at their nodes: the dispatch arrival of each node's dispatch entry."""
-    m0, m1 = tb.I[tb.mn_ptr + mi], tb.I[tb.mn_ptr + mi + 1]
+    m0, m1 = tb.I[tb.P[0].mn_ptr + mi], tb.I[tb.P[0].mn_ptr + mi + 1]
     for j in range(m0, m1):
-        st.S[tb.o_mn_ready + j - m0] = st.S[tb.o_disp_t + tb.I[tb.mn_disp + j]]
+        st.S[tb.P[0].o_mn_ready + j - m0] = st.S[tb.P[0].o_disp_t + tb.I[tb.P[0].mn_disp + j]]
 
 
 def analog_chain(tb, st, g, u, d, n, now):
@@ -501,54 +501,54 @@ def analog_chain(tb, st, g, u, d, n, now):
     analog_run(tb, st, g, n, 0, now)
     set_chain_inputs(tb, st, u)
     analog_run(tb, st, u, n, 1, now)
-    width, cols = tb.I[tb.m_out + g], tb.cols
-    ncb = tb.I[tb.m_cb + g]
-    if tb.ld_rate > 0.0:
+    width, cols = tb.I[tb.P[0].m_out + g], tb.P[0].cols
+    ncb = tb.I[tb.P[0].m_cb + g]
+    if tb.P[0].ld_rate > 0.0:
         for c in range(ncb):
             w = block_width(width, cols, c)
-            site = st.S[tb.o_out_node + 0 * tb.max_cb + c]
-            tu = xfer(tb, st, st.S[tb.o_out_node + 1 * tb.max_cb + c], site, n * w * tb.act_bytes, st.S[tb.o_out_t + 1 * tb.max_cb + c], now, L_UP_OUT, u)
-            t = st.S[tb.o_out_t + 0 * tb.max_cb + c] if st.S[tb.o_out_t + 0 * tb.max_cb + c] > tu else tu
-            st.S[tb.o_out_t + 0 * tb.max_cb + c] = ld_op(tb, st, site, t, n * w * SWIGLU_OPS, now, L_SWIGLU, g)
+            site = st.S[tb.P[0].o_out_node + 0 * tb.P[0].max_cb + c]
+            tu = xfer(tb, st, st.S[tb.P[0].o_out_node + 1 * tb.P[0].max_cb + c], site, n * w * tb.P[0].act_bytes, st.S[tb.P[0].o_out_t + 1 * tb.P[0].max_cb + c], now, L_UP_OUT, u)
+            t = st.S[tb.P[0].o_out_t + 0 * tb.P[0].max_cb + c] if st.S[tb.P[0].o_out_t + 0 * tb.P[0].max_cb + c] > tu else tu
+            st.S[tb.P[0].o_out_t + 0 * tb.P[0].max_cb + c] = ld_op(tb, st, site, t, n * w * SWIGLU_OPS, now, L_SWIGLU, g)
     else:
         t = np.int64(0)
         for c in range(ncb):
-            t = max(t, st.S[tb.o_out_t + 0 * tb.max_cb + c], st.S[tb.o_out_t + 1 * tb.max_cb + c])
+            t = max(t, st.S[tb.P[0].o_out_t + 0 * tb.P[0].max_cb + c], st.S[tb.P[0].o_out_t + 1 * tb.P[0].max_cb + c])
         t = vec(tb, st, t, n * width * SWIGLU_OPS, now, L_SWIGLU, g)
         for c in range(ncb):
-            st.S[tb.o_out_t + 0 * tb.max_cb + c] = t
-            st.S[tb.o_out_node + 0 * tb.max_cb + c] = tb.simd_node
+            st.S[tb.P[0].o_out_t + 0 * tb.P[0].max_cb + c] = t
+            st.S[tb.P[0].o_out_node + 0 * tb.P[0].max_cb + c] = tb.P[0].simd_node
     # the activation's column block c holds down's input rows [c * cols, ...): send each down node its rows
-    m0, m1 = tb.I[tb.mn_ptr + d], tb.I[tb.mn_ptr + d + 1]
-    rows = tb.rows
+    m0, m1 = tb.I[tb.P[0].mn_ptr + d], tb.I[tb.P[0].mn_ptr + d + 1]
+    rows = tb.P[0].rows
     for j in range(m0, m1):
-        node = tb.I[tb.mn_node + j]
+        node = tb.I[tb.P[0].mn_node + j]
         t_in = np.int64(0)
         for c in range(ncb):
             lo = c * cols
             hi = min(lo + cols, width)
             ov = 0
-            for q in range(tb.I[tb.mnr_ptr + j], tb.I[tb.mnr_ptr + j + 1]):
-                rb = tb.I[tb.mnr_rb + q]
+            for q in range(tb.I[tb.P[0].mnr_ptr + j], tb.I[tb.P[0].mnr_ptr + j + 1]):
+                rb = tb.I[tb.P[0].mnr_rb + q]
                 a = max(lo, rb * rows)
                 b = min(hi, min((rb + 1) * rows, width))
                 if b > a:
                     ov += b - a
             if ov > 0:
-                t = xfer(tb, st, st.S[tb.o_out_node + 0 * tb.max_cb + c], node, n * ov * tb.act_bytes, st.S[tb.o_out_t + 0 * tb.max_cb + c], now, L_ACTIVATION, d)
+                t = xfer(tb, st, st.S[tb.P[0].o_out_node + 0 * tb.P[0].max_cb + c], node, n * ov * tb.P[0].act_bytes, st.S[tb.P[0].o_out_t + 0 * tb.P[0].max_cb + c], now, L_ACTIVATION, d)
                 if t > t_in:
                     t_in = t
-        st.S[tb.o_mn_ready + j - m0] = t_in
+        st.S[tb.P[0].o_mn_ready + j - m0] = t_in
     analog_run(tb, st, d, n, 2, now)
 
 
 def ffn_chain(tb, st, ready, g, u, d, n, now):
     """SwiGLU FFN (shared expert or dense FFN) on ``n`` tokens from and back to the SIMD node."""
-    if not tb.I[tb.m_analog + g]:
+    if not tb.I[tb.P[0].m_analog + g]:
         return digital_chain(tb, st, ready, g, u, d, n, now)
-    grp = tb.I[tb.mn_group + tb.I[tb.mn_ptr + g]]
-    for q in range(tb.I[tb.gp_ptr + grp], tb.I[tb.gp_ptr + grp + 1]):
-        st.S[tb.o_disp_t + q] = xfer(tb, st, tb.simd_node, tb.I[tb.gp_node + q], n * tb.I[tb.gp_rows + q] * tb.act_bytes, ready, now,
+    grp = tb.I[tb.P[0].mn_group + tb.I[tb.P[0].mn_ptr + g]]
+    for q in range(tb.I[tb.P[0].gp_ptr + grp], tb.I[tb.P[0].gp_ptr + grp + 1]):
+        st.S[tb.P[0].o_disp_t + q] = xfer(tb, st, tb.P[0].simd_node, tb.I[tb.P[0].gp_node + q], n * tb.I[tb.P[0].gp_rows + q] * tb.P[0].act_bytes, ready, now,
                             L_DISPATCH, g)
     analog_chain(tb, st, g, u, d, n, now)
     gather_to_simd(tb, st, d, n, 2)
@@ -559,14 +559,14 @@ def routed_experts(tb, st, pl, ready, b, layer, now):
     """Every active routed expert of micro-batch ``b`` at ``layer``, in expert order. Analog experts:
     one dispatch message per node carrying each token once with the rows that node's slots need, and
     one combine message per node holding output blocks. Digital experts run on the SIMD gang."""
-    E = tb.E
-    grp = tb.I[tb.l_group + layer]
+    E = tb.P[0].E
+    grp = tb.I[tb.P[0].l_group + layer]
     end = ready
     if grp >= 0:
-        q0, q1 = tb.I[tb.gp_ptr + grp], tb.I[tb.gp_ptr + grp + 1]
+        q0, q1 = tb.I[tb.P[0].gp_ptr + grp], tb.I[tb.P[0].gp_ptr + grp + 1]
         for q in range(q0, q1):
-            st.S[tb.o_disp_n + q] = 0
-            st.S[tb.o_disp_stamp + q] = -1
+            st.S[tb.P[0].o_disp_n + q] = 0
+            st.S[tb.P[0].o_disp_stamp + q] = -1
         a, z = pl.mb_start[b], pl.mb_start[b + 1]
         K = pl.experts.shape[2]
         for i in range(a, z):
@@ -574,21 +574,21 @@ def routed_experts(tb, st, pl, ready, b, layer, now):
                 e = pl.experts[i, layer, kk]
                 if e < 0:
                     continue
-                for p in range(tb.I[tb.ex_ptr + layer * E + e], tb.I[tb.ex_ptr + layer * E + e + 1]):
-                    q = tb.I[tb.ex_q + p]
-                    if st.S[tb.o_disp_stamp + q] != i:
-                        st.S[tb.o_disp_stamp + q] = i
-                        st.S[tb.o_disp_n + q] += 1
+                for p in range(tb.I[tb.P[0].ex_ptr + layer * E + e], tb.I[tb.P[0].ex_ptr + layer * E + e + 1]):
+                    q = tb.I[tb.P[0].ex_q + p]
+                    if st.S[tb.P[0].o_disp_stamp + q] != i:
+                        st.S[tb.P[0].o_disp_stamp + q] = i
+                        st.S[tb.P[0].o_disp_n + q] += 1
         for q in range(q0, q1):
-            if st.S[tb.o_disp_n + q] > 0:
-                st.S[tb.o_disp_t + q] = xfer(tb, st, tb.simd_node, tb.I[tb.gp_node + q], st.S[tb.o_disp_n + q] * tb.I[tb.gp_rows + q] * tb.act_bytes,
+            if st.S[tb.P[0].o_disp_n + q] > 0:
+                st.S[tb.P[0].o_disp_t + q] = xfer(tb, st, tb.P[0].simd_node, tb.I[tb.P[0].gp_node + q], st.S[tb.P[0].o_disp_n + q] * tb.I[tb.P[0].gp_rows + q] * tb.P[0].act_bytes,
                                     ready, now, L_DISPATCH, layer)
     for e in range(E):
         n = np.int64(pl.counts[b, layer, e])
         if n == 0:
             continue
-        g, u, d = tb.I[tb.ex_g + layer * tb.E + e], tb.I[tb.ex_u + layer * tb.E + e], tb.I[tb.ex_d + layer * tb.E + e]
-        if tb.I[tb.m_analog + g]:
+        g, u, d = tb.I[tb.P[0].ex_g + layer * tb.P[0].E + e], tb.I[tb.P[0].ex_u + layer * tb.P[0].E + e], tb.I[tb.P[0].ex_d + layer * tb.P[0].E + e]
+        if tb.I[tb.P[0].m_analog + g]:
             analog_chain(tb, st, g, u, d, n, now)
             gather_to_simd(tb, st, d, n, 2)
         else:
@@ -600,53 +600,57 @@ def routed_experts(tb, st, pl, ready, b, layer, now):
 
 # ---------------------------------------------------------------------------------------- stages
 def attention_stage(tb, st, pl, ready, b, layer, n, now):
-    H = tb.H
+    H = tb.P[0].H
     t = vec(tb, st, ready, n * H * NORM_OPS, now, L_NORM, layer)
-    a0, a1 = tb.I[tb.la_ptr + layer], tb.I[tb.la_ptr + layer + 1]
+    a0, a1 = tb.I[tb.P[0].la_ptr + layer], tb.I[tb.P[0].la_ptr + layer + 1]
     first = t
     for j in range(a0, a1):
-        if tb.I[tb.la_first + j]:
-            x = matrix_op(tb, st, t, tb.I[tb.la_mat + j], n, now)
+        if tb.I[tb.P[0].la_first + j]:
+            x = matrix_op(tb, st, t, tb.I[tb.P[0].la_mat + j], n, now)
             if x > first:
                 first = x
     t = first
     second = t
     for j in range(a0, a1):
-        if not tb.I[tb.la_first + j]:
-            x = matrix_op(tb, st, t, tb.I[tb.la_mat + j], n, now)
+        if not tb.I[tb.P[0].la_first + j]:
+            x = matrix_op(tb, st, t, tb.I[tb.P[0].la_mat + j], n, now)
             if x > second:
                 second = x
     t = second
     ctx = pl.context_sum[b]
-    macs = tb.attn_macs_per_ctx * ctx
-    soft = tb.num_heads * ctx * SOFTMAX_OPS
-    kv = tb.kv_per_token * (pl.kv_prior[b] + n) * tb.act_bytes
+    macs = tb.P[0].attn_macs_per_ctx * ctx
+    soft = tb.P[0].num_heads * ctx * SOFTMAX_OPS
+    kv = tb.P[0].kv_per_token * (pl.kv_prior[b] + n) * tb.P[0].act_bytes
     st.C[C_MACS] += macs
     st.C[C_VEC] += soft
-    dur = ps(max(macs / tb.mac_rate + soft / tb.vec_rate, dram_ns(tb, kv)))
+    dur = ps(max(macs / tb.P[0].mac_rate + soft / tb.P[0].vec_rate, dram_ns(tb, kv)))
     t = simd_op(tb, st, t, dur, kv, dur, False, now, L_ATTN_CORE, layer)
-    t = matrix_op(tb, st, t, tb.I[tb.l_oproj + layer], n, now)
+    t = matrix_op(tb, st, t, tb.I[tb.P[0].l_oproj + layer], n, now)
     return vec(tb, st, t, n * H * RESIDUAL_OPS, now, L_RESIDUAL, layer)
 
 
 def ffn_stage(tb, st, pl, ready, b, layer, n, now):
-    H, E = tb.H, tb.E
+    H, E = tb.P[0].H, tb.P[0].E
     t = vec(tb, st, ready, n * H * NORM_OPS, now, L_NORM, layer)
-    if tb.I[tb.l_router + layer] < 0:
-        t = ffn_chain(tb, st, t, tb.I[tb.l_dense + layer * 3 + 0], tb.I[tb.l_dense + layer * 3 + 1], tb.I[tb.l_dense + layer * 3 + 2], n, now)
+    if tb.I[tb.P[0].l_router + layer] < 0:
+        st.S[4] = t
+        t = ffn_chain(tb, st, t, tb.I[tb.P[0].l_dense + layer * 3 + 0], tb.I[tb.P[0].l_dense + layer * 3 + 1], tb.I[tb.P[0].l_dense + layer * 3 + 2], n, now)
+        st.S[5] = t
         return vec(tb, st, t, n * H * RESIDUAL_OPS, now, L_RESIDUAL, layer)
-    tr = matrix_op(tb, st, t, tb.I[tb.l_router + layer], n, now)
+    tr = matrix_op(tb, st, t, tb.I[tb.P[0].l_router + layer], n, now)
     tr = vec(tb, st, tr, n * E * (SOFTMAX_OPS + TOPK_OPS), now, L_ROUTER_SOFTMAX, layer)
+    st.S[4] = tr
     end = tr
-    if tb.I[tb.l_shared + layer * 4 + 0] >= 0:
-        x = ffn_chain(tb, st, t, tb.I[tb.l_shared + layer * 4 + 0], tb.I[tb.l_shared + layer * 4 + 1], tb.I[tb.l_shared + layer * 4 + 2], n, now)
+    if tb.I[tb.P[0].l_shared + layer * 4 + 0] >= 0:
+        x = ffn_chain(tb, st, t, tb.I[tb.P[0].l_shared + layer * 4 + 0], tb.I[tb.P[0].l_shared + layer * 4 + 1], tb.I[tb.P[0].l_shared + layer * 4 + 2], n, now)
         end = max(end, x)
-        if tb.I[tb.l_shared + layer * 4 + 3] >= 0:
-            end = max(end, matrix_op(tb, st, t, tb.I[tb.l_shared + layer * 4 + 3], n, now))
+        if tb.I[tb.P[0].l_shared + layer * 4 + 3] >= 0:
+            end = max(end, matrix_op(tb, st, t, tb.I[tb.P[0].l_shared + layer * 4 + 3], n, now))
     end = max(end, routed_experts(tb, st, pl, tr, b, layer, now))
-    combine = n * tb.top_k * H * COMBINE_OPS + n * H * RESIDUAL_OPS
+    st.S[5] = end
+    combine = n * tb.P[0].top_k * H * COMBINE_OPS + n * H * RESIDUAL_OPS
     return vec(tb, st, end, combine, now, L_COMBINE_VEC, layer)
 
 
 def lm_head_stage(tb, st, ready, n, now):
-    return matrix_op(tb, st, ready, tb.lm_head, n, now)
+    return matrix_op(tb, st, ready, tb.P[0].lm_head, n, now)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections import namedtuple
 from dataclasses import dataclass, field
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -103,13 +103,17 @@ SCALARS = ("T N n_dram r_ld0 r_link0 r_simd r_dram0 simd_node mesh_w mesh_h rout
 SCRATCH_INT = "path mn_ready cbn_t out_t out_node disp_n disp_stamp disp_t agg_t agg_list".split()
 # The kernel's tables: every integer table (2-D ones row-major) lives in the int64 array I and every float
 # table in the float64 array F; the field of the same name is that table's offset (few arrays cross each
-# call, which keeps calls cheap). Scratch space lives in the state: int64 S (S[0:8] misc counters: bookings,
-# gaps closed, records, queued output nodes; S[8:10] the prefetch buffers' last ends; then o_<name>
+# call, which keeps calls cheap). Scratch space lives in the state: int64 S (S[0:8] misc: bookings, gaps
+# closed, records, queued output nodes, router done and experts done of the last FFN stage; S[8:10] the prefetch buffers' last ends; then o_<name>
 # offsets) and float64 C (counters, then the GEMM cost buffer o_fbuf, then per-node bytes o_agg_b).
-Tables = namedtuple("Tables", ["I", "F", "max_cb", "o_fbuf", "o_agg_b", *SCALARS, *INT_TABLES, *FLOAT_TABLES,
-                               *(f"o_{n}" for n in SCRATCH_INT)])
+Tables = namedtuple("Tables", "I F P")     # P: one record holding every scalar and offset, by name
 State = namedtuple("State", "cal ivl rec S C")
 Plan = namedtuple("Plan", "counts experts mb_start context_sum kv_prior")
+
+
+def scalars(tb: Tables) -> SimpleNamespace:
+    """The scalars and offsets of ``tb.P`` as plain Python values, by name (for Python-side code)."""
+    return SimpleNamespace(**{k: tb.P[0][k].item() for k in tb.P.dtype.names})
 
 
 def _pack(tables: dict, dtype: type) -> tuple[np.ndarray, dict[str, int]]:
@@ -140,7 +144,7 @@ def build_tables(chip: ChipSpec, model: ModelShape, mapping: Mapping) -> tuple[t
     m_dac, m_adc, m_cells = np.zeros(M), np.zeros(M), np.zeros(M)
     s_lists: dict[str, list] = {k: [] for k in ("tile", "mvm", "ii", "mn", "cbn")}
     s_ptr, mn_ptr, cbn_ptr, cb_ptr = (np.zeros(M + 1, np.int64) for _ in range(4))
-    mn_node, mn_rows, mnr, mn_of = [], [], [], []      # mn_of: (matrix, node) per entry
+    mn_node, mn_rows, mnr = [], [], []
     cbn_cb, cbn_node, cbn_k = [], [], []
     cb_site, cb_nodes = [], []
     for i in range(M):
@@ -176,7 +180,6 @@ def build_tables(chip: ChipSpec, model: ModelShape, mapping: Mapping) -> tuple[t
                 mn_node.append(node)
                 mn_rows.append(sum(min(rows, int(m_in[i]) - r * rows) for r in rbs_at[node]))
                 mnr.append(sorted(rbs_at[node]))
-                mn_of.append((i, node))
             for c in range(cb):
                 cb_site.append(int(nodes[c]))                      # slot (row block 0, column block c)
                 cb_nodes.append(sum(1 for (cc, _n) in cbn_index if cc == c))
@@ -212,7 +215,6 @@ def build_tables(chip: ChipSpec, model: ModelShape, mapping: Mapping) -> tuple[t
     lm_head = by_layer[(-1, LM_HEAD)][0]
 
     # dispatch groups: the nodes a chain's input goes to, with the rows (union of row blocks) each needs
-    entry_of = {key: j for j, key in enumerate(mn_of)}
     mn_disp = np.full(len(mn_node), -1, np.int64)
     mn_group = np.full(len(mn_node), -1, np.int64)
     gp_node, gp_rows, gp_ptr = [], [], [0]
@@ -320,24 +322,27 @@ def build_tables(chip: ChipSpec, model: ModelShape, mapping: Mapping) -> tuple[t
         at += sizes[name]
     sizes["S"] = at
     sizes["C"] = K.N_COUNTERS + 3 + N
-    tb = Tables(I=I, F=F, max_cb=max_cb, o_fbuf=K.N_COUNTERS, o_agg_b=K.N_COUNTERS + 3, **scalars, **i_off, **f_off,
-                **o)
-    return tb, sizes
+    fields = dict(max_cb=max_cb, o_fbuf=K.N_COUNTERS, o_agg_b=K.N_COUNTERS + 3, **scalars, **i_off, **f_off, **o)
+    P = np.zeros(1, dtype=[(k, np.float64 if isinstance(v, float) else np.int64) for k, v in fields.items()])
+    for k, v in fields.items():
+        P[0][k] = v
+    return Tables(I, F, P), sizes
 
 
 def build_state(chip: ChipSpec, mapping: Mapping, tb: tuple, sizes: dict, timeline: bool) -> State:
     """Calendars (one row per resource, capacity by kind; unused tiles get none) and scratch arrays."""
     net = mapping.network
-    T, N = tb.T, tb.N
-    cap = np.zeros(tb.r_dram0 + tb.n_dram, np.int64)
+    q = scalars(tb)
+    T, N = q.T, q.N
+    cap = np.zeros(q.r_dram0 + q.n_dram, np.int64)
     cap[:T] = np.where(mapping.tiles_used, CAPACITY["tile"], 0)
-    if tb.ld_rate > 0:
+    if q.ld_rate > 0:
         hosts = np.zeros(N, bool)
         hosts[net.tile_node_id(np.flatnonzero(mapping.tiles_used))] = True
-        cap[tb.r_ld0:tb.r_ld0 + N] = np.where(hosts, CAPACITY["local_digital"], 0)
-    cap[tb.r_link0:tb.r_simd] = CAPACITY["link"]
-    cap[tb.r_simd] = CAPACITY["simd"]
-    cap[tb.r_dram0:] = CAPACITY["dram"]
+        cap[q.r_ld0:q.r_ld0 + N] = np.where(hosts, CAPACITY["local_digital"], 0)
+    cap[q.r_link0:q.r_simd] = CAPACITY["link"]
+    cap[q.r_simd] = CAPACITY["simd"]
+    cap[q.r_dram0:] = CAPACITY["dram"]
     off = np.zeros(cap.size, np.int64)
     off[1:] = np.cumsum(cap)[:-1]
     total = int(cap.sum())
@@ -345,7 +350,7 @@ def build_state(chip: ChipSpec, mapping: Mapping, tb: tuple, sizes: dict, timeli
     cal = np.zeros((R, 4), np.int64)
     cal[:, 0], cal[:, 1] = off, cap
     S = np.zeros(sizes["S"], np.int64)
-    S[tb.o_disp_stamp:tb.o_disp_stamp + sizes["disp_stamp"]] = -1
+    S[q.o_disp_stamp:q.o_disp_stamp + sizes["disp_stamp"]] = -1
     return State(cal, np.zeros((total, 2), np.int64), np.zeros((1 << 16 if timeline else 0, 5), np.int64), S,
                  np.zeros(sizes["C"]))
 
@@ -354,19 +359,35 @@ class Engine:
     def __init__(self, chip: ChipSpec, model: ModelShape, mapping: Mapping, plan: WorkPlan,
                  timeline: Timeline | None = None, max_inflight: int = 4, kernels: ModuleType | None = None,
                  progress: object | None = None) -> None:
+        """``progress``: anything with ``update(n)`` (a tqdm bar), advanced once per layer of a micro-batch."""
         self.chip, self.model, self.map, self.plan = chip, model, mapping, plan
         self.max_inflight = max_inflight
         self.env = simpy.Environment()
         self.timeline = timeline
         self.progress = progress
         self.net = mapping.network
-        self.k = kernels or load()
         self.tb, sizes = build_tables(chip, model, mapping)
+        self.k = kernels or load()
+        self.q = scalars(self.tb)
         self.st = build_state(chip, mapping, self.tb, sizes, timeline is not None)
         self.pl = Plan(plan.counts, plan.experts, plan.mb_start, plan.context_sum, plan.kv_prior)
         self.mb_start_ps = [0] * plan.n_mb
         self.mb_end_ps = [0] * plan.n_mb
         self.layer_visits = [0] * plan.n_mb
+        # stage spans summed over micro-batches, ps (decode: they partition the makespan)
+        self.split_ps = {"attention": 0, "norm_router": 0, "experts": 0, "combine": 0, "lm_head": 0}
+
+    @property
+    def k(self) -> ModuleType:
+        """The kernel namespace: compiled, or the plain-Python reference."""
+        return self._k
+
+    @k.setter
+    def k(self, kernels: ModuleType) -> None:
+        # compiled code reads P's fields from a structured array; plain Python needs attribute access
+        compiled = kernels is not K
+        self.tb = self.tb._replace(P=self.tb.P.view(np.ndarray) if compiled else self.tb.P.view(np.recarray))
+        self._k = kernels
 
     # ----------------------------------------------------------------------- single operations
     # For tests and notebooks: one operation booked on this engine's calendars outside any stage
@@ -405,7 +426,7 @@ class Engine:
 
     def busy_ps(self, kind: str) -> np.ndarray:
         """Busy time of every resource of one kind: tile, local_digital, link, simd, dram."""
-        tb, b = self.tb, self.st.cal[:, 3]
+        tb, b = self.q, self.st.cal[:, 3]
         span = {"tile": (0, tb.T), "local_digital": (tb.r_ld0, tb.r_link0), "link": (tb.r_link0, tb.r_simd),
                 "simd": (tb.r_simd, tb.r_simd + 1), "dram": (tb.r_dram0, tb.r_dram0 + tb.n_dram)}[kind]
         return b[span[0]:span[1]]
@@ -415,7 +436,7 @@ class Engine:
         return self.busy_ps("tile")
 
     def resource_name(self, r: int) -> str:
-        tb = self.tb
+        tb = self.q
         if r < tb.T:
             return f"tile {r}"
         if r < tb.r_link0:
@@ -466,19 +487,26 @@ class Engine:
             if timeline:
                 self._grow_records()
             t = int(k.attention_stage(tb, self.st, pl, ready, b, layer, n, env.now))
+            split = self.split_ps
+            split["attention"] += t - ready
             if attn_gate is not None:
                 attn_end[layer] = t
                 attn_gate[layer].succeed()
             yield env.timeout(t - env.now)
             t = int(k.ffn_stage(tb, self.st, pl, env.now, b, layer, n, env.now))
+            router, experts = int(self.st.S[4]), int(self.st.S[5])
+            split["norm_router"] += router - env.now
+            split["experts"] += experts - router
+            split["combine"] += t - experts
             yield env.timeout(t - env.now)
             self.layer_visits[b] += 1
+            if self.progress is not None:
+                self.progress.update(1)
         lm = int(self.plan.lm_head_tokens[b])
         if lm:
             t = int(k.lm_head_stage(tb, self.st, env.now, lm, env.now))
+            self.split_ps["lm_head"] += t - env.now
             yield env.timeout(t - env.now)
-        if self.progress is not None:
-            self.progress.update(1)
 
     def _prefill_mb(self, b: int, gates: list, ends: list, admission: simpy.Resource):
         n = int(self.plan.mb_tokens[b])

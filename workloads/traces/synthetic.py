@@ -129,11 +129,19 @@ def _feasible(p: np.ndarray, k: int) -> np.ndarray:
     return p
 
 
+def _gumbel(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    """Standard Gumbel draws in float32, ``-log(-log(u))`` of uniform ``u`` (five times faster than float64
+    ``Generator.gumbel``; float32 keys are ample for ranking)."""
+    u = rng.random(shape, dtype=np.float32)
+    np.maximum(u, np.float32(1e-30), out=u)
+    return -np.log(-np.log(u))
+
+
 def _gumbel_topk(logw: np.ndarray, k: int, n: int, rng: np.random.Generator,
                  allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Top-k of Gumbel-perturbed log-weights (a Plackett-Luce draw); returns (ids [n, k], all keys [n, E]).
     ``allowed`` (bool [n, E]) restricts the choice (group-limited routing)."""
-    keys = logw[None, :] + rng.gumbel(size=(n, logw.size))
+    keys = logw.astype(np.float32)[None, :] + _gumbel(rng, (n, logw.size))
     pick = keys if allowed is None else np.where(allowed, keys, -np.inf)
     idx = np.argpartition(-pick, k - 1, axis=1)[:, :k]
     kv = np.take_along_axis(pick, idx, axis=1)
@@ -191,7 +199,7 @@ def _group_mask(model: ModelShape, logw: np.ndarray, T: int, rng: np.random.Gene
     if G <= 1 or keep >= G:
         return None
     E = model.num_experts
-    scores = (logw[None, :] + rng.gumbel(size=(T, E))).reshape(T, G, E // G).max(axis=2)
+    scores = (logw.astype(np.float32)[None, :] + _gumbel(rng, (T, E))).reshape(T, G, E // G).max(axis=2)
     chosen = np.argpartition(-scores, keep - 1, axis=1)[:, :keep]
     groups = np.zeros((T, G), bool)
     np.put_along_axis(groups, chosen, True, axis=1)
