@@ -201,8 +201,9 @@ def assemble(chip, shape, tr, st, placement, plan, mapping, engine, makespan_ps,
     counts = np.bincount(tile_nodes, minlength=net.node_count)
     for i in np.flatnonzero(counts):
         node_util[str(net.node_names[i])] = [sums[i] / counts[i]]
+    from .provenance import code_fingerprint
     return {
-        "run_id": run_id, "config": config, "metrics": metrics,
+        "run_id": run_id, "code_fingerprint": code_fingerprint(), "config": config, "metrics": metrics,
         "hw_figures": derived_figures(chip), "model_summary": shape.summary(),
         "energy_pj": energy, "energy_by_domain_pj": domains, "counters": counters,
         "utilisation": util["summary"], "utilisation_rows": util["rows"],

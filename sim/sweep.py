@@ -2,7 +2,8 @@
 
 A point is a dict of :func:`sim.api.simulate` keyword arguments. Each point writes
 ``OUT/runs/<id>/result.json`` (or ``error.txt``); ``<id>`` is derived from the point's content, so
-re-running into the same folder skips finished points. A failing point is recorded with its error
+re-running into the same folder skips finished points (those computed by the same code: see
+:mod:`sim.provenance`). A failing point is recorded with its error
 and never stops the others. Local processes by default; a Dask distributed cluster when a
 scheduler address is given (``pip install 'hetmoe[dask]'``).
 """
@@ -35,6 +36,18 @@ def point_id(point: dict[str, Any]) -> str:
     if point.get("mode", "prefill") != "prefill":
         label += f"-{point['mode']}"
     return f"{label}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
+def _finished(path: Path) -> bool:
+    """A point is done when its result exists and was computed by this code (same fingerprint)."""
+    if not path.is_file():
+        return False
+    from .provenance import code_fingerprint
+    try:
+        stored = json.loads(path.read_text()).get("code_fingerprint")
+    except (OSError, json.JSONDecodeError):
+        return False
+    return stored == code_fingerprint()
 
 
 def run_point(point: dict[str, Any], out_dir: str) -> dict[str, Any]:
@@ -93,7 +106,7 @@ def run_points(points: list[dict[str, Any]], out_dir: str | Path, *, jobs: int =
     todo = []
     for p in points:
         pid = point_id(p)
-        if (out / "runs" / pid / "result.json").is_file():
+        if _finished(out / "runs" / pid / "result.json"):
             statuses[pid] = {"id": pid, "ok": True, "skipped": True}
         else:
             todo.append(p)
