@@ -11,7 +11,6 @@ from math import ceil, sqrt
 
 from .spec import AdcSpec, AnalogSpec, ChipSpec, SimdSpec, SramSpec
 
-
 # ----------------------------------------------------------------------------- analog crossbar
 
 def input_passes(analog: AnalogSpec, activation_bits: int) -> int:
@@ -211,3 +210,10 @@ def dram_latency_ns(n_bytes: float, latency_ns: float, bandwidth_gbps: float) ->
 def dram_energy_pj(n_bytes: float, e_pj_per_bit: float) -> float:
     """``bytes * 8 * e``, pJ."""
     return n_bytes * 8.0 * e_pj_per_bit
+
+
+def sram_static_power_mw(chip: ChipSpec) -> float:
+    """SRAM static power, mW: ``static_power_mw + leakage_mw_per_mib x (capacity_mib + staging_mib)``
+    (leakage follows the SRAM's size, as its area does in :mod:`arch.area`)."""
+    s = chip.memory.sram
+    return s.static_power_mw + s.leakage_mw_per_mib * (s.capacity_mib + s.staging_mib)

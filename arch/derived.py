@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import costs
+from . import area, costs
 from .noc import build_network
 from .spec import ChipSpec
 
@@ -31,6 +31,8 @@ def derived_figures(chip: ChipSpec) -> dict[str, Any]:
     ops = 2 * r * c
     net = build_network(chip.noc)
     simd = chip.digital.simd
+    peak_analog = a.tile_count * ops / period / 1000.0
+    peak_digital = 2 * costs.simd_macs_per_ns(simd, chip.precision.digital_mac) / 1000.0
     return {
         "name": chip.name,
         "source": chip.source,
@@ -49,9 +51,10 @@ def derived_figures(chip: ChipSpec) -> dict[str, Any]:
                         f"{a.adc.scaling} law from {a.adc.anchor_bits or a.adc.bits} bits ({a.adc.kind})"),
         "mvm_latency_ns": t_mvm,
         "mvm_energy_pj": e_mvm,
-        "peak_analog_tops": a.tile_count * ops / period / 1000.0,
-        "analog_tops_per_w": _per(ops, e_mvm + a.static_power_mw_per_tile * period),
-        "peak_digital_tops": 2 * costs.simd_macs_per_ns(simd, chip.precision.digital_mac) / 1000.0,
+        "peak_analog_tops": peak_analog,
+        "analog_tops_per_w": (_per(ops, e_mvm + a.static_power_mw_per_tile * period) if a.tile_count
+                              else float("nan")),
+        "peak_digital_tops": peak_digital,
         "digital_tops_per_w": _per(2.0, costs.e_mac_pj(chip)),
         "sram_capacity_mib": chip.memory.sram.capacity_mib,
         "sram_energy_pj_per_byte": costs.sram_energy_pj_per_byte(chip.memory.sram),
@@ -62,8 +65,35 @@ def derived_figures(chip: ChipSpec) -> dict[str, Any]:
         "noc_bisection_bandwidth_gbps": net.bisection_bandwidth_gbps(),
         "tile_static_power_mw": a.static_power_mw_per_tile,
         "static_power_mw": (a.tile_count * a.static_power_mw_per_tile + simd.static_power_mw
-                            + chip.memory.sram.static_power_mw + chip.memory.dram.static_power_mw),
+                            + costs.sram_static_power_mw(chip) + chip.memory.dram.static_power_mw),
+        "sram_static_power_mw": costs.sram_static_power_mw(chip),
+        **area_figures(chip, peak_analog, peak_digital),
     }
+
+
+def area_figures(chip: ChipSpec, peak_analog_tops: float, peak_digital_tops: float) -> dict[str, Any]:
+    """Footprint and silicon (mm^2), the breakdown, and peak TOPS per mm^2: analog over the tiles' footprint
+    (arrays of one tier, converters, periphery), digital over the SIMD cores' area (:mod:`arch.area`)."""
+    ar = area.chip_area(chip)
+    if not ar["modelled"]:
+        return {"area_modelled": False}
+    simd_mm2 = ar["breakdown"]["SIMD cores"]["footprint_mm2"]
+    return {
+        "area_modelled": True,
+        "area_process_nm": ar["process_nm"],
+        "footprint_mm2": ar["footprint_mm2"],
+        "silicon_mm2": ar["silicon_mm2"],
+        "tile_footprint_mm2": ar["tile_footprint_mm2"],
+        "tile_silicon_mm2": ar["tile_silicon_mm2"],
+        "analog_tops_per_mm2": _div(peak_analog_tops, ar["analog_footprint_mm2"]),
+        "digital_tops_per_mm2": _div(peak_digital_tops, simd_mm2),
+        "area_breakdown_mm2": ar["breakdown"],
+    }
+
+
+def _div(a: float, b: float) -> float:
+    """a / b; NaN (not applicable) when there is no area to divide by (e.g. a digital-only die not split by part)."""
+    return a / b if b > 0 else float("nan")
 
 
 UNITS = {
@@ -71,4 +101,8 @@ UNITS = {
     "peak_digital_tops": "TOPS", "digital_tops_per_w": "TOPS/W (MACs only)", "sram_capacity_mib": "MiB", "sram_energy_pj_per_byte": "pJ/byte",
     "sram_bandwidth_gbps": "Gbit/s", "dram_bandwidth_gbps": "Gbit/s", "noc_bisection_bandwidth_gbps": "Gbit/s",
     "noc_diameter_hops": "hops", "static_power_mw": "mW", "tile_static_power_mw": "mW", "analog_capacity_weights": "weights",
+    "sram_static_power_mw": "mW", "area_process_nm": "nm", "footprint_mm2": "mm^2 (what the package sees)",
+    "silicon_mm2": "mm^2 (every 3D tier counted)", "tile_footprint_mm2": "mm^2", "tile_silicon_mm2": "mm^2",
+    "analog_tops_per_mm2": "TOPS/mm^2 (peak, over the tiles' footprint)",
+    "digital_tops_per_mm2": "TOPS/mm^2 (peak, over the SIMD cores)",
 }

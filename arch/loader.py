@@ -10,6 +10,7 @@ follow in :func:`_check_consistency`. The loader never writes files.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -113,6 +114,10 @@ def _check_scalar(value: Any, tp: Any, meta: dict, where: tuple[str, int | None]
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise SpecError(file, line, path, f"{value!r} is not a number")
         value = float(value)
+        if math.isnan(value):
+            raise SpecError(file, line, path, "NaN is not allowed; give a number")
+        if value in (float("inf"), float("-inf")) and meta.get("hi") is not None:
+            raise SpecError(file, line, path, f"{value!r} is outside the allowed range: {_describe(meta)}")
     elif tp is str:
         if not isinstance(value, str):
             raise SpecError(file, line, path, f"{value!r} is not a string")
@@ -225,6 +230,10 @@ def _check_consistency(chip: ChipSpec, data: Located) -> None:
         fail(("precision", "digital_mac"), f"{p.digital_mac!r} has no energy in "
              f"digital.simd.energy_pj_per_mac; allowed: {known}")
     _check_noc(chip.noc, a.tile_count, data, fail)
+    if chip.area is not None and a.tile_count > 0:
+        for key in ("crossbar_um2_per_device", "dac_um2", "adc_um2"):
+            if getattr(chip.area, key) is None:
+                fail(("area",), f"missing required key area.{key} (the system has {a.tile_count} analog tiles)")
 
 
 def _check_noc(noc: NocSpec, tile_count: int, data: Located, fail: Any) -> None:

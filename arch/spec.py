@@ -151,7 +151,7 @@ class AnalogSpec:
     tile: TileSpec = param("one crossbar tile")
     dac: DacSpec = param("input DACs")
     adc: AdcSpec = param("output ADCs")
-    tile_count: int = param("analog tiles in the system", lo=1, hi=10_000_000)
+    tile_count: int = param("analog tiles in the system (0: a digital-only system)", lo=0, hi=10_000_000)
     static_power_mw_per_tile: float = param("static power of one tile with its periphery, mW", lo=0.0)
     local_digital: LocalDigitalSpec | None = param(
         "per-node digital unit for activations and partial sums (absent: the SIMD core does them)", default=None)
@@ -187,7 +187,11 @@ class SramSpec:
     capacity_mib: float = param("on-chip SRAM for digital weights, MiB", lo=0.0)
     bandwidth_gbps: float = param("SRAM bandwidth, Gbit/s", **POSITIVE)
     energy_pj_per_byte: float = param("SRAM access energy at energy_reference_bank_kib, pJ per byte", lo=0.0)
-    static_power_mw: float = param("SRAM static (leakage) power, mW", lo=0.0, default=0.0)
+    static_power_mw: float = param("SRAM static power independent of size (periphery, control), mW", lo=0.0,
+                                   default=0.0)
+    leakage_mw_per_mib: float = param("SRAM leakage per MiB of capacity and staging buffer, mW; static power = "
+                                      "static_power_mw + this x (capacity_mib + staging_mib), so growing the "
+                                      "SRAM costs standby power too", lo=0.0, hi=1e6, default=0.0)
     bank_kib: float | None = param("size of the bank (macro) one access reads, KiB (default: the reference size, "
                                    "i.e. energy_pj_per_byte as given)", lo=0.0, lo_open=True, default=None)
     energy_reference_bank_kib: float | None = param(
@@ -260,13 +264,61 @@ class PrecisionSpec:
     partial_sum_bits: int = param("bits of an analog partial sum sent for reduction", lo=1, hi=64, default=16)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
+class AreaSpec:
+    """Silicon area per component (arch/area.py sums them); the process node the figures are for.
+
+    Footprint is what the package sees: 3D-stacked crossbar tiers share one footprint. Total silicon
+    counts every tier (what the wafers cost)."""
+
+    process_nm: float = param("process node the unit areas below are for, nm (documentation; no scaling "
+                              "is applied)", lo=1.0, hi=1000.0)
+    crossbar_um2_per_device: float | None = param(
+        "crossbar array area per memory device, per tier, um^2 (a tile's tier holds rows x cols x "
+        "devices_per_weight devices; required when the system has analog tiles)", lo=0.0, default=None)
+    dac_um2: float | None = param("area of one DAC (analog.dac.per_tile per tile), um^2 (required with analog "
+                                  "tiles)", lo=0.0, default=None)
+    adc_um2: float | None = param("area of one ADC at analog.adc.anchor_bits, um^2, required with analog tiles; "
+                                  "scales as 2^(bits - anchor) with analog.adc.bits (the capacitor array of a SAR, "
+                                  "the counter range of a ramp/CCO converter)", lo=0.0, default=None)
+    adc_reference_conversion_ns: float | None = param(
+        "conversion time of the design adc_um2 is cited for, ns: a converter asked to be faster "
+        "(analog.adc conversion time below this) needs ceil(reference / time) interleaved copies (default: "
+        "the area holds at any rate)", lo=0.0, lo_open=True, default=None)
+    tile_periphery_um2: float = param("per-tile circuits besides array and converters (buffers, control, "
+                                      "row/column drivers, per-core digital), um^2", lo=0.0, default=0.0)
+    local_digital_um2_per_op: float = param("area of analog.local_digital per vector operation per cycle, um^2 "
+                                            "(one unit per NoC node that hosts tiles)", lo=0.0, default=0.0)
+    simd_um2_per_mac: float = param("SIMD core area per MAC per cycle, um^2", lo=0.0)
+    simd_mm2_per_core: float = param("per-core SIMD area besides its MACs (vector unit, register files, "
+                                     "control), mm^2", lo=0.0, default=0.0)
+    sram_mm2_per_mib: float = param("SRAM macro area per MiB (capacity and staging buffer), mm^2 (macro "
+                                    "density with periphery, not bit-cell density)", lo=0.0)
+    router_um2_per_gbps: float = param("NoC router area per Gbit/s of noc.link_bandwidth_gbps, per node, um^2 "
+                                       "(buffers and crossbar grow with port width)", lo=0.0, default=0.0)
+    dram_interface_mm2_per_channel: float = param("DRAM PHY and controller per memory.dram channel, mm^2",
+                                                  lo=0.0, default=0.0)
+    other_mm2: float = param("everything else on the die (I/O pads, clocking, host interface), mm^2",
+                             lo=0.0, default=0.0)
+
+
+NO_ANALOG = AnalogSpec(
+    tile=TileSpec(rows=1, cols=1, integration_ns=0.0, array_energy_fj_per_cell=0.0),
+    dac=DacSpec(bits=8, encoding="pwm", step_ns=1.0, energy_pj_per_conversion=0.0, per_tile=1),
+    adc=AdcSpec(bits=8, per_tile=1, conversion_ns=1.0, energy_pj_per_conversion=0.0),
+    tile_count=0, static_power_mw_per_tile=0.0)
+
+
+@dataclass(frozen=True, kw_only=True)
 class ChipSpec:
-    analog: AnalogSpec = param("analog in-memory tiles")
+    analog: AnalogSpec = param("analog in-memory tiles (absent: a digital-only system, no tiles)",
+                               default=NO_ANALOG)
     digital: DigitalSpec = param("digital SIMD domain")
     memory: MemorySpec = param("SRAM and DRAM")
     noc: NocSpec = param("network on chip")
     precision: PrecisionSpec = param("number formats")
+    area: AreaSpec | None = param("silicon area per component (absent: area figures are not reported)",
+                                  default=None)
     name: str = param("system name", default="")
     description: str = param("free text", default="")
     source: str = param("where the system comes from (file path or preset name)", default="")

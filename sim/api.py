@@ -12,21 +12,21 @@ from typing import Any
 import numpy as np
 
 from arch import load_chip
-from arch.errors import HetmoeError
 from arch.derived import derived_figures
+from arch.errors import HetmoeError
 from arch.spec import ChipSpec
 from workloads.checkpoints.stats import ExpertStats, compute_stats, synthetic_stats
-from workloads.traces.readers import read_trace, require_complete
 from workloads.shapes import ModelShape, load_model
-from workloads.traces.synthetic import SyntheticSpec, synthesize
 from workloads.traces.format import RoutingTrace
+from workloads.traces.readers import read_trace, require_complete
+from workloads.traces.synthetic import SyntheticSpec, synthesize
 
 from .engine.simulator import Engine, Timeline
+from .engine.workplan import WorkPlan, build_plan
 from .mapping import Mapping, build_mapping
-from .metrics import exposure, percentiles_us, price, steady_metrics, steady_state
+from .metrics import area_metrics, exposure, percentiles_us, price, steady_metrics, steady_state
 from .placement import POLICIES, Placement, PlacementContext, place
 from .result import Result
-from .engine.workplan import WorkPlan, build_plan
 
 
 def resolve_inputs(hw: str | ChipSpec, model: str | ModelShape, trace: str | RoutingTrace | SyntheticSpec | None,
@@ -187,6 +187,8 @@ def assemble(chip, shape, tr, st, placement, plan, mapping, engine, makespan_ps,
     }
     steady = steady_state(ends, plan.mb_tokens, config["max_inflight"] if plan.mode == "prefill" else 1)
     metrics.update(steady_metrics(energy, tokens, seconds, steady))
+    hw_figures = derived_figures(chip)
+    metrics.update(area_metrics(hw_figures, metrics))
     util = utilisation(chip, engine, makespan_ps)
     c = engine.c
     counters = {k: float(v) for k, v in vars(c).items()}
@@ -204,7 +206,7 @@ def assemble(chip, shape, tr, st, placement, plan, mapping, engine, makespan_ps,
     from .provenance import code_fingerprint
     return {
         "run_id": run_id, "code_fingerprint": code_fingerprint(), "config": config, "metrics": metrics,
-        "hw_figures": derived_figures(chip), "model_summary": shape.summary(),
+        "hw_figures": hw_figures, "model_summary": shape.summary(),
         "energy_pj": energy, "energy_by_domain_pj": domains, "counters": counters,
         "utilisation": util["summary"], "utilisation_rows": util["rows"],
         "tile_utilisation_by_node": {k: float(np.mean(v)) for k, v in node_util.items()},

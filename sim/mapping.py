@@ -28,8 +28,8 @@ from arch.noc import Network, build_network
 from arch.spec import ChipSpec
 from workloads.shapes import EXPERT, LM_HEAD, ModelShape
 
-from .placement import Placement
 from .engine.workplan import WorkPlan
+from .placement import Placement
 
 
 class MappingError(HetmoeError):
@@ -103,6 +103,9 @@ def build_mapping(chip: ChipSpec, model: ModelShape, placement: Placement, plan:
     digital = np.array([placement.is_digital(m) for m in model.matrices], bool)
     needed, pad = slots_needed(model, digital, rows, cols)
     available = T * a.tile.tiers
+    if needed > 0 and available == 0:
+        raise MappingError(f"{chip.name} has no analog tiles, but policy {placement.policy} puts {needed:,} crossbar "
+                           "slots of matrices on analog tiles; use policy all-digital on a digital-only system")
     if needed > available:
         raise MappingError(
             f"the analog matrices of {model.name} under policy {placement.policy} need {needed:,} crossbar slots of "
@@ -110,7 +113,7 @@ def build_mapping(chip: ChipSpec, model: ModelShape, placement: Placement, plan:
             f"{a.tile.tiers} tiers), i.e. {-(-needed // available)} chips of this kind; set analog.tile_count >= "
             f"{-(-needed // a.tile.tiers):,} at {a.tile.tiers} tiers, or analog.tile.tiers >= {-(-needed // T):,} at "
             f"{T:,} tiles (the NoC must hold the tiles: noc.width x noc.height x noc.tiles_per_node), or give more "
-            "experts to the digital side (--fraction)")
+            "experts to the digital side (--fraction); `hetmoe hw fit` writes a system sized for the model")
     analog: dict[int, AnalogMatrix] = {}
     slot = padding = 0
     tier_count = np.zeros(a.tile.tiers, np.int64)

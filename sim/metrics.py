@@ -31,6 +31,12 @@ METRICS = {
                                       "/ that window (k = micro-batches in flight; fill and drain excluded)",
     "steady_energy_per_token_uj": "dynamic energy per token + static power / steady throughput",
     "steady_tokens_per_s_per_w": "1 / steady energy per token",
+    "chip_footprint_mm2": "the chip's silicon footprint (arch/area.py; 3D tiers stacked on one footprint); NaN when "
+                          "the hardware description has no area section",
+    "chip_silicon_mm2": "the chip's total silicon, every 3D tier counted",
+    "tokens_per_s_per_mm2": "throughput / chip_footprint_mm2",
+    "steady_tokens_per_s_per_mm2": "steady throughput / chip_footprint_mm2",
+    "tokens_per_s_per_w_per_mm2": "tokens/s/W / chip_footprint_mm2",
     "analog_exposure_macs": "share of routed-expert MACs that ran on analog tiles",
     "analog_exposure_gate_weighted": "same, each selection weighted by its gate weight",
     "analog_exposure_score_weighted": "same, each selection weighted by its expert's MaxNNScore",
@@ -74,6 +80,18 @@ def steady_metrics(energy: dict[str, dict[str, float]], tokens: int, seconds: fl
             "steady_tokens_per_s_per_w": 1.0 / e_tok_j}
 
 
+def area_metrics(hw_figures: dict[str, Any], metrics: dict[str, float]) -> dict[str, float]:
+    """Chip area (from ``arch.derived``) and throughput per mm^2 of footprint; NaN without an area model."""
+    nan = float("nan")
+    fp = hw_figures.get("footprint_mm2", nan) if hw_figures.get("area_modelled") else nan
+    si = hw_figures.get("silicon_mm2", nan) if hw_figures.get("area_modelled") else nan
+    per = (lambda x: x / fp) if fp == fp and fp > 0 else (lambda x: nan)
+    return {"chip_footprint_mm2": fp, "chip_silicon_mm2": si,
+            "tokens_per_s_per_mm2": per(metrics["throughput_tokens_per_s"]),
+            "steady_tokens_per_s_per_mm2": per(metrics.get("steady_throughput_tokens_per_s", nan)),
+            "tokens_per_s_per_w_per_mm2": per(metrics["tokens_per_s_per_w"])}
+
+
 def price(chip: ChipSpec, c: Any, makespan_ns: float, powered_tiles: int | None = None) -> dict[str, dict[str, float]]:
     """Energy in pJ by domain and component. ``powered_tiles``: tiles drawing static power (default: all;
     the mapping reports how many hold a matrix when ``analog.power_gate_unused_tiles`` is on)."""
@@ -96,7 +114,7 @@ def price(chip: ChipSpec, c: Any, makespan_ns: float, powered_tiles: int | None 
         "memory": {
             "sram": c.sram_bytes * costs.e_sram_pj_per_byte(chip),
             "dram": costs.dram_energy_pj(c.dram_bytes, mem.dram.energy_pj_per_bit),
-            "sram_static": mem.sram.static_power_mw * makespan_ns,
+            "sram_static": costs.sram_static_power_mw(chip) * makespan_ns,
             "dram_static": mem.dram.static_power_mw * makespan_ns,
         },
         "noc": {"links": c.noc_energy_pj, "routers": c.noc_router_bits * chip.noc.energy_pj_per_bit_per_router},

@@ -50,7 +50,9 @@ def summary_row(d: dict[str, Any]) -> dict[str, Any]:
     p = d["placement"]
     return {"run": d["run_id"], "policy": p["policy"], "digital_fraction": p.get("fraction", ""),
             "digital_expert_share": p["digital_expert_share"], "mode": d["config"]["mode"],
-            "hw": d["config"]["hw"], **d["metrics"]}
+            "hw": d["config"]["hw"], **d["metrics"],
+            **({"area_budget_mm2": d["area_budget"]["budget_mm2"], "area_feasible": d["area_budget"]["feasible"]}
+               if "area_budget" in d else {})}
 
 
 def energy_rows(d: dict[str, Any]) -> list[dict[str, Any]]:

@@ -15,9 +15,10 @@ import itertools
 import json
 import sys
 import traceback
+from collections.abc import Iterable
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 
@@ -52,8 +53,9 @@ def _finished(path: Path) -> bool:
 
 def run_point(point: dict[str, Any], out_dir: str) -> dict[str, Any]:
     """Run one point in a worker; write its files; return a status dict (never raises)."""
-    from .api import point_accuracy, simulate
     from workloads.traces.synthetic import SyntheticSpec
+
+    from .api import point_accuracy, simulate
 
     pid = point_id(point)
     folder = Path(out_dir) / "runs" / pid
@@ -63,12 +65,14 @@ def run_point(point: dict[str, Any], out_dir: str) -> dict[str, Any]:
     if isinstance(trace, dict):
         kwargs["trace"] = SyntheticSpec(**trace)
     tag = kwargs.pop("label", None)
+    shown = {k: kwargs.pop(k) for k in ("show_hw", "role") if k in kwargs}
     eval_file = kwargs.pop("eval", None)
     noise_seeds = int(kwargs.pop("noise_seeds", 3))
     try:
         result = simulate(**kwargs)
         if tag:
             result.data["label"] = tag
+        result.data.update(shown)
         if eval_file:
             result.data["accuracy"] = point_accuracy(eval_file=eval_file, noise_seeds=noise_seeds, **kwargs)
         result.write(folder)
@@ -160,18 +164,36 @@ def write_tables(out_dir: str | Path, runs: list[dict[str, Any]]) -> None:
 # ----------------------------------------------------------------------------- sweep specs
 
 SPEC_KEYS = {"hw", "model", "traces", "trace", "policies", "fractions", "hw_overrides", "modes", "seed", "batch",
-             "tokens", "score", "scope", "checkpoint", "context_tokens", "fill", "eval", "noise_seeds"}
+             "tokens", "score", "scope", "checkpoint", "context_tokens", "fill", "eval", "noise_seeds",
+             "area_budget_mm2"}
+OPTION_KEYS = {"area_budget_mm2"}      # apply to the folder's tables and plots, not to the points
 
 
-def load_sweep_spec(path: str | Path) -> list[dict[str, Any]]:
-    """Expand a sweep YAML into points: policies x fractions x hw_overrides x traces x modes."""
-    path = Path(path)
+def sweep_options(path: str | Path) -> dict[str, Any]:
+    """The keys of a sweep YAML that apply to its results rather than to its points (``area_budget_mm2``)."""
+    spec = _read_spec(Path(path))
+    from .report.budget import problem
+    value = spec.get("area_budget_mm2")
+    bad = problem(value)
+    if bad:
+        raise HetmoeError(f"{path}: area_budget_mm2 {bad}")
+    return {"area_budget_mm2": None if value is None else float(value)}
+
+
+def _read_spec(path: Path) -> dict[str, Any]:
     try:
         spec = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise HetmoeError(f"{path}: cannot read sweep spec: {exc}") from None
     if not isinstance(spec, dict):
         raise HetmoeError(f"{path}: expected a mapping with keys {', '.join(sorted(SPEC_KEYS))}")
+    return spec
+
+
+def load_sweep_spec(path: str | Path) -> list[dict[str, Any]]:
+    """Expand a sweep YAML into points: policies x fractions x hw_overrides x traces x modes."""
+    path = Path(path)
+    spec = _read_spec(path)
     unknown = set(spec) - SPEC_KEYS
     if unknown:
         raise HetmoeError(f"{path}: unknown keys {sorted(unknown)}; recognised: {', '.join(sorted(SPEC_KEYS))}")

@@ -51,7 +51,8 @@ def test_compare_writes_report_tables_and_plots(compared):
     for policy in ("all-analog", "all-digital", "maxnn 12.5%", "maxnn 25%", "random 25%", "frequency 50%"):
         assert f"| {policy}" in report, policy
     runs = json.loads((compared / "results.json").read_text())
-    assert len(runs) == 2 + 6 + 3 * 3
+    assert len(runs) == 2 + 6 + 3 * 3 + 1            # + the default a100-gpu baseline, all-digital
+    assert "| a100-gpu: all-digital" in report and report.index("## Answer") < report.index("## Assumptions")
     header = (compared / "summary.csv").read_text().splitlines()[0].split(",")
     assert {"throughput_tokens_per_s", "energy_per_token_uj", "tokens_per_s_per_w"} <= set(header)
     for name in PNGS:
@@ -134,7 +135,7 @@ def test_sweep_on_dask_local_cluster(tiny_inputs, tmp_path):
 
 
 UNIT_WORDS = ("ns", "tokens", "count", "0..1", "integer", "Gbit/s", "ps", "MiB", "processes", "sequences",
-              "dimensionless", "> 0", "seed", "micro-batches", "FILE", "DIR")
+              "dimensionless", "> 0", "seed", "micro-batches", "FILE", "DIR", "mm^2", "percent")
 
 
 def _subparsers(parser: argparse.ArgumentParser):

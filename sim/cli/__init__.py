@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from arch.errors import HetmoeError
 
-from . import accuracy, compare, hw, run, workloads
+from . import accuracy, compare, hw, run, whatif, workloads
 from .common import FMT
 
 Handler = Callable[[argparse.Namespace], int]
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _command_modules() -> list:
-    return [hw, workloads, run, compare, accuracy]
+    return [hw, workloads, run, compare, whatif, accuracy]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from arch import list_presets
+from arch import list_presets, load_chip
 from arch.errors import HetmoeError
 from workloads.checkpoints.stats import SCOPES, VARIANTS
 from workloads.shapes import list_model_presets
@@ -18,6 +18,7 @@ from workloads.traces.format import FILL_RULES
 from workloads.traces.synthetic import POPULARITY, SyntheticSpec
 
 from ..engine.workplan import MODES
+
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows a default only when there is one to show: "(required)" for required options, nothing for
@@ -90,9 +91,14 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
-def add_common_run_args(p: argparse.ArgumentParser, *, default_tokens: int) -> None:
-    p.add_argument("--hw", default="aimc-3d-moe", metavar="NAME|FILE",
-                   help=f"hardware preset ({', '.join(list_presets())}) or YAML file")
+def add_common_run_args(p: argparse.ArgumentParser, *, default_tokens: int, multi_hw: bool = False) -> None:
+    if multi_hw:
+        p.add_argument("--hw", action="append", metavar="NAME|FILE",
+                       help=f"hardware preset ({', '.join(list_presets())}) or YAML file; repeat to compare chips "
+                            "side by side (default: aimc-3d-moe)")
+    else:
+        p.add_argument("--hw", default="aimc-3d-moe", metavar="NAME|FILE",
+                       help=f"hardware preset ({', '.join(list_presets())}) or YAML file")
     p.add_argument("--set", action="append", metavar="KEY.PATH=VALUE",
                    help="override a hardware YAML key, e.g. analog.tile.tiers=8 (repeatable)")
     add_model_arg(p, required=False, default=None)
@@ -121,6 +127,22 @@ def add_common_run_args(p: argparse.ArgumentParser, *, default_tokens: int) -> N
 WEIGHT_MACS = {4: "int4", 8: "int8", 16: "fp16"}
 
 
+def check_budget(value: float | None, where: str = "--area-budget-mm2") -> float | None:
+    """A valid area budget (mm^2) or None; a clear error otherwise."""
+    from ..report.budget import problem
+
+    bad = problem(value)
+    if bad:
+        raise HetmoeError(f"{where} {bad}")
+    return None if value is None else float(value)
+
+
+def add_budget_arg(p: argparse.ArgumentParser, default_note: str = "") -> None:
+    p.add_argument("--area-budget-mm2", type=float, metavar="MM2",
+                   help="silicon footprint budget (mm^2): designs over it are marked infeasible in tables and "
+                        "plots and never chosen as a best point " + default_note)
+
+
 def precision_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """``--set`` overrides plus ``--digital-weight-bits`` as precision.digital_weight_bits/digital_mac."""
     over = parse_overrides(args.set)
@@ -143,5 +165,16 @@ def run_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 def fmt_table(header: list[str], rows: list[list[str]]) -> str:
     """A plain text table, columns padded to their widest cell."""
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
-    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def baseline_point(kw: dict, system: str) -> dict:
+    """The all-digital run on a digital-only ``system`` (same model, trace, mode and weight precision)."""
+    base = load_chip(system)
+    if base.analog.tile_count:
+        raise HetmoeError(f"--baseline {system}: it has {base.analog.tile_count:,} analog tiles; a baseline must be "
+                          "a digital-only system (no analog section, or analog.tile_count: 0), e.g. a100-gpu")
+    precision = {"precision": kw["hw_overrides"]["precision"]} if "precision" in kw["hw_overrides"] else {}
+    return {**kw, "hw": system, "hw_overrides": precision, "policy": "all-digital", "fraction": 1.0,
+            "show_hw": True, "role": "baseline"}

@@ -7,11 +7,12 @@ import shlex
 import sys
 from pathlib import Path
 
+from arch import load_chip
 from arch.errors import HetmoeError
 from workloads.checkpoints.stats import VARIANTS
 from workloads.traces.format import save_npz
 
-from .common import FMT, add_common_run_args, run_kwargs
+from .common import FMT, add_budget_arg, add_common_run_args, baseline_point, check_budget, run_kwargs
 
 SWEEP_FRACTIONS = (0.0, 0.125, 0.25, 0.5, 0.75, 1.0)
 BASELINE_FRACTIONS = (0.125, 0.25, 0.5)
@@ -26,7 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     f"maxnn-lowest control at {', '.join(f'{f:g}' for f in BASELINE_FRACTIONS)}; write "
                     "OUT/report.md, plots (PNG), results.json and summary.csv. With no options: OLMoE-1B-7B, a "
                     "seeded synthetic trace and the aimc-3d-moe preset.")
-    add_common_run_args(p, default_tokens=4096)
+    add_common_run_args(p, default_tokens=4096, multi_hw=True)
+    p.add_argument("--baseline", default="a100-gpu", metavar="NAME|FILE|none",
+                   help="also run all-digital on this digital-only system (a100-gpu, edge-npu or a YAML) and show "
+                        "it as its own row and point; a system with analog tiles is refused; none: no baseline")
     p.add_argument("--out", default="reports/compare", metavar="DIR", help="output folder")
     p.add_argument("--jobs", type=int, default=2, help="local worker processes")
     p.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="run on a Dask distributed cluster")
@@ -35,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(labelled maxnn[VARIANT])")
     p.add_argument("--trace-events", metavar="FILE",
                    help="also write a Chrome trace-event JSON of the maxnn 12.5%% run (keep --tokens small)")
+    add_budget_arg(p)
     a = p.add_argument_group("accuracy (needs --checkpoint; see hetmoe accuracy --help)")
     a.add_argument("--eval", metavar="FILE",
                    help="evaluation token ids (.npy/.npz/JSONL, or text with --tokenizer): measure every "
@@ -55,13 +60,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     pl = sub.add_parser("plot", formatter_class=FMT, help="redraw plots and report from a results folder",
                         description="Redraw every plot and report.md from OUT/runs/*/result.json alone.")
     pl.add_argument("results", metavar="RESULTS_DIR", help="a folder written by compare or sweep")
+    add_budget_arg(pl, "(default: the budget the folder was written with)")
     pl.set_defaults(handler=run_plot)
 
     sw = sub.add_parser(
         "sweep", formatter_class=FMT, help="run a grid from a YAML spec",
         description="Run policies x fractions x hw_overrides x traces x modes from SPEC.yaml (keys: hw, model, "
                     "trace or traces, tokens, policies, fractions, hw_overrides (list of {KEY.PATH: value}), modes, "
-                    "seed, batch, score, scope, checkpoint, context_tokens, fill). Finished points are skipped "
+                    "seed, batch, score, scope, checkpoint, context_tokens, fill, area_budget_mm2). Finished points are skipped "
                     "when re-run into the same folder; a failed point is reported and the others go on.")
     sw.add_argument("spec", metavar="SPEC.yaml")
     sw.add_argument("--out", default="reports/sweep", metavar="DIR", help="output folder")
@@ -90,17 +96,28 @@ def run_compare(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    chips = args.hw or ["aimc-3d-moe"]
+    args.hw = chips[0]
     kw = run_kwargs(args)
     # resolve once (validates everything before any worker starts) and share the trace as a file
     if args.eval and not args.checkpoint:
         raise HetmoeError("--eval needs --checkpoint DIR (the model whose accuracy is measured)")
+    if args.eval and len(chips) > 1:
+        raise HetmoeError("--eval measures accuracy with one chip's noise model: give one --hw with --eval")
     chip, model, trace, stats = resolve_inputs(kw["hw"], kw["model"], kw["trace"], seed=args.seed, fill=args.fill,
                                                checkpoint=args.checkpoint, hw_overrides=kw["hw_overrides"])
+    for other in chips[1:]:
+        load_chip(other, kw["hw_overrides"])          # validate every chip before any run starts
     trace_file = out / "trace.npz"
     save_npz(trace, trace_file)
     kw["trace"] = str(trace_file)
     kw["fill"] = None
-    points = compare_points(kw, args.all_scores)
+    points = []
+    for name in chips:
+        extra = {"show_hw": True} if len(chips) > 1 else {}
+        points += [{**p, **extra} for p in compare_points({**kw, "hw": name}, args.all_scores)]
+    if args.baseline and args.baseline.lower() != "none":
+        points.append(baseline_point(kw, args.baseline))
     if args.noisy_routing and not args.eval:
         raise HetmoeError("--noisy-routing needs --checkpoint and --eval (the routes come from the noisy forward pass)")
     if args.eval:
@@ -113,6 +130,7 @@ def run_compare(args: argparse.Namespace) -> int:
     runs = [r for r in collect(out) if r["folder"] in {s["id"] for s in statuses if s["ok"]}]
     if not runs:
         raise HetmoeError("every run failed:\n" + "\n".join(status_lines(statuses)))
+    _apply_budget(out, runs, args.area_budget_mm2, keep_saved=False)
     write_tables(out, runs)
     draw_all(runs, out)
     command = "hetmoe " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "hetmoe compare"
@@ -157,15 +175,36 @@ def _label(point: dict) -> str:
     return PlacementRequest(point["policy"], point["fraction"], point.get("score")).label
 
 
-def _print_table(runs: list[dict]) -> None:
-    from ..report.plots import label
-    from ..report.markdown import _sort_key
+def _apply_budget(out: Path, runs: list[dict], budget: float | None, keep_saved: bool) -> None:
+    """Validate, save and apply an area budget to the runs (``keep_saved``: fall back to the folder's own)."""
+    from ..report import budget as area_budget
 
-    print(f"{'placement':<20} {'tokens/s':>12} {'uJ/token':>10} {'tokens/s/W':>11} {'exposure':>9}")
+    value = check_budget(budget)
+    if value is None and keep_saved:
+        value = area_budget.load(out)
+    else:
+        area_budget.save(out, value)
+    area_budget.annotate(runs, value)
+
+
+def _print_table(runs: list[dict]) -> None:
+    from ..report import budget as area_budget
+    from ..report.markdown import _sort_key
+    from ..report.plots import label
+
+    w = max([20] + [len(label(r)) for r in runs])
+    print(f"{'placement':<{w}} {'tokens/s':>12} {'uJ/token':>10} {'tokens/s/W':>11} {'exposure':>9} "
+          f"{'mm^2':>8} {'tokens/s/mm^2':>14}")
     for r in sorted(runs, key=_sort_key):
         m = r["metrics"]
-        print(f"{label(r):<20} {m['throughput_tokens_per_s']:>12,.0f} {m['energy_per_token_uj']:>10.4g} "
-              f"{m['tokens_per_s_per_w']:>11,.0f} {100 * m['analog_exposure_macs']:>8.1f}%")
+        over = "" if area_budget.feasible(r) else "  over area budget"
+        print(f"{label(r):<{w}} {m['throughput_tokens_per_s']:>12,.0f} {m['energy_per_token_uj']:>10.4g} "
+              f"{m['tokens_per_s_per_w']:>11,.0f} {100 * m['analog_exposure_macs']:>8.1f}% "
+              f"{m.get('chip_footprint_mm2', float('nan')):>8,.1f} "
+              f"{m.get('tokens_per_s_per_mm2', float('nan')):>14,.1f}{over}")
+    line = area_budget.summary(runs)
+    if line:
+        print(line)
 
 
 def run_plot(args: argparse.Namespace) -> int:
@@ -176,6 +215,7 @@ def run_plot(args: argparse.Namespace) -> int:
     runs = collect(args.results)
     if not runs:
         raise HetmoeError(f"{args.results}: no runs/*/result.json found")
+    _apply_budget(Path(args.results), runs, args.area_budget_mm2, keep_saved=True)
     for path in draw_all(runs, args.results):
         print(f"wrote {path}")
     print(f"wrote {write_report(runs, args.results)}")
@@ -184,13 +224,22 @@ def run_plot(args: argparse.Namespace) -> int:
 
 def run_sweep(args: argparse.Namespace) -> int:
     from ..report.figures import draw_all
-    from ..sweep import collect, load_sweep_spec, run_points, status_lines, write_tables
+    from ..sweep import (
+        collect,
+        load_sweep_spec,
+        run_points,
+        status_lines,
+        sweep_options,
+        write_tables,
+    )
 
     points = load_sweep_spec(args.spec)
+    options = sweep_options(args.spec)
     statuses = run_points(points, args.out, jobs=args.jobs, scheduler=args.scheduler, quiet=args.quiet)
     done = {s["id"] for s in statuses if s["ok"]}
     runs = [r for r in collect(args.out) if r["folder"] in done]
     skipped = sum(1 for s in statuses if s.get("skipped"))
+    _apply_budget(Path(args.out), runs, options.get("area_budget_mm2"), keep_saved=False)
     if runs:
         write_tables(args.out, runs)
         draw_all(runs, args.out)

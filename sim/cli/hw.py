@@ -9,7 +9,7 @@ from arch import list_presets, load_chip
 from arch.derived import UNITS, derived_figures
 from arch.yamlsource import to_plain
 
-from .common import FMT, parse_overrides, print_json
+from .common import FMT, add_model_arg, parse_overrides, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "show", help="parse a system and print its derived figures",
         description="Parse a hardware YAML (or preset) and print tiles, analog capacity (weights), peak analog "
                     "TOPS and TOPS/W at the declared precision, peak digital TOPS, SRAM (MiB) and DRAM "
-                    "(Gbit/s), NoC diameter (hops) and bisection bandwidth (Gbit/s).",
+                    "(Gbit/s), NoC diameter (hops) and bisection bandwidth (Gbit/s), and, when the system has "
+                    "an area: section, footprint and total silicon (mm^2), TOPS/mm^2 and the area breakdown "
+                    "by component.",
         formatter_class=FMT)
     show.add_argument("system", metavar="NAME|FILE",
                       help=f"preset name ({', '.join(list_presets())}) or path to a hardware YAML")
@@ -28,6 +30,25 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="override a hardware YAML key, e.g. analog.adc.bits=6 (repeatable)")
     show.add_argument("--json", action="store_true", help="print the figures and the parsed spec as JSON")
     show.set_defaults(handler=run_show)
+    fit = hw_sub.add_parser(
+        "fit", help="write a system sized so a model's analog matrices fit", formatter_class=FMT,
+        description="Size --from for --model under a placement: scale the tile count (or the tiers) so the analog "
+                    "matrices fit exactly, grow the NoC mesh to hold the tiles, and write a YAML that extends "
+                    "--from with the new numbers and how they were derived. The placement needs a trace and "
+                    "scores: the seeded synthetic ones unless --trace/--checkpoint are given.")
+    add_model_arg(fit)
+    fit.add_argument("--from", dest="base", default="aimc-3d-moe", metavar="NAME|FILE",
+                     help="the system to size (preset or YAML)")
+    fit.add_argument("--policy", default="all-analog", metavar="NAME",
+                     help="placement whose analog matrices must fit (all-analog sizes for every placement)")
+    fit.add_argument("--fraction", type=float, default=0.125, help="digital share of routed experts (0..1)")
+    fit.add_argument("--scale", choices=("tiles", "tiers"), default="tiles",
+                     help="grow the tile count at the given tiers, or the tiers at the given tile count")
+    fit.add_argument("--trace", default="synthetic", metavar="FILE|synthetic", help="routing trace (frequency policy)")
+    fit.add_argument("--checkpoint", metavar="DIR", help="checkpoint for MaxNNScore (default: synthetic scores)")
+    fit.add_argument("--seed", type=int, default=0, help="seed of synthetic trace and scores")
+    fit.add_argument("--out", required=True, metavar="FILE", help="hardware YAML to write")
+    fit.set_defaults(handler=run_fit)
     lst = hw_sub.add_parser("list", help="list the shipped presets")
     lst.set_defaults(handler=lambda args: print("\n".join(list_presets())) or 0)
 
@@ -39,15 +60,66 @@ def run_show(args: argparse.Namespace) -> int:
         print_json({**figures, "spec": to_plain(_as_dict(chip))})
         return 0
     print(f"{chip.name}: {chip.description}")
+    breakdown = figures.pop("area_breakdown_mm2", None)
     width = max(len(k) for k in figures)
     for key, value in figures.items():
+        if key == "area_modelled":
+            if not value:
+                print(f"  {'area':<{width}}  not modelled (add an area: section; see hetmoe hw show aimc-3d-moe)")
+            continue
         unit = UNITS.get(key, "")
         if isinstance(value, float) and value == float("inf"):
             text, unit = "unbounded", "(the energies it divides by are zero)"
+        elif isinstance(value, float) and value != value:
+            text, unit = "n/a", "(no analog tiles, or no area to divide by)"
         else:
             text = f"{value:,.4g}" if isinstance(value, float) else str(value)
         print(f"  {key:<{width}}  {text} {unit}".rstrip())
+    if breakdown:
+        print(area_table(breakdown, figures["footprint_mm2"]))
     return 0
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from arch.errors import HetmoeError
+
+    from ..api import resolve_inputs
+    from ..fit import fit_chip, fit_yaml
+    from ..placement import PlacementContext, place
+    from ..report.plots import placement_label
+
+    chip, model, trace, stats = resolve_inputs(args.base, args.model, args.trace, seed=args.seed,
+                                               checkpoint=args.checkpoint)
+    placement = place(args.policy, PlacementContext(model, trace, stats, args.fraction, "gate_rows", "layer",
+                                                    args.seed, None))
+    try:
+        fit = fit_chip(chip, model, placement, args.scale)
+    except ValueError as exc:
+        raise HetmoeError(f"hw fit: {exc}") from None
+    out = Path(args.out)
+    label = placement_label(args.policy, args.fraction)
+    base = chip.source if chip.source and not Path(chip.source).is_file() else str(Path(chip.source).resolve())
+    out.write_text(fit_yaml(fit, base, model.name, label, args.scale, out.stem))
+    fitted = load_chip(out)
+    figures = derived_figures(fitted)
+    area = (f"; footprint {figures['footprint_mm2']:,.1f} mm^2, silicon {figures['silicon_mm2']:,.1f} mm^2"
+            if figures.get("area_modelled") else "")
+    print(f"{model.name} ({label}) needs {fit.slots_needed:,} crossbar slots: {fit.tile_count:,} tiles x "
+          f"{fit.tiers} tiers on a {fit.width}x{fit.height} mesh{area}")
+    print(f"wrote {out} (extends {base})")
+    return 0
+
+
+def area_table(breakdown: dict, footprint_mm2: float) -> str:
+    """The area breakdown as an aligned text table (mm^2 and share of the footprint)."""
+    rows = [f"  area breakdown {'count':>14} {'footprint mm^2':>15} {'share':>7} {'silicon mm^2':>13}"]
+    for name, p in breakdown.items():
+        share = 100 * p["footprint_mm2"] / footprint_mm2 if footprint_mm2 else 0.0
+        rows.append(f"    {name:<20} {p['count']:>10,.4g} {p['footprint_mm2']:>15,.4g} {share:>6.1f}% "
+                    f"{p['silicon_mm2']:>13,.4g}")
+    return "\n".join(rows)
 
 
 def _as_dict(obj: object) -> object:

@@ -6,7 +6,7 @@ import argparse
 
 from ..placement import POLICIES
 from ..result import fmt_number
-from .common import FMT, add_common_run_args, run_kwargs
+from .common import FMT, add_budget_arg, add_common_run_args, check_budget, run_kwargs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,14 +21,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "policy 'sensitivity'")
     p.add_argument("--trace-events", metavar="FILE", help="also write a Chrome trace-event JSON (Perfetto)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    add_budget_arg(p)
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..api import simulate
+    from ..report import budget as area_budget
 
+    limit = check_budget(args.area_budget_mm2)
     result = simulate(policy=args.policy, fraction=args.fraction, placement_file=args.placement_file,
                       trace_events=args.trace_events, progress=not args.quiet, **run_kwargs(args))
+    area_budget.annotate([result.data], limit)
     result.write(args.out)
     m = result.metrics
     p = result.data["placement"]
@@ -37,7 +41,12 @@ def run(args: argparse.Namespace) -> int:
     for key, unit, scale in (("throughput_tokens_per_s", "tokens/s", 1), ("energy_per_token_uj", "uJ/token", 1),
                              ("tokens_per_s_per_w", "tokens/s/W", 1), ("average_power_w", "W", 1),
                              ("latency_p50_us", "us", 1), ("latency_p99_us", "us", 1),
-                             ("analog_exposure_macs", "share", 1)):
+                             ("analog_exposure_macs", "share", 1), ("chip_footprint_mm2", "mm^2", 1),
+                             ("tokens_per_s_per_mm2", "tokens/s/mm^2", 1)):
         print(f"  {key:<28} {fmt_number(m[key] * scale)} {unit}")
+    if "area_budget" in result.data:
+        b = result.data["area_budget"]
+        print(f"  area budget {b['budget_mm2']:,.1f} mm^2: " + ("within it" if b["feasible"] else
+                                                               f"INFEASIBLE ({b['reason']})"))
     print(f"wrote {args.out}/result.json, summary.csv, energy.csv, utilisation.csv")
     return 0

@@ -6,16 +6,19 @@ from pathlib import Path
 from typing import Any
 
 from ..result import fmt_number as _fmt
+from . import budget as area_budget
 from . import tradeoff
+from .answer import cost_answer
 from .figures import ACCURACY_PLOT
-from .plots import PLOTS, label, pareto
+from .plots import PLOTS, feasible, feasible_front, label
 
 
 def _sort_key(r: dict[str, Any]) -> tuple:
     order = {"all-analog": 0, "maxnn": 1, "frequency": 2, "random": 3, "maxnn-lowest": 4, "all-digital": 5}
     p = r["placement"]
     variant = p.get("score") if p["policy"] in ("maxnn", "maxnn-lowest") and p.get("score") != "gate_rows" else ""
-    return (order.get(p["policy"], 9), variant or "", p.get("fraction", 0.0))
+    chip = (r.get("role") == "baseline", r["config"]["hw"] if r.get("show_hw") else "")
+    return (*chip, order.get(p["policy"], 9), variant or "", p.get("fraction", 0.0))
 
 
 def write_report(runs: list[dict[str, Any]], out_dir: str | Path, *, command: str = "",
@@ -25,29 +28,21 @@ def write_report(runs: list[dict[str, Any]], out_dir: str | Path, *, command: st
     first = runs[0]
     c, hw, model, tr = first["config"], first["hw_figures"], first["model_summary"], first["trace"]
     pts = [(r["metrics"]["energy_per_token_uj"], r["metrics"]["throughput_tokens_per_s"]) for r in runs]
-    front = {id(runs[i]) for i in pareto(pts)}
+    front = {id(runs[i]) for i in feasible_front(runs, pts)}
     accuracy = tradeoff.load_accuracy(out, runs)
     rows = tradeoff.join(runs, accuracy) if accuracy else []
-    lines = [f"# hetmoe comparison: {c['model']} on {c['hw']}", ""]
+    chips = list(dict.fromkeys(r["config"]["hw"] for r in runs))
+    lines = [f"# hetmoe comparison: {c['model']} on {', '.join(chips)}", ""]
     if command:
         lines += [f"Produced by `{command}`.", ""]
+    lines += ["## Answer", "", " ".join(cost_answer(runs)), ""]
     if rows:
-        lines += ["## Answer", ""] + tradeoff.answer(rows, accuracy) + [""]
+        lines += tradeoff.answer(rows, accuracy) + [""]
     else:
         lines += ["**Accuracy was not measured**: the table below prices each placement but says nothing about "
                   "the accuracy it keeps. Give `--checkpoint DIR --eval FILE` to measure it with the noise "
                   "model of the same hardware description.", ""]
-    lines += ["## Assumptions", "",
-              f"- **Chip**: `{c['hw']}` (source: {c['hw_source']}); {hw['tile_count']:,} tiles of "
-              f"{hw['tile_rows']}x{hw['tile_cols']} weights x {hw['tiers']} tiers "
-              f"({hw['analog_capacity_weights']:,} weights); one MVM {hw['mvm_latency_ns']:.4g} ns and "
-              f"{hw['mvm_energy_pj']:,.4g} pJ; peak analog {hw['peak_analog_tops']:,.4g} TOPS at "
-              f"{hw['analog_tops_per_w']:.4g} TOPS/W; peak digital {hw['peak_digital_tops']:.4g} TOPS; "
-              f"SRAM {hw['sram_capacity_mib']:g} MiB; DRAM {hw['dram_bandwidth_gbps']:,.0f} Gbit/s; "
-              f"NoC {hw['noc_nodes']} nodes, bisection {hw['noc_bisection_bandwidth_gbps']:,.0f} Gbit/s."
-              + (f" Overrides: `{c['hw_overrides']}`." if c.get("hw_overrides") else "")
-              + (" **Tile static power is 0 in this description**: idle tiles cost nothing, so energies "
-                 "exclude tile leakage." if hw.get("tile_static_power_mw", 1.0) == 0 else ""),
+    lines += ["## Assumptions", "", *_chip_lines(runs),
               f"- **Model**: `{c['model']}`: {model['layers']} layers ({model['moe_layers']} MoE), hidden "
               f"{model['hidden_size']}, {model['experts']} routed experts of width {model['expert_width']}, "
               f"top-{model['top_k']}."
@@ -75,6 +70,9 @@ def write_report(runs: list[dict[str, Any]], out_dir: str | Path, *, command: st
         need = max(r["steady_state"]["needed_micro_batches"] for r in runs if "steady_state" in r)
         lines += [f"**Too short for steady state**: {', '.join(short)} never fill the pipeline; run at least "
                   f"{need} micro-batches ({need} x --batch tokens) for steady-state figures.", ""]
+    budget_line = area_budget.summary(runs)
+    if budget_line:
+        lines += [f"**{budget_line}**", ""]
     if failures:
         lines += ["## Failed points", ""] + [f"- {f}" for f in failures] + [""]
     if rows:
@@ -87,11 +85,12 @@ def write_report(runs: list[dict[str, Any]], out_dir: str | Path, *, command: st
               "where the pipeline is full (see `steady_state` in each result.json for the window).", "",
               "| placement | digital experts (%) | tokens/s | energy/token (µJ) | tokens/s/W | steady tokens/s | "
               "steady tokens/s/W | power (W) | p50 latency (µs) | p99 latency (µs) | analog exposure: MACs / "
-              "gate-weighted / score-weighted (%) |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "gate-weighted / score-weighted (%) | chip area (mm²) | tokens/s/mm² |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in runs:
         m = r["metrics"]
         star = " ★" if id(r) in front else ""
+        star += "" if feasible(r) else " (over area budget)"
         lines.append(
             f"| {label(r)}{star} | {100 * r['placement']['digital_expert_share']:.1f} | "
             f"{_fmt(m['throughput_tokens_per_s'])} | {_fmt(m['energy_per_token_uj'])} | "
@@ -99,8 +98,11 @@ def write_report(runs: list[dict[str, Any]], out_dir: str | Path, *, command: st
             f"{_fmt(m.get('steady_tokens_per_s_per_w', float('nan')))} | "
             f"{_fmt(m['average_power_w'])} | {_fmt(m['latency_p50_us'])} | "
             f"{_fmt(m['latency_p99_us'])} | {100 * m['analog_exposure_macs']:.1f} / "
-            f"{100 * m['analog_exposure_gate_weighted']:.1f} / {100 * m['analog_exposure_score_weighted']:.1f} |")
-    lines += ["", "★ on the throughput–energy Pareto front.", "",
+            f"{100 * m['analog_exposure_gate_weighted']:.1f} / {100 * m['analog_exposure_score_weighted']:.1f} | "
+            f"{_fmt(m.get('chip_footprint_mm2', float('nan')))} | {_fmt(m.get('tokens_per_s_per_mm2', float('nan')))} |")
+    lines += ["", "★ on the throughput–energy Pareto front (among designs within the area budget, when one is "
+              "given). Chip area is the footprint; tokens/s/mm² = tokens/s / footprint.", "",
+              *_area_section(runs),
               "## Energy per token by domain (µJ)", "",
               "| placement | analog | digital | memory | NoC | total |", "|---|---:|---:|---:|---:|---:|"]
     for r in runs:
@@ -121,6 +123,7 @@ def write_report(runs: list[dict[str, Any]], out_dir: str | Path, *, command: st
                      f"{100 * u.get('dram_mean', 0):.1f} | {100 * u.get('noc_link_max', 0):.1f} |")
     lines += ["", "## Plots", ""]
     titles = {"throughput_vs_energy.png": "Throughput vs energy per token (Pareto front circled)",
+              "area_efficiency.png": "Throughput per mm² vs energy per token",
               "energy_breakdown.png": "Energy breakdown per placement",
               "exposure_vs_efficiency.png": "Analog exposure vs tokens/s/W",
               "tile_utilisation.png": "Tile utilisation on the NoC"}
@@ -135,6 +138,63 @@ def write_report(runs: list[dict[str, Any]], out_dir: str | Path, *, command: st
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _chip_lines(runs: list[dict[str, Any]]) -> list[str]:
+    """One assumptions line per chip in the runs, each from that chip's own figures."""
+    seen: dict[str, dict[str, Any]] = {}
+    for r in runs:
+        seen.setdefault(f"{r['config']['hw']}|{r['config'].get('hw_overrides')}", r)
+    return [_chip_line(r) for r in seen.values()]
+
+
+def _chip_line(r: dict[str, Any]) -> str:
+    c, hw = r["config"], r["hw_figures"]
+    role = " (baseline)" if r.get("role") == "baseline" else ""
+    if not hw["tile_count"]:
+        analog = "no analog tiles (digital only)"
+    else:
+        analog = (f"{hw['tile_count']:,} tiles of {hw['tile_rows']}x{hw['tile_cols']} weights x {hw['tiers']} tiers "
+                  f"({hw['analog_capacity_weights']:,} weights); one MVM {hw['mvm_latency_ns']:.4g} ns and "
+                  f"{hw['mvm_energy_pj']:,.4g} pJ; peak analog {hw['peak_analog_tops']:,.4g} TOPS at "
+                  f"{hw['analog_tops_per_w']:.4g} TOPS/W")
+    area = (f"; footprint {hw['footprint_mm2']:,.1f} mm²" if hw.get("area_modelled") else "; area not modelled")
+    return (f"- **Chip{role}**: `{c['hw']}` (source: {c['hw_source']}); {analog}; peak digital "
+            f"{hw['peak_digital_tops']:.4g} TOPS; SRAM {hw['sram_capacity_mib']:g} MiB; DRAM "
+            f"{hw['dram_bandwidth_gbps']:,.0f} Gbit/s; NoC {hw['noc_nodes']} nodes, bisection "
+            f"{hw['noc_bisection_bandwidth_gbps']:,.0f} Gbit/s; static power {hw['static_power_mw'] / 1e3:,.3g} W"
+            f"{area}." + (f" Overrides: `{c['hw_overrides']}`." if c.get("hw_overrides") else "")
+            + (" **Tile static power is 0 in this description**: idle tiles cost nothing, so energies "
+               "exclude tile leakage." if hw["tile_count"] and hw.get("tile_static_power_mw", 1.0) == 0 else ""))
+
+
+def _area_section(runs: list[dict[str, Any]]) -> list[str]:
+    """The silicon area of each chip in the runs (footprint, silicon, breakdown by component)."""
+    chips: dict[str, dict[str, Any]] = {}
+    for r in runs:
+        hw = r["hw_figures"]
+        key = f"{hw['name']} {r['config'].get('hw_overrides') or ''}".strip()
+        chips.setdefault(key, hw)
+    lines = ["## Silicon area", ""]
+    if not any(hw.get("area_modelled") for hw in chips.values()):
+        return lines + ["Not modelled: the hardware description has no `area:` section (see `hetmoe hw show "
+                        "aimc-3d-moe` for one with cited unit areas).", ""]
+    for key, hw in chips.items():
+        if not hw.get("area_modelled"):
+            lines += [f"- `{key}`: no area model.", ""]
+            continue
+        fp = hw["footprint_mm2"]
+        lines += [f"`{key}` at {hw['area_process_nm']:g} nm: footprint **{fp:,.1f} mm²**, total silicon "
+                  f"{hw['silicon_mm2']:,.1f} mm² (3D tiers counted); peak {hw['analog_tops_per_mm2']:.3g} analog "
+                  f"TOPS/mm² over the tiles, {hw['digital_tops_per_mm2']:.3g} digital TOPS/mm² over the SIMD "
+                  "cores. Unit areas and their sources: the `area:` section of the hardware YAML; formulas: "
+                  "`arch/area.py`.", "",
+                  "| component | count | footprint (mm²) | share (%) | silicon (mm²) |", "|---|---:|---:|---:|---:|"]
+        for name, p in hw["area_breakdown_mm2"].items():
+            lines.append(f"| {name} | {_fmt(p['count'])} | {_fmt(p['footprint_mm2'])} | "
+                         f"{100 * p['footprint_mm2'] / fp if fp else 0:.1f} | {_fmt(p['silicon_mm2'])} |")
+        lines.append("")
+    return lines
 
 
 def _accuracy_assumptions(acc: dict[str, Any]) -> list[str]:

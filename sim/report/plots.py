@@ -14,8 +14,8 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 FAMILY_STYLE = {
     "all-analog": ("#d62728", "s"), "all-digital": ("#1f77b4", "D"), "maxnn": ("#2ca02c", "o"),
@@ -49,8 +49,11 @@ def placement_label(policy: str, fraction: float, score: str | None = None) -> s
 
 
 def label(run: dict[str, Any]) -> str:
+    """The placement label, prefixed with the chip (``a100-gpu: all-digital``) when runs of several chips or a
+    baseline share a folder."""
     p = run["placement"]
-    return placement_label(p["policy"], p.get("fraction", 0.0), p.get("score"))
+    text = placement_label(p["policy"], p.get("fraction", 0.0), p.get("score"))
+    return f"{run['config']['hw']}: {text}" if run.get("show_hw") else text
 
 
 def _style(ax) -> None:
@@ -74,8 +77,17 @@ def family(label_text: str) -> str:
     return label_text.rsplit(" ", 1)[0] if label_text.endswith("%") else label_text
 
 
+CHIP_COLOURS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d")
+
+
 def style(fam: str) -> tuple[str, str, str]:
-    """(colour, marker, line style): a policy's own; a score variant shares its policy's colour, dashed."""
+    """(colour, marker, line style): a policy's own; a score variant shares its policy's colour, dashed; a
+    family prefixed with a chip (``chip: maxnn``) keeps its policy's marker and takes a colour per chip
+    (a fixed palette indexed by the chip name's character sum, so equal names always match), dotted."""
+    if ": " in fam:
+        chip, rest = fam.split(": ", 1)
+        _, marker, _ = style(rest)
+        return CHIP_COLOURS[sum(map(ord, chip)) % len(CHIP_COLOURS)], marker, ":"
     base = fam.split("[", 1)[0]
     color, marker = FAMILY_STYLE.get(base, ("k", "o"))
     if fam == base:
@@ -131,34 +143,74 @@ def _front_overlay(ax, pts: list[tuple[float, float]], idx: list[int]) -> None:
 
 def _subtitle(runs) -> str:
     c = runs[0]["config"]
-    return f"{c['model']} on {c['hw']}, {c['mode']}, {runs[0]['metrics']['tokens']:,} tokens"
+    chips = ", ".join(dict.fromkeys(r["config"]["hw"] for r in runs))
+    return f"{c['model']} on {chips}, {c['mode']}, {runs[0]['metrics']['tokens']:,} tokens"
 
 
-def plot_throughput_energy(runs: list[dict[str, Any]], path: Path | None = None):
+def feasible(run: dict[str, Any]) -> bool:
+    """False when the run is over the folder's area budget (``sim.budget`` marks it)."""
+    return run.get("area_budget", {}).get("feasible", True)
+
+
+def feasible_front(runs: list[dict[str, Any]], pts: list[tuple[float, float]]) -> list[int]:
+    """Pareto front among the runs within the area budget (indices into ``runs``)."""
+    ok = [i for i, r in enumerate(runs) if feasible(r)]
+    return [ok[j] for j in pareto([pts[i] for i in ok])] if ok else []
+
+
+def _metric_plot(runs: list[dict[str, Any]], ykey: str, ylabel: str, title: str, path: Path | None):
+    """y metric against energy per token, one line per placement family, maxnn fractions annotated, the
+    Pareto front (lower energy, higher y) among designs within the area budget circled, designs over it
+    drawn hollow in grey."""
     fig, ax = plt.subplots(figsize=(7.5, 5.2), dpi=150)
-    pts = [(r["metrics"]["energy_per_token_uj"], r["metrics"]["throughput_tokens_per_s"]) for r in runs]
-    front = pareto(pts)
+    pts = [(r["metrics"]["energy_per_token_uj"], r["metrics"][ykey]) for r in runs]
+    front = feasible_front(runs, pts)
     for policy, rs in _families(runs).items():
         color, marker, ls = style(policy)
         xs = [r["metrics"]["energy_per_token_uj"] for r in rs]
-        ys = [r["metrics"]["throughput_tokens_per_s"] for r in rs]
+        ys = [r["metrics"][ykey] for r in rs]
         ax.plot(xs, ys, marker=marker, color=color, linestyle=ls if len(rs) > 1 else "none", lw=1, ms=7,
                 label=policy, alpha=0.9)
         if policy == "maxnn":
             for r, x, y in zip(rs, xs, ys):
                 ax.annotate(f"{100 * r['placement']['fraction']:g}%", (x, y), textcoords="offset points",
                             xytext=(6, 4), fontsize=7, color=color)
-    _front_overlay(ax, pts, front)
+    over = [p for r, p in zip(runs, pts) if not feasible(r)]
+    if over:
+        budget = next(r["area_budget"]["budget_mm2"] for r in runs if not feasible(r))
+        ax.scatter(*zip(*over), s=70, color="#333333", linewidths=1.3, zorder=4, marker="x",
+                   label=f"over area budget ({budget:,.0f} mm²): infeasible")
+    if front:
+        _front_overlay(ax, pts, front)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("energy per token (µJ)")
-    ax.set_ylabel("throughput (tokens/s)")
-    ax.set_title(f"Throughput vs energy per token\n{_subtitle(runs)}", fontsize=10)
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{title}\n{_subtitle(runs)}", fontsize=10)
     _style(ax)
     ax.legend(fontsize=8, frameon=False, loc="best")
     fig.tight_layout(rect=(0, 0.02, 1, 1))
     _foot(fig, runs)
     return _finish(fig, path)
+
+
+def plot_throughput_energy(runs: list[dict[str, Any]], path: Path | None = None):
+    return _metric_plot(runs, "throughput_tokens_per_s", "throughput (tokens/s)",
+                        "Throughput vs energy per token", path)
+
+
+def plot_area_efficiency(runs: list[dict[str, Any]], path: Path | None = None):
+    """tokens/s per mm² of chip footprint against energy per token (needs an area model)."""
+    if not all(r["metrics"].get("chip_footprint_mm2", float("nan")) > 0 for r in runs):
+        fig, ax = plt.subplots(figsize=(6, 3), dpi=150)
+        ax.text(0.5, 0.5, "no area model in the hardware description:\nadd an area: section to plot tokens/s/mm²",
+                ha="center", va="center")
+        ax.axis("off")
+        return _finish(fig, path)
+    fp = sorted({round(r["metrics"]["chip_footprint_mm2"], 1) for r in runs})
+    area = f"{fp[0]:,.1f} mm² footprint" if len(fp) == 1 else f"{fp[0]:,.0f}–{fp[-1]:,.0f} mm² footprints"
+    return _metric_plot(runs, "tokens_per_s_per_mm2", "throughput per chip area (tokens/s/mm²)",
+                        f"Throughput per mm² vs energy per token ({area})", path)
 
 
 def plot_energy_breakdown(runs: list[dict[str, Any]], path: Path | None = None):
@@ -262,6 +314,7 @@ def plot_tile_heatmap(runs: list[dict[str, Any]], path: Path | None = None):
 
 PLOTS = {
     "throughput_vs_energy.png": plot_throughput_energy,
+    "area_efficiency.png": plot_area_efficiency,
     "energy_breakdown.png": plot_energy_breakdown,
     "exposure_vs_efficiency.png": plot_exposure_efficiency,
     "tile_utilisation.png": plot_tile_heatmap,

@@ -15,10 +15,10 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from ..result import fmt_number  # noqa: E402
-from .plots import _finish, _style, family, label, pareto, style  # noqa: E402
+from ..result import fmt_number
+from .plots import _finish, _style, family, feasible, label, pareto, style
 
 ACCURACY_FILE = "accuracy.json"
 DEFAULT_MAX_LOSS = 0.01          # 1 % relative perplexity increase
@@ -51,13 +51,16 @@ def join(runs: list[dict[str, Any]], accuracy: dict[str, Any]) -> list[dict[str,
                      "loss": a["mean"]["rel_perplexity_increase"], "loss_std": a["std"]["rel_perplexity_increase"],
                      "delta_bits": a["mean"]["delta_bits_per_token"], "delta_bits_std": a["std"]["delta_bits_per_token"],
                      "kl": a["mean"]["kl_nats"], "kl_std": a["std"]["kl_nats"],
-                     "top1": a["mean"]["top1_agreement"], "routes_changed": a["mean"]["routes_changed"]})
+                     "top1": a["mean"]["top1_agreement"], "routes_changed": a["mean"]["routes_changed"],
+                     "feasible": feasible(r)})
     return rows
 
 
 def front(rows: list[dict[str, Any]]) -> list[int]:
-    """Indices of rows no other row beats on both loss (lower) and tokens/s/W (higher)."""
-    return pareto([(r["loss"], r["tokens_per_s_per_w"]) for r in rows])
+    """Indices of rows within the area budget that no other such row beats on both loss (lower) and
+    tokens/s/W (higher)."""
+    ok = [i for i, r in enumerate(rows) if r.get("feasible", True)]
+    return [ok[j] for j in pareto([(rows[i]["loss"], rows[i]["tokens_per_s_per_w"]) for i in ok])]
 
 
 def answer(rows: list[dict[str, Any]], accuracy: dict[str, Any]) -> list[str]:
@@ -68,7 +71,7 @@ def answer(rows: list[dict[str, Any]], accuracy: dict[str, Any]) -> list[str]:
     out = [f"Accuracy budget: perplexity at most {100 * budget:g} % above the clean model's "
            f"({accuracy['clean']['perplexity']:.4g}), measured on {ev['predicted_tokens']:,} tokens of "
            f"`{Path(ev['source']).name}` with {accuracy['noise_seeds']} noise seeds."]
-    ok = [r for r in rows if r["loss"] <= budget]
+    ok = [r for r in rows if r["loss"] <= budget and r.get("feasible", True)]
     if ok:
         best = max(ok, key=lambda r: r["tokens_per_s_per_w"])
         s = (f"The most efficient placement within it is **{best['label']}**: "

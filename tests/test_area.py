@@ -1,0 +1,190 @@
+"""Silicon area (arch/area.py): closed forms recomputed here from the spec, budgets, densities, errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from arch import SpecError, area, costs, load_chip, load_chip_text
+from arch.derived import derived_figures
+from sim.report import budget, tradeoff
+from sim.report.plots import feasible_front
+from tests.conftest import UNIT_YAML
+from workloads.traces.synthetic import SyntheticSpec
+
+AREA_YAML = UNIT_YAML + """\
+area:
+  process_nm: 14
+  crossbar_um2_per_device: 2.0
+  dac_um2: 3.0
+  adc_um2: 40.0
+  adc_reference_conversion_ns: 2.5
+  tile_periphery_um2: 100.0
+  simd_um2_per_mac: 500.0
+  simd_mm2_per_core: 0.5
+  sram_mm2_per_mib: 0.8
+  router_um2_per_gbps: 10.0
+  dram_interface_mm2_per_channel: 7.0
+  other_mm2: 1.5
+"""
+
+
+def test_tile_area_is_the_sum_of_its_parts():
+    chip = load_chip("aimc-3d-moe")
+    a, ar = chip.analog, chip.area
+    t = a.tile
+    array = t.rows * t.cols * t.devices_per_weight * ar.crossbar_um2_per_device
+    adc = ar.adc_um2 * 2.0 ** (a.adc.bits - (a.adc.anchor_bits or a.adc.bits))   # 40 ns > 0.833 ns: one copy
+    periphery = a.dac.per_tile * ar.dac_um2 + a.adc.per_tile * adc + ar.tile_periphery_um2
+    fp, si = area.tile_area_mm2(chip)
+    assert fp == pytest.approx((periphery + array) / 1e6, rel=1e-12)
+    assert si == pytest.approx((periphery + t.tiers * array) / 1e6, rel=1e-12)
+
+
+def test_unit_chip_totals_by_hand():
+    chip = load_chip_text(AREA_YAML)
+    # 8 tiles of 4x4 x 1 device x 2 um2 x 2 tiers; 4 DACs, 4 ADCs per tile; ADC 1 ns vs reference 2.5 ns -> 3 copies
+    arrays_fp = 8 * 16 * 2.0
+    base = 8 * (4 * 3.0 + 4 * 40.0 * 3 + 100.0)
+    simd = 1 * (1 * 500.0 / 1e6 + 0.5)
+    sram = (1 + 16) * 0.8                     # capacity 1 MiB + default staging 16 MiB
+    routers = 4 * 8 * 10.0 / 1e6             # 2x2 mesh, 8 Gbit/s links
+    fp = (arrays_fp + base) / 1e6 + simd + sram + routers + 7.0 + 1.5
+    si = (2 * arrays_fp + base) / 1e6 + simd + sram + routers + 7.0 + 1.5
+    got = area.chip_area(chip)
+    assert got["footprint_mm2"] == pytest.approx(fp, rel=1e-12)
+    assert got["silicon_mm2"] == pytest.approx(si, rel=1e-12)
+
+
+def test_doubling_sram_adds_exactly_its_area_and_leakage():
+    base = load_chip("aimc-3d-moe")
+    big = load_chip("aimc-3d-moe", {"memory": {"sram": {"capacity_mib": 64}}})
+    added = 64 - base.memory.sram.capacity_mib
+    d = area.chip_area(big)["footprint_mm2"] - area.chip_area(base)["footprint_mm2"]
+    assert d == pytest.approx(added * base.area.sram_mm2_per_mib, rel=1e-9)
+    leak = costs.sram_static_power_mw(big) - costs.sram_static_power_mw(base)
+    assert leak == pytest.approx(added * base.memory.sram.leakage_mw_per_mib, rel=1e-12)
+    assert leak > 0
+
+
+def test_a_tier_adds_silicon_not_footprint():
+    one = load_chip("aimc-3d-moe")
+    more = load_chip("aimc-3d-moe", {"analog": {"tile": {"tiers": one.analog.tile.tiers + 1}}})
+    a1, a2 = area.chip_area(one)["breakdown"], area.chip_area(more)["breakdown"]
+    assert a2["crossbar arrays"]["footprint_mm2"] == a1["crossbar arrays"]["footprint_mm2"]
+    t = one.analog.tile
+    tier_mm2 = one.analog.tile_count * t.rows * t.cols * t.devices_per_weight * one.area.crossbar_um2_per_device / 1e6
+    assert a2["crossbar arrays"]["silicon_mm2"] - a1["crossbar arrays"]["silicon_mm2"] == pytest.approx(tier_mm2)
+    assert area.chip_area(more)["footprint_mm2"] == pytest.approx(area.chip_area(one)["footprint_mm2"])
+
+
+def test_adc_area_follows_bits_and_rate():
+    chip = load_chip("aimc-3d-moe")
+    six = load_chip("aimc-3d-moe", {"analog": {"adc": {"bits": 6}}})
+    assert area.adc_area_um2(six.analog.adc, six.area) == pytest.approx(chip.area.adc_um2 / 4)
+    fast = load_chip("aimc-3d-moe", {"analog": {"adc": {"conversion_ns": 0.2}},
+                                     "area": {"adc_reference_conversion_ns": 0.833}})
+    assert area.adc_area_um2(fast.analog.adc, fast.area) == pytest.approx(chip.area.adc_um2 * math.ceil(0.833 / 0.2))
+
+
+def test_hermes_core_density_within_10_percent_of_published():
+    """HERMES-Core (Khaddam-Aljameh et al., JSSC 2022): 1.59 TOPS/mm^2 at 1 GHz, from the components."""
+    chip = load_chip("hermes-64")
+    a = chip.analog
+    t_mvm = costs.mvm_latency_ns(a, chip.precision.activation_bits, a.tile.rows, a.tile.cols)
+    tops = 2 * a.tile.rows * a.tile.cols / t_mvm / 1000
+    assert abs(tops / area.tile_area_mm2(chip)[0] / 1.59 - 1) < 0.10
+    assert abs(derived_figures(chip)["analog_tops_per_mm2"] / 1.59 - 1) < 0.10
+
+
+def test_result_reports_area_and_tokens_per_s_per_mm2():
+    from sim.api import simulate
+
+    r = simulate("aimc-3d-moe", "olmoe-1b-7b", SyntheticSpec(tokens=64, seed=0), "maxnn", batch=32)
+    m = r.metrics
+    assert m["chip_footprint_mm2"] == pytest.approx(area.chip_area(load_chip("aimc-3d-moe"))["footprint_mm2"])
+    assert m["tokens_per_s_per_mm2"] == pytest.approx(m["throughput_tokens_per_s"] / m["chip_footprint_mm2"])
+    assert m["tokens_per_s_per_w_per_mm2"] == pytest.approx(m["tokens_per_s_per_w"] / m["chip_footprint_mm2"])
+    assert set(r.data["hw_figures"]["area_breakdown_mm2"]) >= {"crossbar arrays", "ADCs", "SRAM"}
+
+
+def _run(label_policy: str, fraction: float, footprint: float, tpw: float, loss: float = 0.0) -> dict:
+    return {"placement": {"policy": label_policy, "fraction": fraction},
+            "metrics": {"chip_footprint_mm2": footprint, "energy_per_token_uj": 1e6 / tpw,
+                        "throughput_tokens_per_s": tpw, "tokens_per_s_per_w": tpw},
+            "accuracy": {"placement": {"mean": {"rel_perplexity_increase": loss, "delta_bits_per_token": 0,
+                                                "kl_nats": 0, "top1_agreement": 1, "routes_changed": 0},
+                                       "std": {"rel_perplexity_increase": 0, "delta_bits_per_token": 0,
+                                               "kl_nats": 0}}}}
+
+
+def test_over_budget_is_infeasible_and_never_best():
+    big = _run("maxnn", 0.125, 500.0, 1000.0)        # most efficient, but over budget
+    small = _run("maxnn", 0.25, 200.0, 400.0)
+    runs = [big, small]
+    budget.annotate(runs, 300.0)
+    assert not big["area_budget"]["feasible"] and small["area_budget"]["feasible"]
+    pts = [(r["metrics"]["energy_per_token_uj"], r["metrics"]["throughput_tokens_per_s"]) for r in runs]
+    assert feasible_front(runs, pts) == [1]
+    rows = tradeoff.join(runs, {"placements": []})
+    assert tradeoff.front(rows) == [1]
+    acc = {"max_loss_rel_perplexity": 0.01, "eval": {"predicted_tokens": 10, "source": "x"},
+           "clean": {"perplexity": 2.0}, "noise_seeds": 1}
+    text = " ".join(tradeoff.answer(rows, acc))
+    assert "**maxnn 25%**" in text and "**maxnn 12.5%**" not in text
+    assert "1 of 2 runs within it" in budget.summary(runs)
+
+
+def test_a_budget_no_design_meets_says_so_in_one_line():
+    runs = [_run("maxnn", 0.125, 500.0, 1.0), _run("all-analog", 0.0, 450.0, 2.0)]
+    budget.annotate(runs, 100.0)
+    line = budget.summary(runs)
+    assert "\n" not in line and "No design meets the area budget of 100.0 mm^2" in line and "450.0" in line
+
+
+@pytest.mark.parametrize("value, fragment", [
+    ("-1.0", "outside the allowed range"),
+    (".nan", "NaN is not allowed"),
+    ("600 um2", "is not a number"),
+])
+def test_bad_area_values_name_file_line_and_key(tmp_path, value, fragment):
+    path = tmp_path / "chip.yaml"
+    path.write_text(AREA_YAML.replace("adc_um2: 40.0", f"adc_um2: {value}"))
+    line = AREA_YAML.replace("adc_um2: 40.0", "@@").splitlines().index(
+        next(s for s in AREA_YAML.replace("adc_um2: 40.0", "@@").splitlines() if "@@" in s)) + 1
+    with pytest.raises(SpecError, match=fragment) as info:
+        load_chip(path)
+    assert f"{path}:{line}: area.adc_um2" in str(info.value)
+
+
+def test_area_key_without_unit_is_refused(tmp_path):
+    path = tmp_path / "chip.yaml"
+    path.write_text(AREA_YAML.replace("adc_um2: 40.0", "adc_area: 40.0"))
+    with pytest.raises(SpecError, match="unknown key; recognised keys here: .*adc_um2"):
+        load_chip(path)
+
+
+def test_hw_show_prints_the_area_breakdown_for_every_preset():
+    from arch.loader import list_presets
+
+    for name in list_presets():
+        out = subprocess.run([sys.executable, "-m", "sim.cli", "hw", "show", name], capture_output=True, text=True,
+                             check=True).stdout
+        assert "footprint_mm2" in out and "area breakdown" in out and "ADCs" in out, name
+        data = json.loads(subprocess.run([sys.executable, "-m", "sim.cli", "hw", "show", name, "--json"],
+                                         capture_output=True, text=True, check=True).stdout)
+        parts = data["area_breakdown_mm2"]
+        assert sum(p["footprint_mm2"] for p in parts.values()) == pytest.approx(data["footprint_mm2"])
+
+
+def test_every_assumed_preset_number_says_why():
+    """Issue 'credible baselines' item 6: an assumed number carries a one-line rationale, not a bare 'assumed'."""
+    from arch.loader import PRESET_DIR
+
+    for path in PRESET_DIR.glob("*.yaml"):
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            assert not line.rstrip().endswith("# assumed"), f"{path.name}:{i} says 'assumed' without a reason"
