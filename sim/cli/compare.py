@@ -159,7 +159,8 @@ def _measure_accuracy(args: argparse.Namespace, chip, trace, stats, points: list
     arch = read_architecture(args.checkpoint)
     data = load_eval(args.eval, arch.shape.vocab_size, tokenizer=args.tokenizer, seq_len=args.seq_len,
                      max_sequences=args.max_sequences)
-    wanted = [PlacementRequest(p["policy"], p["fraction"], p.get("score")) for p in points]
+    wanted = list({PlacementRequest(p["policy"], p["fraction"], p.get("score")): None for p in points
+                   if p.get("role") != "baseline"})     # the baseline runs all-digital: no analog noise to measure
     result = evaluate(arch, args.checkpoint, data, chip, wanted, stats, trace, noise_seeds=args.noise_seeds,
                       seed=args.seed, score=args.score, scope=args.scope, device=args.device,
                       progress=not args.quiet, routes_dir=out / "routes")
