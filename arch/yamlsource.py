@@ -14,6 +14,7 @@ from typing import Any, Callable
 import yaml
 
 from .errors import SpecError
+from .safeio import read_text
 
 
 class Located(dict):
@@ -28,9 +29,72 @@ class Located(dict):
 
 _FLOAT_12 = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
 
+# anchors and aliases (&a / *a) may be used, but a document may not expand to more nodes than this
+# (a "billion laughs" file of a few hundred bytes would otherwise expand to 10^9 nodes downstream)
+MAX_YAML_NODES = 1_000_000
+
+
+def _expanded_size(root: yaml.Node, file: str) -> int:
+    """Nodes in the document with every alias expanded; refuses recursive aliases and huge expansions."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_nodes:
+            raise SpecError(file, node.start_mark.line + 1, "", "recursive YAML alias (a node contains itself)")
+        open_nodes.add(key)
+        n = 1
+        if isinstance(node, yaml.SequenceNode):
+            n += sum(size(child) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            n += sum(size(k) + size(v) for k, v in node.value)
+        open_nodes.discard(key)
+        if n > MAX_YAML_NODES:
+            raise SpecError(file, node.start_mark.line + 1, "",
+                            f"YAML aliases expand to more than {MAX_YAML_NODES:,} values; write the data out")
+        sizes[key] = n
+        return n
+
+    return size(root)
+
+
+def _bounded_loader(file: str) -> type[yaml.SafeLoader]:
+    """A SafeLoader that checks the composed document's expanded size before constructing anything."""
+
+    class _Bounded(yaml.SafeLoader):
+        def compose_document(self) -> yaml.Node:
+            node = super().compose_document()
+            _expanded_size(node, file)
+            return node
+
+    # YAML 1.1 reads 1e9 and 1.0e9 as strings (it wants 1.0e+9); take the YAML 1.2 forms as numbers too
+    _Bounded.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+0123456789."))
+    return _Bounded
+
+
+def _yaml_load(text: str, loader: type[yaml.SafeLoader], file: str) -> Any:
+    try:
+        return yaml.load(text, Loader=loader)  # noqa: S506 - SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        raise SpecError(file, line, "", f"YAML syntax error: {exc.problem or exc}") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(file, None, "", f"YAML syntax error: {exc}") from None
+    except RecursionError:
+        raise SpecError(file, None, "", "YAML nested too deeply") from None
+
+
+def load_plain(text: str, file: str) -> Any:
+    """``yaml.safe_load`` with the bounded-alias and YAML-1.2-float rules; errors are :class:`SpecError`."""
+    return _yaml_load(text, _bounded_loader(file), file)
+
 
 def _loader_for(file: str) -> type[yaml.SafeLoader]:
-    class _Loader(yaml.SafeLoader):
+    class _Loader(_bounded_loader(file)):
         pass
 
     def construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Located:
@@ -47,21 +111,12 @@ def _loader_for(file: str) -> type[yaml.SafeLoader]:
         return out
 
     _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
-    # YAML 1.1 reads 1e9 and 1.0e9 as strings (it wants 1.0e+9); take the YAML 1.2 forms as numbers too
-    _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+0123456789."))
     return _Loader
 
 
 def parse_text(text: str, file: str) -> Located:
     """Parse one YAML document into a :class:`Located` mapping, or raise :class:`SpecError`."""
-    try:
-        data = yaml.load(text, Loader=_loader_for(file))  # noqa: S506 - SafeLoader subclass
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
-        raise SpecError(file, line, "", f"YAML syntax error: {exc.problem or exc}") from None
-    except yaml.YAMLError as exc:
-        raise SpecError(file, None, "", f"YAML syntax error: {exc}") from None
+    data = _yaml_load(text, _loader_for(file), file)
     if data is None:
         raise SpecError(file, 1, "", "the file is empty; expected a mapping of sections")
     if not isinstance(data, Located):
@@ -92,10 +147,7 @@ def load_with_extends(
     if file in _chain:
         cycle = " -> ".join([*_chain, file])
         raise SpecError(file, None, "extends", f"cycle of extends: {cycle}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SpecError(file, None, "", f"cannot read file: {exc.strerror}") from None
+    text = read_text(path, "hardware YAML")
     data = parse_text(text, file)
     parent_name = data.pop("extends", None)
     line = data.where.pop("extends", (file, None))[1]

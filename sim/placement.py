@@ -10,16 +10,16 @@ every dense module digital.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from math import floor
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import yaml
 
 from arch.errors import HetmoeError
+from arch.safeio import loads_json, read_json, read_text
+from arch.yamlsource import load_plain
 from workloads.checkpoints.stats import SCOPES, VARIANTS, ExpertStats
 from workloads.shapes import ATTENTION, DENSE, LM_HEAD, ROUTER, SHARED, Matrix, ModelShape
 from workloads.traces.format import RoutingTrace
@@ -140,11 +140,8 @@ def explicit(ctx: PlacementContext) -> Placement:
     if not ctx.explicit_file:
         raise PlacementError("policy 'explicit' needs --placement-file FILE")
     path = Path(ctx.explicit_file)
-    try:
-        text = path.read_text()
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (OSError, json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise PlacementError(f"{path}: cannot read placement: {exc}") from None
+    text = read_text(path, "placement")
+    data = loads_json(text, path) if path.suffix == ".json" else load_plain(text, str(path))
     if not isinstance(data, dict) or set(data) - {"digital_modules", "digital_experts"}:
         raise PlacementError(f"{path}: expected keys digital_modules and digital_experts")
     modules = frozenset(data.get("digital_modules") or [])
@@ -170,10 +167,7 @@ SENSITIVITY_KIND = "hetmoe-expert-sensitivity"
 def read_sensitivity(path: str | Path, layers: int, experts: int) -> np.ndarray:
     """The ``sensitivity`` array ``[layers, experts]`` of a file written by ``hetmoe sensitivity``."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PlacementError(f"{path}: not a sensitivity scores file ({exc})") from None
+    data = read_json(path, "sensitivity scores")
     if not isinstance(data, dict) or data.get("kind") != SENSITIVITY_KIND:
         raise PlacementError(f"{path}: not a sensitivity scores file (write one with hetmoe sensitivity)")
     try:

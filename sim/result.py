@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from arch.safeio import InputError, atomic_open, read_json, write_text
+
 
 @dataclass(frozen=True, eq=False)
 class Result:
@@ -30,7 +32,7 @@ class Result:
         """Write ``result.json``, ``summary.csv``, ``energy.csv`` and ``utilisation.csv``."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "result.json").write_text(self.to_json() + "\n")
+        write_text(out / "result.json", self.to_json() + "\n")
         write_csv(out / "summary.csv", [summary_row(self.data)])
         write_csv(out / "energy.csv", energy_rows(self.data))
         write_csv(out / "utilisation.csv", [{"run": self.data["run_id"], **r} for r in self.data["utilisation_rows"]])
@@ -62,10 +64,10 @@ def energy_rows(d: dict[str, Any]) -> list[dict[str, Any]]:
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     if not rows:
-        path.write_text("")
+        write_text(path, "")
         return
     fields = list(dict.fromkeys(k for r in rows for k in r))
-    with open(path, "w", newline="") as fh:
+    with atomic_open(path) as fh:
         w = csv.DictWriter(fh, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)
@@ -75,4 +77,7 @@ def load_result(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if path.is_dir():
         path = path / "result.json"
-    return json.loads(path.read_text())
+    data = read_json(path, "result.json", allow_nan=True)
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: not a hetmoe result (expected a JSON object)")
+    return data

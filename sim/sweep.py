@@ -20,9 +20,9 @@ from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from arch.errors import HetmoeError
+from arch.safeio import read_text, write_text
+from arch.yamlsource import load_plain
 
 from .result import load_result, summary_row, write_csv
 
@@ -76,14 +76,14 @@ def run_point(point: dict[str, Any], out_dir: str) -> dict[str, Any]:
         if eval_file:
             result.data["accuracy"] = point_accuracy(eval_file=eval_file, noise_seeds=noise_seeds, **kwargs)
         result.write(folder)
-        (folder / "point.json").write_text(json.dumps(point, indent=2, sort_keys=True, default=str))
+        write_text(folder / "point.json", json.dumps(point, indent=2, sort_keys=True, default=str))
         return {"id": pid, "ok": True, "wall_s": result.wall_s}
     except HetmoeError as exc:
         message = str(exc)
     except Exception as exc:  # noqa: BLE001 - a failed point must not take the sweep down
         message = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
-    (folder / "error.txt").write_text(message + "\n")
-    (folder / "point.json").write_text(json.dumps(point, indent=2, sort_keys=True, default=str))
+    write_text(folder / "error.txt", message + "\n")
+    write_text(folder / "point.json", json.dumps(point, indent=2, sort_keys=True, default=str))
     return {"id": pid, "ok": False, "error": message.splitlines()[0]}
 
 
@@ -158,7 +158,7 @@ def write_tables(out_dir: str | Path, runs: list[dict[str, Any]]) -> None:
     out = Path(out_dir)
     rows = [{"label": r.get("label", r["folder"]), **summary_row(r)} for r in runs]
     write_csv(out / "summary.csv", rows)
-    (out / "results.json").write_text(json.dumps(runs, indent=2, sort_keys=True) + "\n")
+    write_text(out / "results.json", json.dumps(runs, indent=2, sort_keys=True) + "\n")
 
 
 # ----------------------------------------------------------------------------- sweep specs
@@ -181,10 +181,7 @@ def sweep_options(path: str | Path) -> dict[str, Any]:
 
 
 def _read_spec(path: Path) -> dict[str, Any]:
-    try:
-        spec = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise HetmoeError(f"{path}: cannot read sweep spec: {exc}") from None
+    spec = load_plain(read_text(path, "sweep spec YAML"), str(path))
     if not isinstance(spec, dict):
         raise HetmoeError(f"{path}: expected a mapping with keys {', '.join(sorted(SPEC_KEYS))}")
     return spec

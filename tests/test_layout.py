@@ -87,7 +87,7 @@ ALLOWED = {
     "workloads": ("arch",),
     "sim.engine": ("arch", "workloads", "sim.mapping"),
     "sim.functional": ("arch", "workloads", "sim.placement"),
-    "sim.report": ("sim.result",),
+    "sim.report": ("sim.result", "arch.safeio", "arch.errors"),   # atomic file writes
     "sim.cli": ("arch", "workloads", "sim"),
 }
 

@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+from arch.errors import HetmoeError
+
 from workloads.shapes import ATTENTION, DENSE, EXPERT, LM_HEAD, ROUTER, SHARED, ModelError, from_hf_config, load_model
 
 # hidden, expert width, dense FFN, shared width, experts, top-k, layers, heads, kv heads, head_dim, vocab
@@ -80,7 +82,7 @@ def test_bad_configs(tmp_path):
         from_hf_config({"hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 1, "vocab_size": 4})
     bad = tmp_path / "config.json"
     bad.write_text("{\n  \"hidden_size\": 8,\n")
-    with pytest.raises(ModelError, match=r"config.json:3: not valid JSON"):
+    with pytest.raises(HetmoeError, match=r"config.json:3: not valid JSON"):
         load_model(bad)
     with pytest.raises(ModelError, match="presets: deepseek-moe-16b"):
         load_model("gpt-9")

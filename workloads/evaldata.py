@@ -13,13 +13,13 @@ Each sequence predicts its positions 1..L-1 from 0..L-2. Ids are checked against
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from arch.errors import HetmoeError
+from arch.safeio import MAX_TEXT_BYTES, check_file, iter_lines, loads_json, open_binary, read_npy, read_npz, read_text
 
 
 class EvalDataError(HetmoeError):
@@ -43,9 +43,7 @@ class EvalData:
 def load_eval(path: str | Path, vocab_size: int, *, tokenizer: str | None = None, seq_len: int | None = None,
               max_sequences: int | None = None) -> EvalData:
     """Read evaluation ids from ``path`` (see the module docs) and check them against ``vocab_size``."""
-    path = Path(path)
-    if not path.is_file():
-        raise EvalDataError(f"{path}: no such evaluation file")
+    path = check_file(path, "evaluation data")
     suffix = path.suffix.lower()
     if tokenizer is not None:
         ids = _tokenize(path, tokenizer, seq_len)
@@ -82,41 +80,28 @@ def _as_ids(a: np.ndarray, path: Path) -> np.ndarray:
 
 
 def _npy(path: Path) -> np.ndarray:
-    try:
-        return _as_ids(np.load(path, allow_pickle=False), path)
-    except (ValueError, OSError, EOFError) as exc:
-        raise EvalDataError(f"{path}: not a readable .npy array ({exc})") from None
+    return _as_ids(read_npy(path, "evaluation ids .npy"), path)
 
 
 def _npz(path: Path) -> np.ndarray:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            keys = list(z.keys())
-            key = "input_ids" if "input_ids" in keys else (keys[0] if len(keys) == 1 else None)
-            if key is None:
-                raise EvalDataError(f"{path}: .npz holds {keys}; name the ids array 'input_ids'")
-            return _as_ids(z[key], path)
-    except (ValueError, OSError, EOFError) as exc:
-        raise EvalDataError(f"{path}: not a readable .npz archive ({exc})") from None
+    z = read_npz(path, "evaluation ids .npz")
+    keys = list(z)
+    key = "input_ids" if "input_ids" in keys else (keys[0] if len(keys) == 1 else None)
+    if key is None:
+        raise EvalDataError(f"{path}: .npz holds {keys}; name the ids array 'input_ids'")
+    return _as_ids(z[key], path)
 
 
 def _jsonl(path: Path, seq_len: int | None) -> np.ndarray:
     rows = []
-    try:
-        with open(path, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise EvalDataError(f"{path}:{lineno}: not valid JSON: {exc.msg}") from None
-                ids = obj.get("input_ids") if isinstance(obj, dict) else None
-                if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-                    raise EvalDataError(f"{path}:{lineno}: expected {{\"input_ids\": [integers]}}")
-                rows.append(ids)
-    except UnicodeDecodeError as exc:
-        raise EvalDataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    for lineno, line in iter_lines(path, "evaluation ids JSONL"):
+        if not line.strip():
+            continue
+        obj = loads_json(line, path, lineno)
+        ids = obj.get("input_ids") if isinstance(obj, dict) else None
+        if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+            raise EvalDataError(f"{path}:{lineno}: expected {{\"input_ids\": [integers]}}")
+        rows.append(ids)
     if not rows:
         raise EvalDataError(f"{path}: no sequences")
     length = min(len(r) for r in rows) if seq_len is None else seq_len + 1
@@ -133,7 +118,11 @@ def _tokenize(path: Path, tokenizer: str, seq_len: int | None) -> np.ndarray:
     if seq_len is None or seq_len < 1:
         raise EvalDataError("a text evaluation file needs --seq-len (tokens per window, >= 1)")
     if tokenizer == "bytes":
-        ids = np.frombuffer(path.read_bytes(), np.uint8).astype(np.int64)
+        with open_binary(path, "evaluation text") as fh:
+            raw = fh.read(MAX_TEXT_BYTES + 1)
+        if len(raw) > MAX_TEXT_BYTES:
+            raise EvalDataError(f"{path}: larger than {MAX_TEXT_BYTES // 2**20} MiB of evaluation text")
+        ids = np.frombuffer(raw, np.uint8).astype(np.int64)
     else:
         try:
             from tokenizers import Tokenizer
@@ -143,10 +132,7 @@ def _tokenize(path: Path, tokenizer: str, seq_len: int | None) -> np.ndarray:
             tok = Tokenizer.from_file(str(tokenizer))
         except Exception as exc:  # the tokenizers package raises its own exception types
             raise EvalDataError(f"{tokenizer}: not a tokenizer.json ({exc})") from None
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise EvalDataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        text = read_text(path, "evaluation text", MAX_TEXT_BYTES)
         ids = np.asarray(tok.encode(text).ids, np.int64)
     window = seq_len + 1
     n = ids.size // window

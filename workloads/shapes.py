@@ -8,7 +8,6 @@ comment) and go through the same :func:`from_hf_config` as a user's ``config.jso
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any, Mapping
 import yaml
 
 from arch.errors import HetmoeError
+from arch.safeio import read_json
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 QWEN2_MOE_SHARED_DEFAULT = 5632   # transformers Qwen2MoeConfig(shared_expert_intermediate_size=5632)
@@ -285,10 +285,7 @@ def load_model(name_or_path: str | Path) -> ModelShape:
     if not path.is_file():
         raise ModelError(f"{text}: no such model preset or config.json "
                          f"(presets: {', '.join(list_model_presets())})")
-    try:
-        cfg = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+    cfg = read_json(path, "Hugging Face config.json")
     if not isinstance(cfg, dict):
         raise ModelError(f"{path}: expected a JSON object")
     return from_hf_config(cfg, name=path.parent.name or path.stem, source=str(path))

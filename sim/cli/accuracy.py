@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from arch import list_presets
+from arch.safeio import write_text
 
 from ..placement import POLICIES
 from .common import FMT, fmt_table, parse_overrides, precision_overrides
@@ -122,7 +123,7 @@ def run_sensitivity(args: argparse.Namespace) -> int:
                      seed=args.seed, device=args.device, max_tokens=args.max_tokens, progress=not args.quiet)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "sensitivity.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_text(out / "sensitivity.json", json.dumps(result, indent=2) + "\n")
     write_csv(result, out / "sensitivity.csv")
     plot_sensitivity(result, out / "sensitivity.png")
     names = list(result["spearman"])

@@ -7,6 +7,7 @@ import dataclasses
 
 from arch import list_presets, load_chip
 from arch.derived import UNITS, derived_figures
+from arch.safeio import write_text
 from arch.yamlsource import to_plain
 
 from .common import FMT, add_model_arg, parse_overrides, print_json
@@ -101,7 +102,7 @@ def run_fit(args: argparse.Namespace) -> int:
     out = Path(args.out)
     label = placement_label(args.policy, args.fraction)
     base = chip.source if chip.source and not Path(chip.source).is_file() else str(Path(chip.source).resolve())
-    out.write_text(fit_yaml(fit, base, model.name, label, args.scale, out.stem))
+    write_text(out, fit_yaml(fit, base, model.name, label, args.scale, out.stem))
     fitted = load_chip(out)
     figures = derived_figures(fitted)
     area = (f"; footprint {figures['footprint_mm2']:,.1f} mm^2, silicon {figures['silicon_mm2']:,.1f} mm^2"

@@ -9,6 +9,7 @@ from typing import Any
 
 from arch import load_chip
 from arch.errors import HetmoeError
+from arch.safeio import write_text
 from workloads.traces.format import save_npz
 
 from .common import FMT, add_common_run_args, baseline_point, parse_overrides, run_kwargs
@@ -52,8 +53,8 @@ def _placements(kw: dict[str, Any], fraction: float) -> dict[str, dict[str, Any]
 def run_whatif(args: argparse.Namespace) -> int:
     from ..api import resolve_inputs
     from ..report.whatif import write_whatif
-    from ..sweep import point_id, run_points
     from ..result import load_result
+    from ..sweep import point_id, run_points
     from ..whatif import bisect, is_integer_key, parse_range, parse_vary, with_value
 
     if not args.vary and not args.break_even:
@@ -130,7 +131,7 @@ def run_whatif(args: argparse.Namespace) -> int:
             breakeven["default"] = {"placement": maxnn, **_row(results[list(base).index(maxnn)])}
     data = {"fraction": args.fraction, "maxnn": maxnn, "metric": METRIC, "hw": chip.name, "model": model.name,
             "baseline": args.baseline, "varied": {k: v for k, v in varies}, "rows": rows, "break_even": breakeven}
-    (out / "whatif.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
+    write_text(out / "whatif.json", json.dumps(data, indent=2, default=str) + "\n")
     report = write_whatif(data, out)
     for line in _summary(data):
         print(line)

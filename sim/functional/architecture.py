@@ -10,12 +10,12 @@ not supported and says so. RoPE is the default (unscaled) rotary embedding of Hu
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from arch.errors import HetmoeError
+from arch.safeio import read_json
 from workloads.shapes import ATTENTION, DENSE, EXPERT, LM_HEAD, ROUTER, SHARED, Matrix, ModelShape, from_hf_config
 
 FAMILIES = ("olmoe", "mixtral", "qwen2_moe", "qwen3_moe", "deepseek")
@@ -67,10 +67,7 @@ def read_architecture(directory: str | Path) -> Architecture:
     if not path.is_file():
         raise ArchitectureError(f"{directory}: no config.json (a checkpoint folder holds config.json and "
                                 "*.safetensors)")
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArchitectureError(f"{path}: not a JSON config ({exc})") from None
+    cfg = read_json(path, "Hugging Face config.json")
     if not isinstance(cfg, dict):
         raise ArchitectureError(f"{path}: expected a JSON object")
     return architecture_from_config(cfg, str(path), name=path.parent.name)

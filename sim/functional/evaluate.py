@@ -13,8 +13,6 @@ Each placement reports mean and sample standard deviation (ddof = 1) over the no
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from math import exp, log
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from arch.noise import slot_physics
+from arch.safeio import write_text
 from arch.spec import ChipSpec
 from workloads.checkpoints.stats import ExpertStats
 from workloads.evaldata import EvalData
@@ -169,7 +168,7 @@ def write_accuracy(result: dict[str, Any], out_dir: str | Path) -> tuple[Path, P
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     js = out / "accuracy.json"
-    _atomic(js, json.dumps(result, indent=2) + "\n")
+    write_text(js, json.dumps(result, indent=2) + "\n")
     cols = ["label", "policy", "fraction", "digital_expert_share", "analog_weight_share"]
     lines = [",".join(cols + [f"{m}_{s}" for m in METRICS for s in ("mean", "std")])]
     for r in result["placements"]:
@@ -178,12 +177,6 @@ def write_accuracy(result: dict[str, Any], out_dir: str | Path) -> tuple[Path, P
         vals += [f"{r[s][m]:.8g}" for m in METRICS for s in ("mean", "std")]
         lines.append(",".join(vals))
     csv = out / "accuracy.csv"
-    _atomic(csv, "\n".join(lines) + "\n")
+    write_text(csv, "\n".join(lines) + "\n")
     return js, csv
 
-
-def _atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)

@@ -13,6 +13,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from arch.safeio import InputError, read_json, write_text
+
 BUDGET_FILE = "area_budget.json"
 
 
@@ -31,12 +33,19 @@ def save(out_dir: str | Path, budget: float | None) -> None:
     if budget is None:
         path.unlink(missing_ok=True)
     else:
-        path.write_text(json.dumps({"area_budget_mm2": budget, "applies_to": "footprint_mm2"}) + "\n")
+        write_text(path, json.dumps({"area_budget_mm2": budget, "applies_to": "footprint_mm2"}) + "\n")
 
 
 def load(out_dir: str | Path) -> float | None:
     path = Path(out_dir) / BUDGET_FILE
-    return json.loads(path.read_text())["area_budget_mm2"] if path.is_file() else None
+    if not path.is_file():
+        return None
+    data = read_json(path, "area budget")
+    value = data.get("area_budget_mm2") if isinstance(data, dict) else "missing"
+    bad = problem(value)
+    if bad:
+        raise InputError(f"{path}: area_budget_mm2 {bad}")
+    return None if value is None else float(value)
 
 
 def footprint_mm2(run: dict[str, Any]) -> float:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from arch.safeio import write_text
+
 from ..result import fmt_number as _fmt
 from . import budget as area_budget
 from . import tradeoff
@@ -136,7 +138,7 @@ def write_report(runs: list[dict[str, Any]], out_dir: str | Path, *, command: st
               "Per-run files: `runs/*/result.json`; all runs: `results.json`, `summary.csv`.",
               ""]
     path = out / "report.md"
-    path.write_text("\n".join(lines))
+    write_text(path, "\n".join(lines))
     return path
 
 

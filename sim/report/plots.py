@@ -17,6 +17,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from arch.safeio import atomic_path
+
 FAMILY_STYLE = {
     "all-analog": ("#d62728", "s"), "all-digital": ("#1f77b4", "D"), "maxnn": ("#2ca02c", "o"),
     "random": ("#9467bd", "^"), "frequency": ("#ff7f0e", "v"), "maxnn-lowest": ("#8c564b", "P"),
@@ -106,12 +108,19 @@ def _families(runs):
     return fam
 
 
+def save_figure(fig, path: str | Path, **save) -> None:
+    """Save ``fig`` atomically (format from the suffix) and close it."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", **save)
+    plt.close(fig)
+
+
 def _finish(fig, path: Path | None, **save):
     """Save and close, or (``path`` None) hand the figure back, e.g. to tests that read its artists."""
     if path is None:
         return fig
-    fig.savefig(path, **save)
-    plt.close(fig)
+    save_figure(fig, path, **save)
     return None
 
 

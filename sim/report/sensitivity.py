@@ -11,7 +11,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .plots import _style  # noqa: E402
+from arch.safeio import write_text
+
+from .plots import _style, save_figure  # noqa: E402
 
 
 def _arr(rows: list) -> np.ndarray:
@@ -28,7 +30,7 @@ def write_csv(result: dict[str, Any], path: Path) -> None:
         for e in range(result["experts"]):
             vals = [sens[layer, e], std[layer, e]] + [scores[k][layer, e] for k in scores]
             lines.append(",".join([str(layer), str(e)] + [f"{v:.8g}" for v in vals]))
-    path.write_text("\n".join(lines) + "\n")
+    write_text(path, "\n".join(lines) + "\n")
 
 
 def plot_sensitivity(result: dict[str, Any], path: Path, score: str = "maxnn_gate_rows") -> None:
@@ -49,5 +51,4 @@ def plot_sensitivity(result: dict[str, Any], path: Path, score: str = "maxnn_gat
     _style(ax)
     ax.legend(fontsize=7, frameon=False, ncol=2 if len(layers) > 8 else 1)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from arch.safeio import write_text
+
 
 def write_chrome_trace(timeline: Any, engine: Any, path: str | Path) -> None:
     kinds = {"tile": 1, "local_digital": 2, "simd": 3, "link": 4, "dram": 5}
@@ -23,4 +25,4 @@ def write_chrome_trace(timeline: Any, engine: Any, path: str | Path) -> None:
         pid, tid = tids[resource]
         events.append({"ph": "X", "name": label or resource, "cat": resource.split(" ")[0], "pid": pid, "tid": tid,
                        "ts": start / 1e6, "dur": (end - start) / 1e6})
-    Path(path).write_text(json.dumps({"traceEvents": events, "displayTimeUnit": "ns"}))
+    write_text(Path(path), json.dumps({"traceEvents": events, "displayTimeUnit": "ns"}))

@@ -8,7 +8,6 @@ mean and sample std over noise seeds; efficiency is tokens/s/W (tokens per joule
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+
+from arch.safeio import read_json, write_text
 
 from ..result import fmt_number
 from .plots import _finish, _style, family, feasible, label, pareto, style
@@ -28,7 +29,7 @@ def load_accuracy(out_dir: str | Path, runs: list[dict[str, Any]] | None = None)
     """``accuracy.json`` of a compare folder, or the accuracy that sweep points carry in their results."""
     path = Path(out_dir) / ACCURACY_FILE
     if path.is_file():
-        return json.loads(path.read_text())
+        return read_json(path, "accuracy results", allow_nan=True)
     carried = [r for r in runs or [] if "accuracy" in r]
     if not carried:
         return None
@@ -124,7 +125,7 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
             ("routes_changed", "routes_changed_share_mean")]
     lines = [",".join(c for _, c in cols)]
     lines += [",".join(str(r[k]) if isinstance(r[k], str) else f"{r[k]:.8g}" for k, _ in cols) for r in rows]
-    path.write_text("\n".join(lines) + "\n")
+    write_text(path, "\n".join(lines) + "\n")
 
 
 def plot_accuracy_efficiency(rows: list[dict[str, Any]], accuracy: dict[str, Any], subtitle: str,

@@ -16,7 +16,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from arch.safeio import atomic_open, write_text
+
 from ..result import fmt_number  # noqa: E402
+from .plots import save_figure  # noqa: E402
 
 REFS = ("all-analog", "all-digital", "baseline")
 
@@ -79,7 +82,7 @@ def write_csv(data: dict[str, Any], path: Path) -> None:
     fields = ["param", "value", "placement", "hw", "tokens_per_s_per_w", "energy_per_token_uj",
               "throughput_tokens_per_s", "chip_footprint_mm2", "tokens_per_s_per_mm2",
               *(f"maxnn_over_{ref}" for ref in REFS)]
-    with open(path, "w", newline="") as fh:
+    with atomic_open(path) as fh:
         w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
         for r in data["rows"]:
@@ -124,8 +127,7 @@ def plot_tornado(data: dict[str, Any], path: Path | None):
     fig.tight_layout()
     if path is None:
         return fig
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
     return None
 
 
@@ -154,5 +156,5 @@ def write_whatif(data: dict[str, Any], out_dir: str | Path) -> Path:
         lines += [f"| {fmt_number(v)} | {y:+.4f} |" for v, y in be["evaluations"]]
     lines += ["", "![Tornado chart](tornado.png)", ""]
     path = out / "whatif.md"
-    path.write_text("\n".join(lines))
+    write_text(path, "\n".join(lines))
     return path

@@ -9,7 +9,6 @@ file, a folder of them, or shards listed in ``model.safetensors.index.json``.
 
 from __future__ import annotations
 
-import json
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from arch.errors import HetmoeError
+from arch.safeio import InputError, loads_json, read_json
 
 _DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64}
 
@@ -34,8 +34,12 @@ class TensorRef:
     nbytes: int
 
 
+MAX_HEADER_BYTES = 100_000_000     # the safetensors format's own limit on the JSON header
+
+
 def read_header(path: Path) -> dict[str, TensorRef]:
-    """Parse a safetensors header and check every tensor lies inside the file."""
+    """Parse a safetensors header and check every tensor: a known dtype, a shape of non-negative integers,
+    ``data_offsets`` that hold exactly its bytes, lie inside the file and do not overlap another tensor."""
     try:
         size = path.stat().st_size
         with open(path, "rb") as fh:
@@ -43,30 +47,51 @@ def read_header(path: Path) -> dict[str, TensorRef]:
             if len(raw) < 8:
                 raise CheckpointError(f"{path}: not a safetensors file (shorter than its 8-byte header length)")
             (n,) = struct.unpack("<Q", raw)
-            if n > size - 8 or n > 100_000_000:
-                raise CheckpointError(f"{path}: not a safetensors file (header length {n} exceeds the file)")
-            header = json.loads(fh.read(n))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: not a safetensors file ({exc})") from None
+            if n > size - 8 or n > MAX_HEADER_BYTES:
+                raise CheckpointError(f"{path}: not a safetensors file (header length {n:,} bytes exceeds the "
+                                      f"file's {size:,} bytes or the format's limit)")
+            text = fh.read(n)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        header = loads_json(text.decode("utf-8"), path)
+    except (UnicodeDecodeError, InputError) as exc:
+        raise CheckpointError(f"{path}: not a safetensors file (header: {exc})") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: not a safetensors file (header is not a JSON object)")
+    data_bytes = size - 8 - n
     refs = {}
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        dtype = info.get("dtype")
+        where = f"{path}: tensor {name}"
+        if not isinstance(info, dict):
+            raise CheckpointError(f"{where}: expected {{dtype, shape, data_offsets}}, got {info!r:.60}")
+        dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
         if dtype not in _DTYPES:
-            raise CheckpointError(f"{path}: tensor {name}: dtype {dtype!r} not supported; "
-                                  f"allowed: {', '.join(_DTYPES)}")
-        begin, end = info["data_offsets"]
-        shape = tuple(info["shape"])
-        expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(_DTYPES[dtype]).itemsize
+            raise CheckpointError(f"{where}: dtype {dtype!r} not supported; allowed: {', '.join(_DTYPES)}")
+        if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
+            raise CheckpointError(f"{where}: shape {shape!r} is not a list of non-negative integers")
+        if (not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_count(o) for o in offsets)
+                or offsets[0] > offsets[1]):
+            raise CheckpointError(f"{where}: data_offsets {offsets!r} is not [begin, end] with 0 <= begin <= end")
+        begin, end = offsets
+        expected = int(np.prod(shape, dtype=object)) * np.dtype(_DTYPES[dtype]).itemsize
         if end - begin != expected:
-            raise CheckpointError(f"{path}: tensor {name}: {end - begin} bytes for shape {shape} {dtype}")
-        if 8 + n + end > size:
-            raise CheckpointError(f"{path}: truncated: tensor {name} ends at byte {8 + n + end} of {size}")
-        refs[name] = TensorRef(path, dtype, shape, 8 + n + begin, end - begin)
+            raise CheckpointError(f"{where}: {end - begin:,} bytes for shape {tuple(shape)} {dtype} "
+                                  f"(which needs {expected:,})")
+        if end > data_bytes:
+            raise CheckpointError(f"{path}: truncated: tensor {name} ends at byte {8 + n + end:,} of {size:,}")
+        refs[name] = TensorRef(path, dtype, tuple(shape), 8 + n + begin, end - begin)
+    spans = sorted((r.offset, r.offset + r.nbytes, k) for k, r in refs.items() if r.nbytes)
+    for (_, end_a, a), (begin_b, _, b) in zip(spans, spans[1:]):
+        if begin_b < end_a:
+            raise CheckpointError(f"{path}: tensors {a} and {b} overlap in the file")
     return refs
+
+
+def _is_count(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
 
 
 def load_tensor(ref: TensorRef) -> np.ndarray:
@@ -85,11 +110,14 @@ def index_checkpoint(directory: Path) -> dict[str, TensorRef]:
         raise CheckpointError(f"{directory}: no such checkpoint folder")
     index = directory / "model.safetensors.index.json"
     if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError) as exc:
-            raise CheckpointError(f"{index}: not a safetensors index ({exc})") from None
+        data = read_json(index, "safetensors index")
+        weight_map = data.get("weight_map") if isinstance(data, dict) else None
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise CheckpointError(f"{index}: not a safetensors index (expected {{\"weight_map\": {{tensor: file}}}})")
         files = sorted(set(weight_map.values()))
+        escaping = [f for f in files if Path(f).name != f]
+        if escaping:
+            raise CheckpointError(f"{index}: weight_map names {escaping[0]!r}; shards must be file names in the folder")
     else:
         files = sorted(p.name for p in directory.glob("*.safetensors"))
     if not files:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from arch.errors import HetmoeError
+from arch.safeio import atomic_open, loads_json, read_npz
 
 # rules for filling MoE layers a log did not observe (workloads.traces.synthetic.fill_layers)
 FILL_RULES = ("replicate", "synthetic")
@@ -97,30 +98,66 @@ def empty_arrays(tokens: int, layers: int, k: int) -> tuple[np.ndarray, np.ndarr
 # ----------------------------------------------------------------------------- npz
 
 def save_npz(trace: RoutingTrace, path: str | Path) -> None:
-    np.savez_compressed(path, experts=trace.experts, weights=trace.weights, request=trace.request,
-                        position=trace.position, phase=trace.phase, observed=trace.observed,
-                        num_experts=np.int32(trace.num_experts), meta=np.array(json.dumps(trace.meta)))
+    """Write ``trace`` as a compressed ``.npz`` (atomically: a reader never sees half a file)."""
+    with atomic_open(path, "wb") as fh:
+        np.savez_compressed(fh, experts=trace.experts, weights=trace.weights, request=trace.request,
+                            position=trace.position, phase=trace.phase, observed=trace.observed,
+                            num_experts=np.int32(trace.num_experts), meta=np.array(json.dumps(trace.meta)))
+
+
+# array -> (allowed dtype kinds, number of dimensions)
+_NPZ_ARRAYS = {"experts": ("iu", 3), "weights": ("fiu", 3), "request": ("iu", 1), "position": ("iu", 1),
+               "phase": ("iu", 1), "observed": ("biu", 1), "num_experts": ("iu", 0)}
 
 
 def load_npz(path: str | Path) -> RoutingTrace:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            missing = {"experts", "weights", "request", "position", "phase", "observed", "num_experts"} - set(z.files)
-            if missing:
-                raise TraceError(f"{path}: not a hetmoe trace archive (missing arrays: {', '.join(sorted(missing))})")
-            return RoutingTrace(z["experts"].astype(np.int16), z["weights"].astype(np.float32),
-                                z["request"].astype(np.int32), z["position"].astype(np.int32),
-                                z["phase"].astype(np.int8), z["observed"].astype(bool), int(z["num_experts"]),
-                                json.loads(str(z["meta"])) if "meta" in z.files else {})
-    except (OSError, ValueError) as exc:
-        raise TraceError(f"{path}: cannot read as .npz: {exc}") from None
+    """Read and check a hetmoe ``.npz`` trace: dtypes, shapes that agree, ids in range, finite weights."""
+    z = read_npz(path, "hetmoe .npz trace")
+    missing = set(_NPZ_ARRAYS) - set(z)
+    if missing:
+        raise TraceError(f"{path}: not a hetmoe trace archive (missing arrays: {', '.join(sorted(missing))})")
+    for name, (kinds, ndim) in _NPZ_ARRAYS.items():
+        a = z[name]
+        if a.dtype.kind not in kinds or a.ndim != ndim:
+            raise TraceError(f"{path}: array {name}: {a.dtype} with {a.ndim} dimensions; expected "
+                             f"{ndim} dimensions of {'integers' if 'f' not in kinds else 'numbers'}")
+    experts, weights = z["experts"], z["weights"]
+    tokens, layers, k = experts.shape
+    for name, want in (("weights", experts.shape), ("request", (tokens,)), ("position", (tokens,)),
+                       ("phase", (tokens,)), ("observed", (layers,))):
+        if z[name].shape != want:
+            raise TraceError(f"{path}: array {name}: shape {z[name].shape}, expected {want} to match experts "
+                             f"{experts.shape}")
+    num_experts = int(z["num_experts"])
+    if not 1 <= num_experts <= 32767:
+        raise TraceError(f"{path}: num_experts {num_experts} out of range (1..32767)")
+    bad = (experts < -1) | (experts >= num_experts)
+    if bad.any():
+        t, layer, j = np.argwhere(bad)[0]
+        raise TraceError(f"{path}: experts[{t}, {layer}, {j}] = {experts[t, layer, j]} out of range "
+                         f"(-1 = not observed, else 0..{num_experts - 1})")
+    if not np.isfinite(weights).all():
+        t, layer, j = np.argwhere(~np.isfinite(weights))[0]
+        raise TraceError(f"{path}: weights[{t}, {layer}, {j}] is not a finite number")
+    bad_phase = ~np.isin(z["phase"], list(PHASES.values()))
+    if bad_phase.any():
+        raise TraceError(f"{path}: phase[{int(np.argmax(bad_phase))}] = {z['phase'][bad_phase][0]}; allowed "
+                         + ", ".join(f"{v} ({k})" for k, v in PHASES.items()))
+    meta: Any = {}
+    if "meta" in z:
+        meta = loads_json(str(z["meta"]), path) if z["meta"].dtype.kind == "U" else None
+        if not isinstance(meta, dict):
+            raise TraceError(f"{path}: array meta: expected a JSON object string")
+    return RoutingTrace(experts.astype(np.int16), weights.astype(np.float32), z["request"].astype(np.int32),
+                        z["position"].astype(np.int32), z["phase"].astype(np.int8), z["observed"].astype(bool),
+                        num_experts, meta)
 
 
 # ----------------------------------------------------------------------------- own JSONL
 
 def save_jsonl(trace: RoutingTrace, path: str | Path) -> None:
     names = {v: k for k, v in PHASES.items()}
-    with open(path, "w", encoding="utf-8") as fh:
+    with atomic_open(path, "w") as fh:
         fh.write(json.dumps({"format": "hetmoe-trace", "num_layers": trace.num_layers, "top_k": trace.top_k,
                              "num_experts": trace.num_experts, "meta": trace.meta}) + "\n")
         for t in range(trace.tokens):

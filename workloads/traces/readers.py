@@ -28,6 +28,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from arch.safeio import InputError, check_file, iter_lines, loads_json, open_binary
+
 from ..shapes import ModelShape
 from .format import FILL_RULES, PHASES, RoutingTrace, TraceError, empty_arrays, load_npz, save_npz
 from .synthetic import fill_layers
@@ -36,27 +38,18 @@ FORMATS = ("vllm-moe-logger", "speculative-moe", "vllm-routed-experts", "hetmoe-
 
 
 def detect_format(path: Path) -> str:
+    """The trace format, from the ``.npz`` suffix or zip signature, else from the first non-blank JSON line.
+
+    gzip-compressed files are read through whatever their name (:mod:`arch.safeio`)."""
     if path.suffix == ".npz":
         return "hetmoe-npz"
-    try:
-        with open(path, "rb") as fh:
-            first = b""
-            for raw in fh:
-                if raw.strip():
-                    first = raw
-                    break
-    except OSError as exc:
-        raise TraceError(f"{path}: cannot read: {exc.strerror}") from None
-    if not first:
+    with open_binary(path, "routing trace") as fh:
+        if fh.read(2) == b"PK":
+            return "hetmoe-npz"
+    first = next(((n, line) for n, line in iter_lines(path, "routing trace") if line.strip()), None)
+    if first is None:
         raise TraceError(f"{path}: the file is empty; expected JSON lines of routing records")
-    if first[:2] == b"PK":
-        return "hetmoe-npz"
-    try:
-        row = json.loads(first)
-    except json.JSONDecodeError as exc:
-        raise TraceError(f"{path}:1: not valid JSON ({exc.msg}); cannot detect the format") from None
-    if not isinstance(row, dict):
-        raise TraceError(f"{path}:1: expected a JSON object per line")
+    row = _parse_row(path, *first)
     if row.get("format") == "hetmoe-trace":
         return "hetmoe-jsonl"
     if row.get("type") in ("meta", "route") or "topk_ids" in row:
@@ -65,7 +58,7 @@ def detect_format(path: Path) -> str:
         return "speculative-moe"
     if "routed_experts" in row:
         return "vllm-routed-experts"
-    raise TraceError(f"{path}:1: unknown trace format (keys: {', '.join(sorted(row))}); "
+    raise TraceError(f"{path}:{first[0]}: unknown trace format (keys: {', '.join(sorted(row))}); "
                      f"known formats: {', '.join(FORMATS)}")
 
 
@@ -154,19 +147,20 @@ class _Collector:
                             observed, m.num_experts, meta)
 
 
+def _parse_row(path: Path, line_no: int, text: str) -> dict:
+    try:
+        row = loads_json(text, path, line_no)
+    except InputError as exc:
+        raise TraceError(f"{exc}; the line may be truncated" if "not valid JSON" in str(exc) else str(exc)) from None
+    if not isinstance(row, dict):
+        raise TraceError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
+    return row
+
+
 def _json_lines(path: Path) -> Iterator[tuple[int, dict]]:
-    with open(path, "r", encoding="utf-8", errors="replace") as fh:
-        for line_no, raw in enumerate(fh, 1):
-            if not raw.strip():
-                continue
-            try:
-                row = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise TraceError(f"{path}:{line_no}: not valid JSON ({exc.msg}, column {exc.colno}); "
-                                 "the line may be truncated") from None
-            if not isinstance(row, dict):
-                raise TraceError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
-            yield line_no, row
+    for line_no, text in iter_lines(path, "routing trace"):
+        if text.strip():
+            yield line_no, _parse_row(path, line_no, text)
 
 
 def _require(path: Path, line: int, row: dict, *keys: str) -> None:
@@ -282,9 +276,7 @@ def _cache_path(path: Path, model: ModelShape, keep_warmup: bool) -> Path:
 def read_trace(path: str | Path, model: ModelShape, *, keep_warmup: bool = False, fill: str | None = None,
                seed: int = 0, cache: bool = False) -> RoutingTrace:
     """Read any supported trace for ``model``; optionally fill unobserved MoE layers."""
-    path = Path(path)
-    if not path.is_file():
-        raise TraceError(f"{path}: no such file")
+    path = check_file(path, "routing trace")
     fmt = detect_format(path)
     if fmt == "hetmoe-npz":
         trace = load_npz(path)

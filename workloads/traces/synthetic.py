@@ -16,11 +16,12 @@ Gate weights are the softmax of the drawn keys over the chosen k (summing to 1).
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
+
+from arch.safeio import read_json
 
 from ..shapes import ModelShape
 from .format import FILL_RULES, PHASES, RoutingTrace, TraceError, empty_arrays
@@ -65,10 +66,9 @@ def load_counts(path: str | Path, model: str | None, domain: str | None) -> dict
     Accepts ``{"models": {M: {"domains": {D: {"layer": [counts]}}}}}`` (``model``/``domain`` pick
     one; the first is used when omitted) or a plain ``{"layer": [counts]}``.
     """
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise TraceError(f"{path}: cannot read counts: {exc}") from None
+    data = read_json(path, "expert counts JSON")
+    if not isinstance(data, dict):
+        raise TraceError(f"{path}: expected a JSON object of per-layer counts")
     if "models" in data:
         models = data["models"]
         model = model or next(iter(models))

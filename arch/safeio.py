@@ -1,0 +1,251 @@
+"""Defensive reading and atomic writing of user files; shared by every package (like :mod:`arch.errors`).
+
+Every reader of a user file goes through here, so one set of rules holds everywhere:
+
+- a missing path, a folder, or an unreadable file is an :class:`InputError` naming the path;
+- **gzip** files are read transparently (routing logs are often stored compressed): the gzip
+  signature decides, not the name, so ``trace.jsonl`` that is really gzip is read as text;
+- **binary** data (a NUL byte in the first 8 KiB) is refused as "binary, not text";
+- text must be **UTF-8** (a leading byte-order mark is dropped); a bad byte is reported with its
+  line and column;
+- sizes are bounded: a whole-file read (YAML, config.json, placement and sweep files) stops at
+  ``max_bytes`` (default 64 MiB), and a JSON-lines reader refuses a line longer than
+  ``max_line_bytes`` (default 16 MiB) without reading the rest of it into memory;
+- JSON: ``NaN`` / ``Infinity`` and duplicate keys are refused, and nesting deeper than Python's
+  recursion limit is a clear error rather than a crash.
+
+Writers replace files **atomically** (a temporary file in the same folder, then ``os.replace``),
+so an interrupted run never leaves a truncated file that a later resume would trust.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import os
+import tempfile
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from .errors import HetmoeError
+
+MAX_TEXT_BYTES = 64 * 2**20
+MAX_LINE_BYTES = 16 * 2**20
+_GZIP_MAGIC = b"\x1f\x8b"
+_SNIFF_BYTES = 8192
+
+
+class InputError(HetmoeError):
+    """A user file cannot be read as the kind of file it was given as; the message names file and position."""
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.0f} MiB"
+
+
+def check_file(path: str | Path, what: str) -> Path:
+    """``path`` as a Path when it is a readable regular file; an :class:`InputError` otherwise."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file ({what})")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; expected a {what} file")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"{path}: cannot read ({what}): permission denied")
+    return path
+
+
+def is_gzip(path: str | Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(2) == _GZIP_MAGIC
+
+
+@contextlib.contextmanager
+def open_binary(path: str | Path, what: str) -> Iterator[IO[bytes]]:
+    """Open ``path`` for reading bytes, through gzip when its first bytes are the gzip signature."""
+    path = check_file(path, what)
+    try:
+        gz = is_gzip(path)
+        fh: IO[bytes] = gzip.open(path, "rb") if gz else open(path, "rb")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({what}): {exc.strerror or exc}") from None
+    try:
+        yield fh
+    except (OSError, EOFError, zlib.error) as exc:
+        # gzip.BadGzipFile is an OSError; a gzip stream cut short raises EOFError
+        kind = "gzip data is corrupt or truncated" if gz else f"read failed: {exc}"
+        raise InputError(f"{path}: cannot read ({what}): {kind}") from None
+    finally:
+        fh.close()
+
+
+def _decode(raw: bytes, path: Path, what: str, line: int | None = None) -> str:
+    if b"\x00" in raw[:_SNIFF_BYTES]:
+        where = f"{path}:{line}" if line else str(path)
+        raise InputError(f"{where}: binary data, not text; expected a {what} file (UTF-8 text)")
+    try:
+        return raw.decode("utf-8-sig" if line in (None, 1) else "utf-8")
+    except UnicodeDecodeError as exc:
+        before = raw[: exc.start]
+        ln = (line or 1) + before.count(b"\n")
+        col = exc.start - (before.rfind(b"\n") + 1) + 1
+        raise InputError(f"{path}:{ln}:{col}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); "
+                         f"expected a {what} file") from None
+
+
+def read_text(path: str | Path, what: str, max_bytes: int = MAX_TEXT_BYTES) -> str:
+    """The whole file as text (gzip read through), refusing binary, non-UTF-8 and oversized files."""
+    path = Path(path)
+    with open_binary(path, what) as fh:
+        raw = fh.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise InputError(f"{path}: larger than {_mib(max_bytes)}; a {what} file is a few KiB")
+    return _decode(raw, path, what)
+
+
+def iter_lines(path: str | Path, what: str, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` for each line of a text file, streamed, each line checked like :func:`read_text`."""
+    path = Path(path)
+    with open_binary(path, what) as fh:
+        line_no = 0
+        while True:
+            raw = fh.readline(max_line_bytes + 1)
+            if not raw:
+                return
+            line_no += 1
+            if len(raw) > max_line_bytes and not raw.endswith(b"\n"):
+                raise InputError(f"{path}:{line_no}: line longer than {_mib(max_line_bytes)}; a {what} record is "
+                                 "a few hundred bytes (is this the right file?)")
+            yield line_no, _decode(raw, path, what, line_no)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise ValueError(f"duplicate key {dup!r}")
+    return out
+
+
+def loads_json(text: str, file: str | Path, line: int | None = None, *, allow_nan: bool = False) -> Any:
+    """Parse JSON strictly (no NaN/Infinity unless ``allow_nan``, as in hetmoe's own result files; no
+    duplicate keys); errors name ``file`` and the line (``line`` when the text is one line of a
+    JSON-lines file, else the line inside ``text``)."""
+    where = f"{file}:{line}" if line is not None else str(file)
+    try:
+        return json.loads(text, parse_constant=float if allow_nan else _no_constant,
+                          object_pairs_hook=_no_duplicates)
+    except json.JSONDecodeError as exc:
+        at = f"{file}:{line if line is not None else exc.lineno}"
+        raise InputError(f"{at}: not valid JSON ({exc.msg}, column {exc.colno})") from None
+    except ValueError as exc:
+        raise InputError(f"{where}: {exc}") from None
+    except RecursionError:
+        raise InputError(f"{where}: JSON nested too deeply") from None
+
+
+def read_json(path: str | Path, what: str, max_bytes: int = MAX_TEXT_BYTES, *, allow_nan: bool = False) -> Any:
+    """A whole JSON file, read with :func:`read_text` and parsed with :func:`loads_json`."""
+    return loads_json(read_text(path, what, max_bytes), path, allow_nan=allow_nan)
+
+
+# ----------------------------------------------------------------------------- atomic writes
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path``; renamed onto ``path`` when the block ends without error."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (UTF-8)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
+    """A file object whose contents replace ``path`` atomically when the block ends without error."""
+    with atomic_path(path) as tmp, open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8",
+                                                                                "newline": ""})) as fh:
+        yield fh
+
+
+# ----------------------------------------------------------------------------- numpy archives
+
+MAX_ARRAY_BYTES = 16 * 2**30
+
+
+def _read_array(fh: IO[bytes], path: Path, name: str, available: int, budget: int) -> Any:
+    """One ``.npy`` stream, its header checked against the bytes ``available`` and the ``budget`` left."""
+    import numpy as np
+
+    version = np.lib.format.read_magic(fh)
+    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                   else np.lib.format.read_array_header_2_0)
+    shape, fortran, dtype = read_header(fh)
+    if dtype.hasobject:
+        raise InputError(f"{path}: array {name!r} holds Python objects (pickles are never loaded)")
+    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    header = fh.tell()
+    if nbytes > budget:
+        raise InputError(f"{path}: array {name!r} claims {nbytes / 2**30:,.1f} GiB (shape {shape}); the limit "
+                         f"is {MAX_ARRAY_BYTES / 2**30:,.0f} GiB per file")
+    if header + nbytes > available:
+        raise InputError(f"{path}: array {name!r} is truncated: its header claims {nbytes:,} bytes, the file "
+                         f"holds {max(available - header, 0):,}")
+    data = fh.read(nbytes)
+    if len(data) < nbytes:
+        raise InputError(f"{path}: array {name!r} is truncated")
+    return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+
+
+def read_npy(path: str | Path, what: str, max_array_bytes: int = MAX_ARRAY_BYTES) -> Any:
+    """One ``.npy`` array, checked like the members of :func:`read_npz`."""
+    path = check_file(path, what)
+    try:
+        with open(path, "rb") as fh:
+            return _read_array(fh, path, path.name, path.stat().st_size, max_array_bytes)
+    except (ValueError, EOFError, OSError) as exc:
+        raise InputError(f"{path}: not a readable .npy array ({what}): {exc}") from None
+
+
+def read_npz(path: str | Path, what: str, max_array_bytes: int = MAX_ARRAY_BYTES) -> dict[str, Any]:
+    """Every array of a ``.npz`` archive, each checked before it is read: no pickled objects, a header
+    whose shape and dtype fit in the bytes the archive holds for it, and no more than ``max_array_bytes``
+    in all."""
+    import zipfile
+
+    path = check_file(path, what)
+    out: dict[str, Any] = {}
+    budget = max_array_bytes
+    try:
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+                with z.open(info) as fh:
+                    out[name] = _read_array(fh, path, name, info.file_size, budget)
+                budget -= out[name].nbytes
+    except zipfile.BadZipFile:
+        raise InputError(f"{path}: not a .npz archive (not a zip file); expected a {what}") from None
+    except (ValueError, EOFError, OSError, zlib.error, NotImplementedError) as exc:
+        raise InputError(f"{path}: cannot read as .npz ({what}): {exc}") from None
+    return out
