@@ -15,3 +15,7 @@ class SpecError(HetmoeError):
         key = f" {path}:" if path else ""
         super().__init__(f"{where}:{key} {problem}")
         self.file, self.line, self.path, self.problem = file, line, path, problem
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C while a command works; the message says what was kept and how to resume (exit status 130)."""

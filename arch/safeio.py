@@ -59,8 +59,15 @@ def check_file(path: str | Path, what: str) -> Path:
 
 
 def is_gzip(path: str | Path) -> bool:
+    """Whether the file starts with the gzip signature (whatever its name)."""
     with open(path, "rb") as fh:
         return fh.read(2) == _GZIP_MAGIC
+
+
+def is_zip(path: str | Path) -> bool:
+    """Whether the file starts with the zip signature (``.npz`` archives are zip files)."""
+    with open(path, "rb") as fh:
+        return fh.read(2) == b"PK"
 
 
 @contextlib.contextmanager

@@ -14,6 +14,7 @@ import numpy as np
 from arch import load_chip
 from arch.derived import derived_figures
 from arch.errors import HetmoeError
+from arch.safeio import is_gzip, is_zip
 from arch.spec import ChipSpec
 from workloads.checkpoints.stats import ExpertStats, compute_stats, synthetic_stats
 from workloads.shapes import ModelShape, load_model
@@ -26,21 +27,34 @@ from .engine.workplan import WorkPlan, build_plan
 from .mapping import Mapping, build_mapping
 from .metrics import area_metrics, exposure, percentiles_us, price, steady_metrics, steady_state
 from .placement import POLICIES, Placement, PlacementContext, place
+from .resources import MemoryLimit, check_reader, check_run
 from .result import Result
 
 
 def resolve_inputs(hw: str | ChipSpec, model: str | ModelShape, trace: str | RoutingTrace | SyntheticSpec | None,
                    *, seed: int = 0, fill: str | None = None, checkpoint: str | None = None,
-                   stats: ExpertStats | None = None, hw_overrides: dict | None = None
+                   stats: ExpertStats | None = None, hw_overrides: dict | None = None,
+                   memory: MemoryLimit | None = None, processes: int = 1
                    ) -> tuple[ChipSpec, ModelShape, RoutingTrace, ExpertStats]:
+    """Load the chip, model, trace and scores of a run. With ``memory``, refuse (before allocating) a
+    trace that would not fit, counting ``processes`` runs side by side (see :mod:`sim.resources`)."""
     chip = hw if isinstance(hw, ChipSpec) else load_chip(hw, hw_overrides)
     shape = model if isinstance(model, ModelShape) else load_model(model)
     if trace is None or trace == "synthetic":
         trace = SyntheticSpec(seed=seed)
+
+    def check(tokens: int) -> None:
+        if memory is not None:
+            check_run(memory, tokens, shape.num_layers, shape.top_k, shape.name, processes)
+
     if isinstance(trace, SyntheticSpec):
+        check(trace.tokens)
         trace = synthesize(trace, shape)
     elif not isinstance(trace, RoutingTrace):
+        if memory is not None and Path(trace).is_file() and Path(trace).suffix != ".npz" and not is_zip(trace):
+            check_reader(memory, Path(trace).stat().st_size, is_gzip(trace), str(trace))
         trace = read_trace(trace, shape, fill=fill, seed=seed)
+    check(trace.tokens)
     require_complete(trace, shape)
     if stats is None:
         stats = compute_stats(checkpoint, shape) if checkpoint else synthetic_stats(shape, seed)
@@ -53,17 +67,21 @@ def simulate(hw: str | ChipSpec, model: str | ModelShape, trace: str | RoutingTr
              max_inflight: int = 4, fill: str | None = None, checkpoint: str | None = None,
              stats: ExpertStats | None = None, placement_file: str | None = None,
              hw_overrides: dict | None = None, trace_events: str | Path | None = None,
-             placement_trace: str | None = None, progress: bool = False) -> Result:
+             placement_trace: str | None = None, progress: bool = False,
+             memory: MemoryLimit | None = None) -> Result:
     """Run one simulation and return its :class:`Result` (see ``sim.metrics.METRICS``).
 
     ``placement_trace``: a trace file the placement is decided on (``frequency`` counts) when it
     differs from the priced ``trace`` (e.g. pricing the routes a placement took under noise).
-    ``progress``: a progress bar on standard error (a terminal only) for runs of many micro-batches."""
+    ``progress``: a progress bar on standard error (a terminal only) for runs of many micro-batches.
+    ``memory``: refuse a run whose estimated peak memory exceeds this limit (``sim.resources``); None
+    applies no limit (the command line always passes one)."""
     wall0 = time.perf_counter()
     run = build_run(hw, model, trace, policy, fraction=fraction, score=score, scope=scope, mode=mode, batch=batch,
                     seed=seed, context_tokens=context_tokens, max_inflight=max_inflight, fill=fill,
                     checkpoint=checkpoint, stats=stats, placement_file=placement_file, hw_overrides=hw_overrides,
-                    timeline=bool(trace_events), placement_trace=placement_trace)
+                    timeline=bool(trace_events), placement_trace=placement_trace,
+                    memory=memory)
     chip, shape, tr, st, placement, plan, mapping, engine = (
         run.chip, run.model, run.trace, run.stats, run.placement, run.plan, run.mapping, run.engine)
     timeline = engine.timeline
@@ -141,11 +159,12 @@ def build_run(hw, model, trace=None, policy: str = "maxnn", *, fraction: float =
               scope: str = "layer", mode: str = "prefill", batch: int = 64, seed: int = 0, context_tokens: int = 512,
               max_inflight: int = 4, fill: str | None = None, checkpoint: str | None = None,
               stats: ExpertStats | None = None, placement_file: str | None = None, hw_overrides: dict | None = None,
-              timeline: bool = False, placement_trace: str | None = None) -> Run:
+              timeline: bool = False, placement_trace: str | None = None,
+              memory: MemoryLimit | None = None) -> Run:
     if policy not in POLICIES:
         place(policy, None)  # raises with the list of valid policies
     chip, shape, tr, st = resolve_inputs(hw, model, trace, seed=seed, fill=fill, checkpoint=checkpoint,
-                                         stats=stats, hw_overrides=hw_overrides)
+                                         stats=stats, hw_overrides=hw_overrides, memory=memory)
     ptr = read_trace(placement_trace, shape) if placement_trace else tr
     placement = place(policy, PlacementContext(shape, ptr, st, fraction, score, scope, seed, placement_file))
     plan = build_plan(tr, shape, mode, batch, context_tokens)
@@ -215,6 +234,7 @@ def assemble(chip, shape, tr, st, placement, plan, mapping, engine, makespan_ps,
         "mapping": mapping.report, "placement": placement.summary(shape),
         "trace": {"tokens": tokens, "requests": int(tr.request.max()) + 1, "format": tr.meta.get("format"),
                   "source": tr.meta.get("source"), "warmup_rows_dropped": tr.meta.get("warmup_rows_dropped", 0),
+                  "warmup_runs_dropped": tr.meta.get("warmup_runs_dropped", []),
                   "filled_layers": tr.meta.get("filled_layers", []), "synthetic": tr.meta.get("synthetic"),
                   "warnings": tr.meta.get("warnings", [])},
         "steady_state": {**steady, "basis": "whole-run figures include pipeline fill and drain; steady_* exclude them"},

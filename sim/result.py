@@ -32,10 +32,10 @@ class Result:
         """Write ``result.json``, ``summary.csv``, ``energy.csv`` and ``utilisation.csv``."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        write_text(out / "result.json", self.to_json() + "\n")
         write_csv(out / "summary.csv", [summary_row(self.data)])
         write_csv(out / "energy.csv", energy_rows(self.data))
         write_csv(out / "utilisation.csv", [{"run": self.data["run_id"], **r} for r in self.data["utilisation_rows"]])
+        write_text(out / "result.json", self.to_json() + "\n")   # last: its presence marks a finished run
         return out
 
 

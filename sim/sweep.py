@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 import json
 import sys
 import traceback
@@ -20,9 +21,9 @@ from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from arch.errors import HetmoeError
+from arch.errors import HetmoeError, Interrupted, SpecError
 from arch.safeio import read_text, write_text
-from arch.yamlsource import load_plain
+from arch.yamlsource import Located, parse_text, to_plain
 
 from .result import load_result, summary_row, write_csv
 
@@ -75,8 +76,9 @@ def run_point(point: dict[str, Any], out_dir: str) -> dict[str, Any]:
         result.data.update(shown)
         if eval_file:
             result.data["accuracy"] = point_accuracy(eval_file=eval_file, noise_seeds=noise_seeds, **kwargs)
-        result.write(folder)
         write_text(folder / "point.json", json.dumps(point, indent=2, sort_keys=True, default=str))
+        (folder / "error.txt").unlink(missing_ok=True)
+        result.write(folder)          # result.json last: it marks the point finished
         return {"id": pid, "ok": True, "wall_s": result.wall_s}
     except HetmoeError as exc:
         message = str(exc)
@@ -98,7 +100,24 @@ def make_executor(jobs: int, scheduler: str | None) -> tuple[Executor, Any]:
         except OSError as exc:
             raise HetmoeError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
         return client.get_executor(), client
-    return ProcessPoolExecutor(max_workers=max(1, jobs)), None
+    return ProcessPoolExecutor(max_workers=max(1, jobs), initializer=_ignore_sigint), None
+
+
+def _ignore_sigint() -> None:
+    """Workers leave Ctrl-C to the parent, which stops them and says what was kept."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _stop(executor: Executor) -> None:
+    """Cancel queued points and stop running ones (a stopped point leaves no result.json, so it reruns)."""
+    procs = list((getattr(executor, "_processes", None) or {}).values())   # shutdown() forgets them
+    executor.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.join(timeout=5)
 
 
 def run_points(points: list[dict[str, Any]], out_dir: str | Path, *, jobs: int = 2, scheduler: str | None = None,
@@ -119,6 +138,7 @@ def run_points(points: list[dict[str, Any]], out_dir: str | Path, *, jobs: int =
         own = executor is None
         if own:
             executor, client = make_executor(jobs, scheduler)
+        interrupted = False
         try:
             futures = {executor.submit(run_point, p, str(out)): point_id(p) for p in todo}
             bar = _progress(len(futures), quiet)
@@ -130,11 +150,18 @@ def run_points(points: list[dict[str, Any]], out_dir: str | Path, *, jobs: int =
                 statuses[status["id"]] = status
                 bar.update(1)
             bar.close()
-        finally:
+        except KeyboardInterrupt:
+            interrupted = True
             if own:
+                _stop(executor)
+            done = sum(1 for s in statuses.values() if s["ok"])
+            raise Interrupted(f"{done} of {len(points)} points are finished and kept in {out / 'runs'}; run the same "
+                              "command again to resume (finished points are reused, the rest are computed)") from None
+        finally:
+            if own and not interrupted:
                 executor.shutdown(wait=True)
-                if client is not None:
-                    client.close()
+            if own and client is not None:
+                client.close()
     return [statuses[point_id(p)] for p in points]
 
 
@@ -172,39 +199,74 @@ OPTION_KEYS = {"area_budget_mm2"}      # apply to the folder's tables and plots,
 def sweep_options(path: str | Path) -> dict[str, Any]:
     """The keys of a sweep YAML that apply to its results rather than to its points (``area_budget_mm2``)."""
     spec = _read_spec(Path(path))
-    from .report.budget import problem
     value = spec.get("area_budget_mm2")
-    bad = problem(value)
-    if bad:
-        raise HetmoeError(f"{path}: area_budget_mm2 {bad}")
     return {"area_budget_mm2": None if value is None else float(value)}
 
 
-def _read_spec(path: Path) -> dict[str, Any]:
-    spec = load_plain(read_text(path, "sweep spec YAML"), str(path))
-    if not isinstance(spec, dict):
-        raise HetmoeError(f"{path}: expected a mapping with keys {', '.join(sorted(SPEC_KEYS))}")
+def _read_spec(path: Path) -> Located:
+    spec = parse_text(read_text(path, "sweep spec YAML"), str(path))
+    unknown = sorted(set(spec) - SPEC_KEYS)
+    if unknown:
+        raise SpecError(str(path), spec.where[unknown[0]][1], unknown[0],
+                        f"unknown key; recognised: {', '.join(sorted(SPEC_KEYS))}")
+    for key, check in _rules().items():
+        if key in spec:
+            value = to_plain(spec[key])
+            bad = check(value)
+            if bad:
+                raise SpecError(str(path), spec.where[key][1], key, f"{value!r:.80}: {bad}")
+    if "eval" in spec and "checkpoint" not in spec:
+        raise SpecError(str(path), spec.where["eval"][1], "eval", "accuracy points need checkpoint")
     return spec
+
+
+def _is_int(v: Any, lo: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _rule_list(ok: Any, allowed: str) -> Any:
+    return lambda v: None if isinstance(v, list) and v and all(ok(x) for x in v) else f"allowed a list of {allowed}"
+
+
+def _rules() -> dict[str, Any]:
+    from workloads.checkpoints.stats import SCOPES, VARIANTS
+    from workloads.traces.format import FILL_RULES
+
+    from .engine.workplan import MODES
+    from .placement import POLICIES
+
+    text = lambda v: None if isinstance(v, str) and v else "allowed a non-empty string"  # noqa: E731
+    count = lambda lo: (lambda v: None if _is_int(v, lo) else f"allowed an integer >= {lo}")  # noqa: E731
+    one_of = lambda names: (lambda v: None if v in names else f"allowed: {', '.join(names)}")  # noqa: E731
+    return {
+        "hw": text, "model": text, "trace": text, "checkpoint": text, "eval": text,
+        "traces": _rule_list(lambda x: isinstance(x, str) and x, "file paths or 'synthetic'"),
+        "tokens": count(1), "seed": count(0), "batch": count(1), "context_tokens": count(0), "noise_seeds": count(1),
+        "policies": _rule_list(lambda x: x in POLICIES, f"policies ({', '.join(POLICIES)})"),
+        "fractions": _rule_list(lambda x: _is_num(x) and 0 <= x <= 1, "numbers in 0..1"),
+        "modes": _rule_list(lambda x: x in MODES, f"modes ({', '.join(MODES)})"),
+        "hw_overrides": _rule_list(lambda x: isinstance(x, dict) and all(isinstance(k, str) for k in x),
+                                   "mappings {KEY.PATH: value}"),
+        "score": one_of(VARIANTS), "scope": one_of(SCOPES), "fill": one_of(FILL_RULES),
+        "area_budget_mm2": lambda v: None if v is None or (_is_num(v) and v > 0) else "allowed a finite area > 0 (mm^2)",
+    }
 
 
 def load_sweep_spec(path: str | Path) -> list[dict[str, Any]]:
     """Expand a sweep YAML into points: policies x fractions x hw_overrides x traces x modes."""
     path = Path(path)
-    spec = _read_spec(path)
-    unknown = set(spec) - SPEC_KEYS
-    if unknown:
-        raise HetmoeError(f"{path}: unknown keys {sorted(unknown)}; recognised: {', '.join(sorted(SPEC_KEYS))}")
+    spec = to_plain(_read_spec(path))
     tokens = int(spec.get("tokens", 4096))
     seed = int(spec.get("seed", 0))
     traces = spec.get("traces", [spec.get("trace", "synthetic")])
     traces = [{"tokens": tokens, "requests": 8, "seed": seed} if t == "synthetic" else t for t in traces]
     overrides = spec.get("hw_overrides") or [{}]
-    if not isinstance(overrides, list) or not all(isinstance(o, dict) for o in overrides):
-        raise HetmoeError(f"{path}: hw_overrides must be a list of mappings (KEY.PATH: value)")
     base = {k: spec[k] for k in ("hw", "model", "score", "scope", "checkpoint", "context_tokens", "fill", "eval",
                                  "noise_seeds") if k in spec}
-    if "eval" in base and "checkpoint" not in base:
-        raise HetmoeError(f"{path}: eval (accuracy points) needs checkpoint")
     base.setdefault("hw", "aimc-3d-moe")
     base.setdefault("model", spec.get("checkpoint") or "olmoe-1b-7b")
     points = []

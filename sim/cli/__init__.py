@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from arch.errors import HetmoeError
+from arch.errors import HetmoeError, Interrupted
 
 from . import accuracy, compare, hw, run, whatif, workloads
 from .common import FMT
@@ -25,10 +25,23 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hetmoe",
         description="Simulate Mixture-of-Experts inference on heterogeneous analog-digital chips.",
         formatter_class=FMT)
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an internal error instead of writing it to a log file")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in _command_modules():
         module.register(sub)
+    _add_debug(sub)
     return parser
+
+
+def _add_debug(sub: argparse._SubParsersAction) -> None:
+    """``--debug`` after any (sub)command too; it never overrides one given before the command."""
+    for p in set(sub.choices.values()):
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the full traceback of an internal error")
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _add_debug(action)
 
 
 def _command_modules() -> list:
@@ -36,6 +49,9 @@ def _command_modules() -> list:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Exit status: 0 done, 1 some runs failed, 2 bad input (one line naming the file,
+    line and field), 70 an internal error (one line; the traceback goes to a log file, or to the
+    terminal with ``--debug``), 130 interrupted (one line saying what was kept and how to resume)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -46,8 +62,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into head & co.
         sys.stderr.close()
         return 0
-    except KeyboardInterrupt:
-        print("hetmoe: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        note = str(exc) if isinstance(exc, Interrupted) and str(exc) else _format_note(args)
+        print(f"hetmoe: interrupted; {note}", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - the one place every other exception ends
+        if getattr(args, "debug", False):
+            raise
+        log = crash_log(exc, list(sys.argv[1:] if argv is None else argv))
+        what = "out of memory" if isinstance(exc, MemoryError) else f"internal error ({type(exc).__name__}: " \
+            f"{(str(exc).splitlines() or [''])[0][:200]})"
+        hint = " (lower --tokens or --jobs, or set --max-memory-gib below this machine's memory)" \
+            if isinstance(exc, MemoryError) else ""
+        print(f"hetmoe: {what}{hint}. This is a bug if your input was valid: please report it with the command and "
+              f"the traceback in {log} (rerun with --debug to see it here)", file=sys.stderr)
+        return 70
 
 
+def _format_note(args: argparse.Namespace) -> str:
+    note = getattr(args, "interrupt_note", None) or "nothing was written"
+    try:
+        return note.format(**vars(args))
+    except (KeyError, IndexError, ValueError):
+        return note
+
+
+def crash_log(exc: BaseException, argv: list[str]) -> str:
+    """Write the traceback of ``exc`` with the command line to a log file; return its path."""
+    import datetime
+    import os
+    import platform
+    import traceback
+    from pathlib import Path
+
+    root = Path(os.environ.get("HETMOE_CACHE_DIR") or Path.home() / ".cache" / "hetmoe") / "crash"
+    stamp = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
+    text = (f"command: hetmoe {' '.join(argv)}\npython: {platform.python_version()} on {platform.platform()}\n"
+            f"cwd: {os.getcwd()}\n\n" + "".join(traceback.format_exception(exc)))
+    for folder in (root, Path(os.environ.get("TMPDIR", "/tmp"))):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"hetmoe-crash-{stamp}-{os.getpid()}.log"
+            path.write_text(text)
+            return str(path)
+        except OSError:
+            continue
+    return "(no writable folder for the log; rerun with --debug)"

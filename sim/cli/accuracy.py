@@ -64,7 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="sequences processed together (bounds activation memory)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(handler=run)
+    p.set_defaults(handler=run, interrupt_note="nothing was written to {out} (accuracy.json and its tables are written "
+                                             "when every placement is measured); run the command again")
 
     s = sub.add_parser(
         "sensitivity", formatter_class=FMT,
@@ -87,7 +88,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--device", choices=("numpy", "cpu", "cuda"), default="numpy", help="array backend")
     s.add_argument("--out", required=True, metavar="DIR", help="output folder")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
-    s.set_defaults(handler=run_sensitivity)
+    s.set_defaults(handler=run_sensitivity, interrupt_note="nothing was written to {out} (the scores are written when "
+                                                           "every expert is measured); run the command again")
 
 
 def _shared_accuracy_options() -> list[tuple[tuple[str, ...], dict]]:

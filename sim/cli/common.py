@@ -35,6 +35,10 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 FMT = HelpFormatter
 
+# what Ctrl-C keeps in commands that run points into OUT/runs (sim.sweep)
+RESUME_NOTE = ("finished runs are kept in {out}/runs; run the same command again to resume (finished points are "
+               "reused, the rest are computed)")
+
 
 def add_model_arg(p: argparse.ArgumentParser, required: bool = True, default: str | None = None) -> None:
     where = "required" if required else "default: the --checkpoint's config.json, else olmoe-1b-7b"
@@ -121,10 +125,27 @@ def add_common_run_args(p: argparse.ArgumentParser, *, default_tokens: int, mult
                    help="safetensors checkpoint for MaxNNScore (default: seeded synthetic scores, labelled)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic trace, scores and random policy")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    add_memory_arg(p)
     add_synthetic_args(p, tokens=default_tokens)
 
 
 WEIGHT_MACS = {4: "int4", 8: "int8", 16: "fp16"}
+
+
+def add_memory_arg(p: argparse.ArgumentParser) -> None:
+    from ..resources import DEFAULT_SHARE, physical_memory_bytes
+
+    p.add_argument("--max-memory-gib", type=float, metavar="GIB",
+                   help="refuse to start when the estimated peak memory exceeds this (GiB) (default: "
+                        f"{DEFAULT_SHARE:.0%}% of this machine's memory, "
+                        f"{DEFAULT_SHARE * physical_memory_bytes() / 2**30:,.1f} GiB)")
+
+
+def memory_limit(args: argparse.Namespace):
+    """The :class:`sim.resources.MemoryLimit` of ``--max-memory-gib``."""
+    from ..resources import MemoryLimit
+
+    return MemoryLimit.from_gib(args.max_memory_gib)
 
 
 def check_budget(value: float | None, where: str = "--area-budget-mm2") -> float | None:

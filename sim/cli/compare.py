@@ -12,7 +12,8 @@ from arch.errors import HetmoeError
 from workloads.checkpoints.stats import VARIANTS
 from workloads.traces.format import save_npz
 
-from .common import FMT, add_budget_arg, add_common_run_args, baseline_point, check_budget, run_kwargs
+from .common import (FMT, RESUME_NOTE, add_budget_arg, add_memory_arg, add_common_run_args, baseline_point, check_budget,
+                     memory_limit, run_kwargs)
 
 SWEEP_FRACTIONS = (0.0, 0.125, 0.25, 0.5, 0.75, 1.0)
 BASELINE_FRACTIONS = (0.125, 0.25, 0.5)
@@ -55,13 +56,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--noisy-routing", action="store_true",
                    help="price each placement on the routes it took under noise (noise seed 0, the evaluation "
                         "tokens) instead of --trace; placements are still decided on --trace")
-    p.set_defaults(handler=run_compare)
+    p.set_defaults(handler=run_compare, interrupt_note=RESUME_NOTE)
 
     pl = sub.add_parser("plot", formatter_class=FMT, help="redraw plots and report from a results folder",
                         description="Redraw every plot and report.md from OUT/runs/*/result.json alone.")
     pl.add_argument("results", metavar="RESULTS_DIR", help="a folder written by compare or sweep")
     add_budget_arg(pl, "(default: the budget the folder was written with)")
-    pl.set_defaults(handler=run_plot)
+    pl.set_defaults(handler=run_plot, interrupt_note="the runs in {results} are untouched; plots and report.md are "
+                                                    "each replaced whole or not at all; run the command again")
 
     sw = sub.add_parser(
         "sweep", formatter_class=FMT, help="run a grid from a YAML spec",
@@ -74,7 +76,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     sw.add_argument("--jobs", type=int, default=2, help="local worker processes")
     sw.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="run on a Dask distributed cluster")
     sw.add_argument("--quiet", action="store_true", help="no progress bar")
-    sw.set_defaults(handler=run_sweep)
+    add_memory_arg(sw)
+    sw.set_defaults(handler=run_sweep, interrupt_note=RESUME_NOTE)
 
 
 def compare_points(base: dict, all_scores: bool = False) -> list[dict]:
@@ -105,7 +108,8 @@ def run_compare(args: argparse.Namespace) -> int:
     if args.eval and len(chips) > 1:
         raise HetmoeError("--eval measures accuracy with one chip's noise model: give one --hw with --eval")
     chip, model, trace, stats = resolve_inputs(kw["hw"], kw["model"], kw["trace"], seed=args.seed, fill=args.fill,
-                                               checkpoint=args.checkpoint, hw_overrides=kw["hw_overrides"])
+                                               checkpoint=args.checkpoint, hw_overrides=kw["hw_overrides"],
+                                               memory=memory_limit(args), processes=max(1, args.jobs))
     for other in chips[1:]:
         load_chip(other, kw["hw_overrides"])          # validate every chip before any run starts
     trace_file = out / "trace.npz"
@@ -223,6 +227,18 @@ def run_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_sweep_memory(points: list[dict], limit, jobs: int) -> None:
+    """Refuse a sweep whose largest synthetic points, ``jobs`` at a time, would not fit in memory."""
+    from workloads.shapes import load_model
+
+    from ..resources import check_run
+
+    sizes = {(p["model"], p["trace"]["tokens"]) for p in points if isinstance(p["trace"], dict)}
+    for model_name, tokens in sizes:
+        shape = load_model(model_name)
+        check_run(limit, tokens, shape.num_layers, shape.top_k, shape.name, min(max(1, jobs), len(points)))
+
+
 def run_sweep(args: argparse.Namespace) -> int:
     from ..report.figures import draw_all
     from ..sweep import (
@@ -236,6 +252,7 @@ def run_sweep(args: argparse.Namespace) -> int:
 
     points = load_sweep_spec(args.spec)
     options = sweep_options(args.spec)
+    _check_sweep_memory(points, memory_limit(args), args.jobs)
     statuses = run_points(points, args.out, jobs=args.jobs, scheduler=args.scheduler, quiet=args.quiet)
     done = {s["id"] for s in statuses if s["ok"]}
     runs = [r for r in collect(args.out) if r["folder"] in done]

@@ -6,7 +6,7 @@ import argparse
 
 from ..placement import POLICIES
 from ..result import fmt_number
-from .common import FMT, add_budget_arg, add_common_run_args, check_budget, run_kwargs
+from .common import FMT, add_budget_arg, add_common_run_args, check_budget, memory_limit, run_kwargs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trace-events", metavar="FILE", help="also write a Chrome trace-event JSON (Perfetto)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     add_budget_arg(p)
-    p.set_defaults(handler=run)
+    p.set_defaults(handler=run, interrupt_note="nothing was written to {out} (result files are written when the run "
+                                             "finishes); run the command again")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
 
     limit = check_budget(args.area_budget_mm2)
     result = simulate(policy=args.policy, fraction=args.fraction, placement_file=args.placement_file,
-                      trace_events=args.trace_events, progress=not args.quiet, **run_kwargs(args))
+                      trace_events=args.trace_events, progress=not args.quiet, memory=memory_limit(args),
+                      **run_kwargs(args))
     area_budget.annotate([result.data], limit)
     result.write(args.out)
     m = result.metrics

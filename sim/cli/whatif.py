@@ -12,7 +12,8 @@ from arch.errors import HetmoeError
 from arch.safeio import write_text
 from workloads.traces.format import save_npz
 
-from .common import FMT, add_common_run_args, baseline_point, parse_overrides, run_kwargs
+from .common import (FMT, RESUME_NOTE, add_common_run_args, baseline_point, memory_limit, parse_overrides,
+                     run_kwargs)
 
 METRIC = "tokens_per_s_per_w"
 
@@ -41,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tol", type=float, default=0.02, help="relative width of the final break-even bracket (dimensionless, 0..1)")
     p.add_argument("--jobs", type=int, default=2, help="local worker processes")
     p.add_argument("--out", default="reports/whatif", metavar="DIR", help="output folder")
-    p.set_defaults(handler=run_whatif)
+    p.set_defaults(handler=run_whatif, interrupt_note=RESUME_NOTE)
 
 
 def _placements(kw: dict[str, Any], fraction: float) -> dict[str, dict[str, Any]]:
@@ -69,7 +70,8 @@ def run_whatif(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     kw = run_kwargs(args)
     chip, model, trace, _ = resolve_inputs(kw["hw"], kw["model"], kw["trace"], seed=args.seed, fill=args.fill,
-                                           checkpoint=args.checkpoint, hw_overrides=kw["hw_overrides"])
+                                           checkpoint=args.checkpoint, hw_overrides=kw["hw_overrides"],
+                                           memory=memory_limit(args), processes=max(1, args.jobs))
     trace_file = out / "trace.npz"
     save_npz(trace, trace_file)
     kw.update(trace=str(trace_file), fill=None)

@@ -57,7 +57,8 @@ def inspect_dict(trace, model) -> dict:
             "incomplete_tokens_dropped": m.get("incomplete_tokens_dropped", 0), "tokens": trace.tokens,
             "requests": int(trace.request.max()) + 1, "layers_observed": [int(x) for x in np.flatnonzero(trace.observed)],
             "top_k": trace.top_k, "num_experts": trace.num_experts,
-            "weights_normalised": m.get("weights_normalised"), "filled_layers": m.get("filled_layers", []),
+            "weights_normalised": m.get("weights_normalised"), "weights_row_sum_range": m.get("weights_row_sum_range"),
+            "warmup_runs_dropped": m.get("warmup_runs_dropped", []), "filled_layers": m.get("filled_layers", []),
             "popularity": trace.summary()}
 
 
@@ -75,6 +76,9 @@ def run_inspect(args: argparse.Namespace) -> int:
     for key in ("format", "rows_read", "warmup_rows_dropped", "incomplete_tokens_dropped", "tokens", "requests",
                 "top_k", "num_experts", "weights_normalised"):
         print(f"  {key:<26} {info[key]}")
+    for run in info["warmup_runs_dropped"]:
+        print(f"  {'warm-up run dropped':<26} lines {run['first_line']}-{run['last_line']}: {run['tokens']} tokens "
+              f"repeating one route ({run['rows']} rows)")
     obs = info["layers_observed"]
     print(f"  {'layers_observed':<26} {len(obs)} of {model.num_layers}: {_ranges(obs)}")
     print("  layer  max_share  min_share  entropy(normalised)")

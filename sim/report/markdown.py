@@ -28,7 +28,7 @@ def write_report(runs: list[dict[str, Any]], out_dir: str | Path, *, command: st
     out = Path(out_dir)
     runs = sorted(runs, key=_sort_key)
     first = runs[0]
-    c, hw, model, tr = first["config"], first["hw_figures"], first["model_summary"], first["trace"]
+    c, model, tr = first["config"], first["model_summary"], first["trace"]
     pts = [(r["metrics"]["energy_per_token_uj"], r["metrics"]["throughput_tokens_per_s"]) for r in runs]
     front = {id(runs[i]) for i in feasible_front(runs, pts)}
     accuracy = tradeoff.load_accuracy(out, runs)

@@ -10,10 +10,20 @@ Formats (detected from the first line, or the ``.npz`` suffix):
   per request (vLLM's routed-experts replay output); no gate weights (uniform 1/k is recorded).
 - ``hetmoe-jsonl`` and ``hetmoe-npz``: the project's own formats (:mod:`workloads.trace`).
 
-Warm-up rule: rows are grouped (a forward batch in ``vllm-moe-logger``, a problem or request
-otherwise); a group of two or more rows in which every row carries the same route (ids and weights),
-or in which every row has uniform recorded weights, is a start-up profiling or warm-up batch and is dropped
-unless ``keep_warmup``. Tokens missing a route at some observed layer (loggers drop rows) are dropped
+Warm-up rules (both drop rows unless ``keep_warmup``; the trace's metadata says what was dropped and where):
+
+- by group: rows are grouped (a forward batch in ``vllm-moe-logger``, a problem or request
+  otherwise); a group of two or more rows in which every row carries the same route (ids and
+  weights), or in which every row has uniform recorded weights, is a start-up profiling or warm-up
+  batch.
+- by content: inside one group, a run of at least ``WARMUP_RUN_TOKENS`` (16) consecutive tokens that
+  all carry the same route at every observed layer (the same expert ids, with identical or uniform
+  weights) is a warm-up batch wherever it sits, whether or not ``token_idx`` restarts around it.
+  Real decoding does not repeat a full top-k route with identical gate weights 16 times in a row
+  (the shared logs' real tokens never do so twice in a row at more than one layer).
+
+Gate weights are reported as normalised (``weights_normalised``) when every row's recorded weights
+sum to 1 within ``NORMALISED_TOL``, from the data rather than the format's documentation. Tokens missing a route at some observed layer (loggers drop rows) are dropped
 and counted. Unobserved MoE layers are filled only on request (``fill``).
 """
 
@@ -33,6 +43,9 @@ from arch.safeio import InputError, check_file, iter_lines, loads_json, open_bin
 from ..shapes import ModelShape
 from .format import FILL_RULES, PHASES, RoutingTrace, TraceError, empty_arrays, load_npz, save_npz
 from .synthetic import fill_layers
+
+WARMUP_RUN_TOKENS = 16
+NORMALISED_TOL = 1e-3
 
 FORMATS = ("vllm-moe-logger", "speculative-moe", "vllm-routed-experts", "hetmoe-jsonl", "hetmoe-npz")
 
@@ -71,6 +84,7 @@ class _Collector:
         self.token_of: dict[Any, int] = {}
         self.group_of_token: list[Any] = []
         self.request_of_token: list[int] = []
+        self.line_of_token: list[int] = []
         self.cells: list[tuple[int, int, list[int], list[float]]] = []
         self.groups: dict[Any, dict[str, Any]] = {}
         self.rows = 0
@@ -103,7 +117,8 @@ class _Collector:
             token = self.token_of[key] = len(self.group_of_token)
             self.group_of_token.append(group)
             self.request_of_token.append(request)
-        self.cells.append((token, layer, ids, weights))
+            self.line_of_token.append(line)
+        self.cells.append((token, layer, ids, weights, weights_known))
         self.rows += 1
         g = self.groups.setdefault(group, {"rows": 0, "route": (ids, weights), "same": True, "uniform": True})
         g["rows"] += 1
@@ -112,18 +127,44 @@ class _Collector:
         if g["uniform"] and (not weights_known or max(weights) - min(weights) > 1e-9):
             g["uniform"] = False
 
+    def _repeated_runs(self, experts: np.ndarray, weights: np.ndarray, keep: np.ndarray) -> list[tuple[int, int]]:
+        """``(first, last)`` token ranges, inside one group and not already dropped, of at least
+        ``WARMUP_RUN_TOKENS`` tokens that repeat the previous token's route at every layer."""
+        if len(experts) < WARMUP_RUN_TOKENS:
+            return []
+        groups = np.asarray([hash(g) for g in self.group_of_token], np.int64)
+        k = experts.shape[2]
+        uniform = (np.abs(weights - weights[:, :, :1]) <= 1e-9).all(axis=2) & (experts[:, :, 0] >= 0)
+        same_ids = (experts[1:] == experts[:-1]).all(axis=(1, 2))
+        same_w = ((weights[1:] == weights[:-1]).all(axis=2) | (uniform[1:] & uniform[:-1])).all(axis=1)
+        repeat = same_ids & same_w & (groups[1:] == groups[:-1]) & keep[1:] & keep[:-1] & (k > 0)
+        edges = np.diff(np.concatenate([[0], repeat.astype(np.int8), [0]]))
+        starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)   # repeat[a:b] True: tokens a..b
+        runs = [(int(a), int(b)) for a, b in zip(starts, stops) if b - a + 1 >= WARMUP_RUN_TOKENS]
+        return runs
+
     def build(self, keep_warmup: bool, phase: int, meta: dict[str, Any]) -> RoutingTrace:
         if not self.rows:
             raise TraceError(f"{self.path}: no routing rows found")
         warm = set() if keep_warmup else {g for g, s in self.groups.items()
                                           if s["rows"] >= 2 and (s["same"] or s["uniform"])}
         warm_rows = sum(self.groups[g]["rows"] for g in warm)
-        keep_tokens = np.array([g not in warm for g in self.group_of_token], bool)
         m = self.model
-        experts, weights = empty_arrays(len(self.group_of_token), m.num_layers, m.top_k)
-        for token, layer, ids, wts in self.cells:
+        n_tokens = len(self.group_of_token)
+        experts, weights = empty_arrays(n_tokens, m.num_layers, m.top_k)
+        rows_of_token = np.zeros(n_tokens, np.int64)
+        sums = []
+        for token, layer, ids, wts, known in self.cells:
             experts[token, layer] = ids
             weights[token, layer] = wts
+            rows_of_token[token] += 1
+            if known:
+                sums.append(sum(wts))
+        keep_tokens = np.array([g not in warm for g in self.group_of_token], bool)
+        runs = [] if keep_warmup else self._repeated_runs(experts, weights, keep_tokens)
+        for first, last in runs:
+            keep_tokens[first:last + 1] = False
+            warm_rows += int(rows_of_token[first:last + 1].sum())
         experts, weights = experts[keep_tokens], weights[keep_tokens]
         request = np.asarray(self.request_of_token, np.int32)[keep_tokens]
         observed = (experts[:, :, 0] >= 0).any(axis=0)
@@ -141,7 +182,14 @@ class _Collector:
         request = remap[np.searchsorted(np.unique(request), request)]
         meta = {**meta, "rows_read": self.rows, "warmup_rows_dropped": warm_rows,
                 "warmup_groups_dropped": len(warm), "incomplete_tokens_dropped": incomplete,
+                "warmup_runs_dropped": [{"first_line": self.line_of_token[a], "last_line": self.line_of_token[b],
+                                         "tokens": b - a + 1, "rows": int(rows_of_token[a:b + 1].sum())}
+                                        for a, b in runs],
                 "source": str(self.path)}
+        if sums:
+            row_sums = np.asarray(sums)
+            meta["weights_normalised"] = bool(np.all(np.abs(row_sums - 1.0) <= NORMALISED_TOL))
+            meta["weights_row_sum_range"] = [round(float(row_sums.min()), 6), round(float(row_sums.max()), 6)]
         n = len(experts)
         return RoutingTrace(experts, weights, request, np.full(n, -1, np.int32), np.full(n, phase, np.int8),
                             observed, m.num_experts, meta)
