@@ -252,7 +252,7 @@ def read_npz(path: str | Path, what: str, max_array_bytes: int = MAX_ARRAY_BYTES
                     out[name] = _read_array(fh, path, name, info.file_size, budget)
                 budget -= out[name].nbytes
     except zipfile.BadZipFile:
-        raise InputError(f"{path}: not a .npz archive (not a zip file); expected a {what}") from None
+        raise InputError(f"{path}: not a .npz archive (not a zip file); given as {what}") from None
     except (ValueError, EOFError, OSError, zlib.error, NotImplementedError) as exc:
         raise InputError(f"{path}: cannot read as .npz ({what}): {exc}") from None
     return out
