@@ -38,6 +38,11 @@ class ResourceError(HetmoeError):
     """A command would need more memory than the limit allows."""
 
 
+def size_text(n: float) -> str:
+    """Bytes as a readable size: GiB from 1 GiB up, MiB below."""
+    return f"{n / 2**30:,.1f} GiB" if n >= 2**30 else f"{n / 2**20:,.1f} MiB"
+
+
 def physical_memory_bytes() -> int:
     try:
         return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
@@ -65,8 +70,8 @@ class MemoryLimit:
     def check(self, need_bytes: int, what: str, how: str, advice: str) -> None:
         """Raise :class:`ResourceError` when ``need_bytes`` exceeds the limit."""
         if need_bytes > self.bytes:
-            raise ResourceError(f"{what} needs about {need_bytes / 2**30:,.1f} GiB of memory ({how}), more than "
-                                f"the limit of {self.bytes / 2**30:,.1f} GiB ({self.source}); {advice}, or raise "
+            raise ResourceError(f"{what} needs about {size_text(need_bytes)} of memory ({how}), more than "
+                                f"the limit of {size_text(self.bytes)} ({self.source}); {advice}, or raise "
                                 "--max-memory-gib")
 
 
@@ -88,7 +93,7 @@ def check_reader(limit: MemoryLimit, file_bytes: int, gzip: bool, path: str) -> 
     """Refuse reading a JSON-lines log whose rows would not fit in ``limit`` as Python objects."""
     text = file_bytes * (GZIP_RATIO if gzip else 1)
     limit.check(READER_BYTES_PER_FILE_BYTE * text, f"reading {path}",
-                f"{READER_BYTES_PER_FILE_BYTE} x {text / 2**20:,.0f} MiB of"
+                f"{READER_BYTES_PER_FILE_BYTE} x {size_text(text)} of"
                 + (f" text (gzip counted at {GZIP_RATIO}x its size)" if gzip else " text"),
                 "convert it once to .npz with `hetmoe trace inspect --save` on a larger machine, or cut it")
 
@@ -96,5 +101,5 @@ def check_reader(limit: MemoryLimit, file_bytes: int, gzip: bool, path: str) -> 
 def check_forward(limit: MemoryLimit, weight_bytes_fp32: int, checkpoint: str) -> None:
     """Refuse a noisy forward pass whose weights would not fit in ``limit``."""
     limit.check(FORWARD_WEIGHT_COPIES * weight_bytes_fp32, f"the forward pass of {checkpoint}",
-                f"{FORWARD_WEIGHT_COPIES} x {weight_bytes_fp32 / 2**30:,.2f} GiB of float32 weights",
+                f"{FORWARD_WEIGHT_COPIES} x {size_text(weight_bytes_fp32)} of float32 weights",
                 "use a smaller checkpoint")

@@ -241,14 +241,15 @@ def _rules() -> dict[str, Any]:
 
     text = lambda v: None if isinstance(v, str) and v else "allowed a non-empty string"  # noqa: E731
     count = lambda lo: (lambda v: None if _is_int(v, lo) else f"allowed an integer >= {lo}")  # noqa: E731
-    one_of = lambda names: (lambda v: None if v in names else f"allowed: {', '.join(names)}")  # noqa: E731
+    one_of = lambda names: (lambda v: None if isinstance(v, str) and v in names  # noqa: E731
+                            else f"allowed: {', '.join(names)}")
     return {
         "hw": text, "model": text, "trace": text, "checkpoint": text, "eval": text,
         "traces": _rule_list(lambda x: isinstance(x, str) and x, "file paths or 'synthetic'"),
         "tokens": count(1), "seed": count(0), "batch": count(1), "context_tokens": count(0), "noise_seeds": count(1),
-        "policies": _rule_list(lambda x: x in POLICIES, f"policies ({', '.join(POLICIES)})"),
+        "policies": _rule_list(lambda x: isinstance(x, str) and x in POLICIES, f"policies ({', '.join(POLICIES)})"),
         "fractions": _rule_list(lambda x: _is_num(x) and 0 <= x <= 1, "numbers in 0..1"),
-        "modes": _rule_list(lambda x: x in MODES, f"modes ({', '.join(MODES)})"),
+        "modes": _rule_list(lambda x: isinstance(x, str) and x in MODES, f"modes ({', '.join(MODES)})"),
         "hw_overrides": _rule_list(lambda x: isinstance(x, dict) and all(isinstance(k, str) for k in x),
                                    "mappings {KEY.PATH: value}"),
         "score": one_of(VARIANTS), "scope": one_of(SCOPES), "fill": one_of(FILL_RULES),

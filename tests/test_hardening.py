@@ -59,13 +59,15 @@ EXPECT = {
     "sweep/alias-bomb.yaml": "expand to more than", "sweep/bad-policy.yaml": "bad-policy.yaml:1: policies",
     "sweep/binary.yaml": "not UTF-8", "sweep/fraction-2.yaml": "fraction-2.yaml:1: fractions",
     "sweep/not-a-mapping.yaml": "expected a mapping", "sweep/overrides-mapping.yaml": "hw_overrides",
+    "sweep/policies-nested-list.yaml": "policies-nested-list.yaml:1: policies",
     "sweep/tokens-text.yaml": "tokens-text.yaml:1: tokens", "sweep/unknown-key.yaml": "unknown-key.yaml:2: colour",
     "trace/binary.jsonl": "binary.jsonl:1:", "trace/deep-nesting.jsonl": "deep-nesting.jsonl:2: JSON nested too deeply",
     "trace/duplicate-key.jsonl": "duplicate-key.jsonl:2: duplicate key 'layer'", "trace/empty.jsonl": "empty",
     "trace/float-ids.npz": "array experts", "trace/gzip-truncated.jsonl": "gzip data is corrupt or truncated",
     "trace/huge-header.npz": "claims", "trace/id-out-of-range.jsonl": "id-out-of-range.jsonl:2: topk_ids",
     "trace/id-out-of-range.npz": "experts[0, 0, 0] = 99", "trace/latin1.jsonl": "latin1.jsonl:2:",
-    "trace/missing-array.npz": "missing arrays: phase", "trace/nan-weight.jsonl": "nan-weight.jsonl:2: NaN",
+    "trace/missing-array.npz": "missing arrays: phase", "trace/list-problem-id.jsonl": "list-problem-id.jsonl:1: problem_id",
+    "trace/list-phase.jsonl": "list-phase.jsonl:2: phase", "trace/nan-weight.jsonl": "nan-weight.jsonl:2: NaN",
     "trace/nan-weights.npz": "not a finite number", "trace/negative-id.jsonl": "negative-id.jsonl:2: topk_ids",
     "trace/not-an-object.jsonl": "not-an-object.jsonl:2:", "trace/nul-bytes.jsonl": "nul-bytes.jsonl:2: binary",
     "trace/pickled-object.npz": "Python objects", "trace/random-bytes.npz": "not a .npz archive",
@@ -251,7 +253,19 @@ def test_a_log_too_large_to_read_is_refused(tmp_path, capsys):
     rc, _, err = cli(["run", "--trace", path, "--model", QWEN, "--fill", "replicate", "--max-memory-gib", 0.001,
                       "--out", tmp_path / "out"], capsys)
     assert rc == 2
-    assert_one_line(err, "reading", "log.jsonl", "limit of 0.0 GiB")
+    assert_one_line(err, "reading", "log.jsonl", "limit of 1.0 MiB")
+
+
+def test_a_forward_pass_too_large_for_memory_is_refused(capsys, tmp_path, checkpoint):
+    from workloads.checkpoints.tensors import index_checkpoint
+
+    weights = 4 * sum(int(np.prod(r.shape)) for r in index_checkpoint(checkpoint).values())
+    eval_ids = tmp_path / "ids.npy"
+    np.save(eval_ids, np.arange(40).reshape(4, 10) % 64)
+    rc, _, err = cli(["accuracy", "--checkpoint", checkpoint, "--eval", eval_ids, "--out", tmp_path / "out",
+                      "--max-memory-gib", 2 * weights / 2**30, "--quiet"], capsys)
+    assert rc == 2
+    assert_one_line(err, "the forward pass of", f"3 x {weights / 2**20:,.1f} MiB of float32 weights")
 
 
 def test_a_bad_memory_limit_is_an_input_error(capsys, tmp_path):
@@ -367,8 +381,10 @@ def test_an_internal_error_is_one_line_and_a_log_file(monkeypatch, capsys, tmp_p
 
 # ----------------------------------------------------------------------------- property tests
 
-PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                         HealthCheck.too_slow])
+# deterministic in the suite (the same examples every run); HETMOE_PROPERTY_EXAMPLES=5000 explores further
+PROPERTY = settings(max_examples=int(os.environ.get("HETMOE_PROPERTY_EXAMPLES", 150)),
+                    derandomize="HETMOE_PROPERTY_EXAMPLES" not in os.environ, deadline=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 PRESET = (ROOT / "arch" / "presets" / "hermes-64.yaml").read_bytes()
 
 
@@ -507,3 +523,18 @@ def test_random_sweep_specs_give_only_project_errors(tmp_path, spec):
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     _only_project_errors(lambda: (load_sweep_spec(path), sweep_options(path)))
+
+
+@pytest.mark.parametrize("index,fragment", [
+    ({"weight_map": {"w": "../outside.safetensors"}}, "shards must be file names in the folder"),
+    ({"weight_map": ["w"]}, "not a safetensors index"),
+    ({"weight_map": {"w": "missing.safetensors"}}, "listed in the index but missing"),
+])
+def test_bad_safetensors_index(tmp_path, capsys, index, fragment):
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(olmoe_config()))
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    rc, _, err = cli(["stats", folder, "--no-cache"], capsys)
+    assert rc == 2
+    assert_one_line(err, "hetmoe: error: ", fragment)

@@ -10,7 +10,7 @@ from arch import list_presets
 from arch.safeio import write_text
 
 from ..placement import POLICIES
-from .common import FMT, fmt_table, parse_overrides, precision_overrides
+from .common import FMT, add_memory_arg, check_checkpoint_memory, fmt_table, parse_overrides, precision_overrides
 
 DEFAULT_POLICIES = ["all-analog", "maxnn", "random", "maxnn-lowest"]
 
@@ -64,6 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="sequences processed together (bounds activation memory)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_memory_arg(p)
     p.set_defaults(handler=run, interrupt_note="nothing was written to {out} (accuracy.json and its tables are written "
                                              "when every placement is measured); run the command again")
 
@@ -88,6 +89,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--device", choices=("numpy", "cpu", "cuda"), default="numpy", help="array backend")
     s.add_argument("--out", required=True, metavar="DIR", help="output folder")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_memory_arg(s)
     s.set_defaults(handler=run_sensitivity, interrupt_note="nothing was written to {out} (the scores are written when "
                                                            "every expert is measured); run the command again")
 
@@ -118,6 +120,7 @@ def run_sensitivity(args: argparse.Namespace) -> int:
 
     chip = load_chip(args.hw, parse_overrides(args.set))
     arch = read_architecture(args.checkpoint)
+    check_checkpoint_memory(args)
     data = load_eval(args.eval, arch.shape.vocab_size, tokenizer=args.tokenizer, seq_len=args.seq_len,
                      max_sequences=args.max_sequences)
     stats = compute_stats(args.checkpoint, arch.shape, progress=not args.quiet)
@@ -163,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
             raise HetmoeError(f"--fraction {f} outside [0, 1]")
     chip = load_chip(args.hw, precision_overrides(args))
     arch = read_architecture(args.checkpoint)
+    check_checkpoint_memory(args)
     data = load_eval(args.eval, arch.shape.vocab_size, tokenizer=args.tokenizer, seq_len=args.seq_len,
                      max_sequences=args.max_sequences)
     stats = compute_stats(args.checkpoint, arch.shape, progress=not args.quiet)

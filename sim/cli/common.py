@@ -141,6 +141,18 @@ def add_memory_arg(p: argparse.ArgumentParser) -> None:
                         f"{DEFAULT_SHARE * physical_memory_bytes() / 2**30:,.1f} GiB)")
 
 
+def check_checkpoint_memory(args: argparse.Namespace) -> None:
+    """Refuse a forward pass over ``args.checkpoint`` whose float32 weights would not fit in the limit."""
+    import math
+
+    from workloads.checkpoints.tensors import index_checkpoint
+
+    from ..resources import check_forward
+
+    refs = index_checkpoint(Path(args.checkpoint))
+    check_forward(memory_limit(args), 4 * sum(math.prod(r.shape) for r in refs.values()), str(args.checkpoint))
+
+
 def memory_limit(args: argparse.Namespace):
     """The :class:`sim.resources.MemoryLimit` of ``--max-memory-gib``."""
     from ..resources import MemoryLimit

@@ -211,6 +211,14 @@ def _json_lines(path: Path) -> Iterator[tuple[int, dict]]:
             yield line_no, _parse_row(path, line_no, text)
 
 
+def _ident(path: Path, line: int, row: dict, key: str, default: Any = None) -> Any:
+    """An identifier field (request, problem, token index): a string or an integer."""
+    value = row.get(key, default)
+    if not (isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))):
+        raise TraceError(f"{path}:{line}: {key}: {value!r:.40} is not an identifier (a string or an integer)")
+    return value
+
+
 def _require(path: Path, line: int, row: dict, *keys: str) -> None:
     for key in keys:
         if key not in row:
@@ -251,9 +259,9 @@ def _read_speculative(path: Path, model: ModelShape, keep_warmup: bool) -> Routi
     problems: dict[Any, int] = {}
     for line, row in _json_lines(path):
         _require(path, line, row, "problem_id", "layer", "token_idx", "experts")
-        pid = row["problem_id"]
+        pid = _ident(path, line, row, "problem_id")
         req = problems.setdefault(pid, len(problems))
-        col.add(line, (pid, row["token_idx"]), ("problem", pid), req, row["layer"], row["experts"],
+        col.add(line, (pid, _ident(path, line, row, "token_idx")), ("problem", pid), req, row["layer"], row["experts"],
                 row.get("gating_probs"), "experts", "gating_probs")
     meta = {"format": "speculative-moe", "dataset": None, "weights_normalised": True,
             "token_idx_meaning": "generated-token index within a problem (rows with weights [0.5, 0.5] "
@@ -266,7 +274,7 @@ def _read_routed_experts(path: Path, model: ModelShape, keep_warmup: bool) -> Ro
     layers = list(model.moe_layers)
     for req, (line, row) in enumerate(_json_lines(path)):
         _require(path, line, row, "routed_experts")
-        rid = row.get("request_id", line)
+        rid = _ident(path, line, row, "request_id", line)
         tokens = row["routed_experts"]
         if not isinstance(tokens, list):
             col.fail(line, "routed_experts", "expected [tokens][moe_layers][top_k] integers")
@@ -293,9 +301,11 @@ def _read_hetmoe_jsonl(path: Path, model: ModelShape, keep_warmup: bool) -> Rout
     for line, row in rows:
         _require(path, line, row, "experts")
         t = len(phases)
-        req = row.get("request", 0)
+        req = _ident(path, line, row, "request", 0)
+        if not isinstance(req, int) or req < 0:
+            col.fail(line, "request", f"{req!r} is not a request number (an integer >= 0)")
         phase = row.get("phase", "unknown")
-        if phase not in PHASES:
+        if not isinstance(phase, str) or phase not in PHASES:
             col.fail(line, "phase", f"{phase!r}; allowed: {', '.join(PHASES)}")
         phases.append(PHASES[phase])
         ex, wt = row["experts"], row.get("weights")
@@ -305,7 +315,7 @@ def _read_hetmoe_jsonl(path: Path, model: ModelShape, keep_warmup: bool) -> Rout
             if ids is not None:
                 w = wt[layer] if isinstance(wt, list) and len(wt) == len(ex) else None
                 col.add(line, t, ("request", req), req, layer, ids, w, f"experts[{layer}]", f"weights[{layer}]")
-    trace = col.build(True, PHASES["unknown"], {"format": "hetmoe-jsonl", **header.get("meta", {})})
+    trace = col.build(True, PHASES["unknown"], {"format": "hetmoe-jsonl", **(header.get("meta") if isinstance(header.get("meta"), dict) else {})})
     return replace(trace, phase=np.asarray(phases, np.int8)[: trace.tokens])
 
 
