@@ -39,6 +39,8 @@ def load_chip(name_or_path: str | Path, overrides: dict | None = None) -> ChipSp
     path = preset_path(text)
     if path is None:
         path = Path(text)
+        if path.is_dir():
+            raise SpecError(text, None, "", "is a folder; expected a hardware YAML file or a preset name")
         if not path.is_file():
             raise SpecError(text, None, "", f"no such file, and no preset of that name "
                             f"(presets: {', '.join(list_presets())})")

@@ -163,6 +163,10 @@ def build_run(hw, model, trace=None, policy: str = "maxnn", *, fraction: float =
               memory: MemoryLimit | None = None) -> Run:
     if policy not in POLICIES:
         place(policy, None)  # raises with the list of valid policies
+    if max_inflight < 1:
+        raise HetmoeError(f"--max-inflight {max_inflight}: allowed an integer >= 1 (micro-batches)")
+    if seed < 0:
+        raise HetmoeError(f"--seed {seed}: allowed an integer >= 0")
     chip, shape, tr, st = resolve_inputs(hw, model, trace, seed=seed, fill=fill, checkpoint=checkpoint,
                                          stats=stats, hw_overrides=hw_overrides, memory=memory)
     ptr = read_trace(placement_trace, shape) if placement_trace else tr

@@ -123,6 +123,8 @@ def _stop(executor: Executor) -> None:
 def run_points(points: list[dict[str, Any]], out_dir: str | Path, *, jobs: int = 2, scheduler: str | None = None,
                quiet: bool = False, executor: Executor | None = None) -> list[dict[str, Any]]:
     """Run every unfinished point; returns one status per point, in input order."""
+    if jobs < 1:
+        raise HetmoeError(f"--jobs {jobs}: allowed an integer >= 1 (worker processes)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     statuses: dict[str, dict[str, Any]] = {}

@@ -538,3 +538,26 @@ def test_bad_safetensors_index(tmp_path, capsys, index, fragment):
     rc, _, err = cli(["stats", folder, "--no-cache"], capsys)
     assert rc == 2
     assert_one_line(err, "hetmoe: error: ", fragment)
+
+
+# ----------------------------------------------------------------------------- hostile options
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["run", "--set", "analog.tile.tiers=[[["], "--set analog.tile.tiers:1: YAML syntax error"),
+    (["run", "--set", "analog.tile.tiers=!!python/object:os.system"], "could not determine a constructor"),
+    (["run", "--max-inflight", "0"], "--max-inflight 0: allowed an integer >= 1"),
+    (["run", "--seed", "-1"], "seed -1: allowed an integer >= 0"),
+    (["compare", "--jobs", "0"], "--jobs 0: allowed an integer >= 1"),
+    (["run", "--hw", "."], ".: is a folder"),
+    (["run", "--out", "/proc/hetmoe-cannot-be-here"], "/proc/hetmoe-cannot-be-here: "),
+    (["run", "--out", "__file__"], "exists and is not a folder"),
+])
+def test_hostile_options_are_one_line(argv, fragment, capsys, tmp_path):
+    afile = tmp_path / "a-file"
+    afile.write_text("")
+    argv = [str(afile) if a == "__file__" else a for a in argv]
+    if "--out" not in argv:
+        argv += ["--out", str(tmp_path / "out")]
+    rc, _, err = cli(argv + ["--tokens", "64", "--quiet"], capsys)
+    assert rc == 2
+    assert_one_line(err, "hetmoe: error: ", fragment)

@@ -9,6 +9,7 @@ lazily inside their handlers so that ``hetmoe --help`` starts fast.
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from collections.abc import Callable, Sequence
 
@@ -62,21 +63,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into head & co.
         sys.stderr.close()
         return 0
+    except OSError as exc:
+        # a path the user named (an --out folder, a file) that the system refuses, or a full disk
+        if exc.filename is None and exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            return _internal_error(exc, args, argv)
+        where = f"{exc.filename}: " if exc.filename else ""
+        why = "exists and is not a folder" if exc.errno == errno.EEXIST else (exc.strerror or str(exc))
+        print(f"hetmoe: error: {where}{why}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt as exc:
         note = str(exc) if isinstance(exc, Interrupted) and str(exc) else _format_note(args)
         print(f"hetmoe: interrupted; {note}", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the one place every other exception ends
-        if getattr(args, "debug", False):
-            raise
-        log = crash_log(exc, list(sys.argv[1:] if argv is None else argv))
-        what = "out of memory" if isinstance(exc, MemoryError) else f"internal error ({type(exc).__name__}: " \
-            f"{(str(exc).splitlines() or [''])[0][:200]})"
-        hint = " (lower --tokens or --jobs, or set --max-memory-gib below this machine's memory)" \
-            if isinstance(exc, MemoryError) else ""
-        print(f"hetmoe: {what}{hint}. This is a bug if your input was valid: please report it with the command and "
-              f"the traceback in {log} (rerun with --debug to see it here)", file=sys.stderr)
-        return 70
+        return _internal_error(exc, args, argv)
+
+
+def _internal_error(exc: BaseException, args: argparse.Namespace, argv: Sequence[str] | None) -> int:
+    """One line on the terminal, the traceback in a log file (or raised again with ``--debug``)."""
+    if getattr(args, "debug", False):
+        raise exc
+    log = crash_log(exc, list(sys.argv[1:] if argv is None else argv))
+    what = "out of memory" if isinstance(exc, MemoryError) else f"internal error ({type(exc).__name__}: " \
+        f"{(str(exc).splitlines() or [''])[0][:200]})"
+    hint = " (lower --tokens or --jobs, or set --max-memory-gib below this machine's memory)" \
+        if isinstance(exc, MemoryError) else ""
+    print(f"hetmoe: {what}{hint}. This is a bug if your input was valid: please report it with the command and "
+          f"the traceback in {log} (rerun with --debug to see it here)", file=sys.stderr)
+    return 70
 
 
 def _format_note(args: argparse.Namespace) -> str:

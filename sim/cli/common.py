@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from arch import list_presets, load_chip
 from arch.errors import HetmoeError
+from arch.yamlsource import load_plain
 from workloads.checkpoints.stats import SCOPES, VARIANTS
 from workloads.shapes import list_model_presets
 from workloads.traces.format import FILL_RULES
@@ -91,7 +91,7 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
         parts = key.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(value)
+        node[parts[-1]] = load_plain(value, f"--set {key.strip()}")
     return out
 
 

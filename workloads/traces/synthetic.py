@@ -49,6 +49,8 @@ class SyntheticSpec:
         if self.tokens < 1 or self.requests < 1 or self.requests > self.tokens:
             raise TraceError(f"synthetic trace: need tokens >= requests >= 1 (tokens={self.tokens}, "
                              f"requests={self.requests})")
+        if self.seed < 0:
+            raise TraceError(f"synthetic trace: seed {self.seed}: allowed an integer >= 0")
         if self.popularity not in POPULARITY:
             raise TraceError(f"synthetic trace: popularity {self.popularity!r}; allowed: {', '.join(POPULARITY)}")
         for name in ("locality", "layer_correlation"):
