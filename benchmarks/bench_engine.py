@@ -112,8 +112,8 @@ def scaling(tokens: int, repeat: int) -> None:
 
 def sweep(repeat: int) -> None:
     spec = {"hw": "aimc-3d-moe", "model": "olmoe-1b-7b", "tokens": 4096,
-            "policies": ["maxnn", "random", "frequency", "maxnn-lowest", "all-analog"],
-            "fractions": [0.0625, 0.125, 0.25, 0.5], "modes": ["prefill"],
+            "policies": ["maxnn", "random", "frequency", "maxnn-lowest"],
+            "fractions": [0.0625, 0.125, 0.25, 0.5, 0.75], "modes": ["prefill"],
             "hw_overrides": [{}, {"analog.adc.bits": 6}, {"analog.tile.tiers": 32}]}
     points = len(spec["policies"]) * len(spec["fractions"]) * len(spec["modes"]) * len(spec["hw_overrides"])
     print(f"\n4. hetmoe sweep --jobs 2, {points} points at 4,096 tokens (s)")

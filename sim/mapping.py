@@ -96,6 +96,29 @@ def slots_needed(model: ModelShape, digital: np.ndarray, rows: int, cols: int) -
     return slot, padding
 
 
+def _blocks(a, bits: int, out_features: int, in_features: int) -> tuple:
+    """Row and column blocks of an ``out x in`` matrix, each slot's MVM latency and initiation interval
+    (ps, row-block-major) and the DAC, ADC and cell actions of one input vector."""
+    rows, cols = a.tile.rows, a.tile.cols
+    rb, cb = costs.crossbar_blocks(out_features, in_features, rows, cols)
+    r_used = np.minimum(rows, in_features - np.arange(rb) * rows)
+    c_used = np.minimum(cols, out_features - np.arange(cb) * cols)
+    mvm, ii = np.empty((rb, cb), np.int64), np.empty((rb, cb), np.int64)
+    dac = adc = cells = 0
+    for r in np.unique(r_used).tolist():
+        for c in np.unique(c_used).tolist():
+            t_ps = round(costs.mvm_latency_ns(a, bits, r, c) * 1000)
+            ii_ps = round(costs.initiation_interval_ns(a, bits, r, c) * 1000)
+            act = costs.mvm_actions(a, bits, r, c)
+            sel = np.ix_(r_used == r, c_used == c)
+            mvm[sel], ii[sel] = t_ps, ii_ps
+            k = int((r_used == r).sum() * (c_used == c).sum())
+            dac, adc, cells = dac + k * act.dac_conversions, adc + k * act.adc_conversions, cells + k * act.cell_reads
+    mvm.setflags(write=False)
+    ii.setflags(write=False)
+    return rb, cb, mvm.ravel(), ii.ravel(), dac, adc, cells
+
+
 def build_mapping(chip: ChipSpec, model: ModelShape, placement: Placement, plan: WorkPlan) -> Mapping:
     net = build_network(chip.noc)
     a, bits = chip.analog, chip.precision.activation_bits
@@ -118,38 +141,29 @@ def build_mapping(chip: ChipSpec, model: ModelShape, placement: Placement, plan:
     slot = padding = 0
     tier_count = np.zeros(a.tile.tiers, np.int64)
     tiles_used = np.zeros(T, bool)
-    cache: dict[tuple[int, int], tuple[int, int, costs.MvmActions]] = {}
+    shapes: dict[tuple[int, int], tuple] = {}
+    starts, sizes = [], []
     for i, m in enumerate(model.matrices):
         if digital[i]:
             continue
-        rb, cb = costs.crossbar_blocks(m.out_features, m.in_features, rows, cols)
+        key = (m.out_features, m.in_features)
+        if key not in shapes:          # every matrix of one shape has the same blocks, latencies and actions
+            shapes[key] = _blocks(a, bits, m.out_features, m.in_features)
+        rb, cb, mvm, ii, dac, adc, cells = shapes[key]
         n = rb * cb
         align = _alignment(n)
         if slot % align:
             padding += align - slot % align
             slot += align - slot % align
-        r_used = np.minimum(rows, m.in_features - np.arange(rb) * rows)
-        c_used = np.minimum(cols, m.out_features - np.arange(cb) * cols)
-        mvm, ii = np.empty((rb, cb), np.int64), np.empty((rb, cb), np.int64)
-        dac = adc = cells = 0
-        for r in np.unique(r_used).tolist():
-            for c in np.unique(c_used).tolist():
-                if (r, c) not in cache:
-                    cache[r, c] = (round(costs.mvm_latency_ns(a, bits, r, c) * 1000),
-                                   round(costs.initiation_interval_ns(a, bits, r, c) * 1000),
-                                   costs.mvm_actions(a, bits, r, c))
-                t_ps, ii_ps, act = cache[r, c]
-                sel = np.ix_(r_used == r, c_used == c)
-                mvm[sel], ii[sel] = t_ps, ii_ps
-                k = int((r_used == r).sum() * (c_used == c).sum())
-                dac, adc, cells = dac + k * act.dac_conversions, adc + k * act.adc_conversions, cells + k * act.cell_reads
-        slots = np.arange(slot, slot + n, dtype=np.int64)
-        tiles = slots % T
-        tier_count += np.bincount(slots // T, minlength=a.tile.tiers)[:a.tile.tiers]
-        tiles_used[tiles] = True
-        analog[i] = AnalogMatrix(slot, tiles, mvm.ravel(), ii.ravel(), rb, cb, net.node_of_tile(int(tiles[0])),
-                                 dac, adc, cells)
+        tiles = np.arange(slot, slot + n, dtype=np.int64) % T
+        analog[i] = AnalogMatrix(slot, tiles, mvm, ii, rb, cb, net.node_of_tile(int(tiles[0])), dac, adc, cells)
+        starts.append(slot)
+        sizes.append(n)
         slot += n
+    if starts:
+        all_slots = np.concatenate([np.arange(s0, s0 + k, dtype=np.int64) for s0, k in zip(starts, sizes)])
+        tier_count += np.bincount(all_slots // T, minlength=a.tile.tiers)[:a.tile.tiers]
+        tiles_used[all_slots % T] = True
     assert slot == needed and padding == pad, "slots_needed must count what the placement loop places"
     uses = matrix_uses(model, plan)
     wbytes = np.array([m.params * chip.precision.digital_weight_bits / 8 for m in model.matrices])

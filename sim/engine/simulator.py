@@ -126,6 +126,38 @@ def _pack(tables: dict, dtype: type) -> tuple[np.ndarray, dict[str, int]]:
     return (np.concatenate(parts) if parts else np.zeros(0, dtype)), offsets
 
 
+def _slot_layout(nodes: list[int], cb: int, rows: int, in_features: int) -> tuple:
+    """Where one analog matrix's slots sit, relative to the matrix: per slot its input-node entry and its
+    (column block, node) entry; per input node (first-appearance order) the node, the input rows it needs
+    and its row blocks; per (column block, node) entry the block, node and slot count; per column block
+    its reduction site (the node of its row-block-0 slot) and how many nodes hold its slots."""
+    mn_index: dict[int, int] = {}
+    cbn_index: dict[tuple[int, int], int] = {}
+    rbs_at: dict[int, list[int]] = {}
+    s_mn, s_cbn, cbn_cb, cbn_node, cbn_k = [], [], [], [], []
+    for j, node in enumerate(nodes):
+        r, c = divmod(j, cb)
+        if node not in mn_index:
+            mn_index[node] = len(mn_index)
+            rbs_at[node] = []
+        if r not in rbs_at[node]:
+            rbs_at[node].append(r)
+        if (c, node) not in cbn_index:
+            cbn_index[c, node] = len(cbn_index)
+            cbn_cb.append(c)
+            cbn_node.append(node)
+            cbn_k.append(0)
+        cbn_k[cbn_index[c, node]] += 1
+        s_mn.append(mn_index[node])
+        s_cbn.append(cbn_index[c, node])
+    mn_node = list(mn_index)
+    mn_rows = [sum(min(rows, in_features - r * rows) for r in rbs_at[node]) for node in mn_node]
+    mnr = [sorted(rbs_at[node]) for node in mn_node]
+    cb_site = [nodes[c] for c in range(cb)]
+    cb_nodes = [sum(1 for (cc, _n) in cbn_index if cc == c) for c in range(cb)]
+    return s_mn, s_cbn, mn_node, mn_rows, mnr, cbn_cb, cbn_node, cbn_k, cb_site, cb_nodes
+
+
 def build_tables(chip: ChipSpec, model: ModelShape, mapping: Mapping) -> tuple[tuple, dict]:
     """Static per-matrix, per-slot, per-layer and NoC tables the kernel reads (a named tuple), and
     the sizes the state arrays need."""
@@ -147,6 +179,7 @@ def build_tables(chip: ChipSpec, model: ModelShape, mapping: Mapping) -> tuple[t
     mn_node, mn_rows, mnr = [], [], []
     cbn_cb, cbn_node, cbn_k = [], [], []
     cb_site, cb_nodes = [], []
+    layouts: dict[tuple, tuple] = {}
     for i in range(M):
         am = mapping.analog.get(i)
         if am is not None:
@@ -154,35 +187,23 @@ def build_tables(chip: ChipSpec, model: ModelShape, mapping: Mapping) -> tuple[t
             rb, cb = am.row_blocks, am.col_blocks
             m_rb[i], m_cb[i] = rb, cb
             m_dac[i], m_adc[i], m_cells[i] = am.dac_per_token, am.adc_per_token, am.cells_per_token
-            nodes = net.tile_node_id(am.slot_tiles)
-            mn_index: dict[int, int] = {}
-            cbn_index: dict[tuple[int, int], int] = {}
-            rbs_at: dict[int, list[int]] = {}
-            for j, (tile, node) in enumerate(zip(am.slot_tiles.tolist(), nodes.tolist())):
-                r, c = divmod(j, cb)
-                if node not in mn_index:
-                    mn_index[node] = len(mn_index)
-                    rbs_at[node] = []
-                if r not in rbs_at[node]:
-                    rbs_at[node].append(r)
-                if (c, node) not in cbn_index:
-                    cbn_index[c, node] = len(cbn_index)
-                    cbn_cb.append(c)
-                    cbn_node.append(node)
-                    cbn_k.append(0)
-                cbn_k[len(cbn_k) - len(cbn_index) + cbn_index[c, node]] += 1
-                s_lists["tile"].append(tile)
-                s_lists["mvm"].append(int(am.slot_mvm_ps[j]))
-                s_lists["ii"].append(int(am.slot_ii_ps[j]))
-                s_lists["mn"].append(int(mn_ptr[i]) + mn_index[node])
-                s_lists["cbn"].append(int(cbn_ptr[i]) + cbn_index[c, node])
-            for node in mn_index:
-                mn_node.append(node)
-                mn_rows.append(sum(min(rows, int(m_in[i]) - r * rows) for r in rbs_at[node]))
-                mnr.append(sorted(rbs_at[node]))
-            for c in range(cb):
-                cb_site.append(int(nodes[c]))                      # slot (row block 0, column block c)
-                cb_nodes.append(sum(1 for (cc, _n) in cbn_index if cc == c))
+            key = (am.slot_tiles.tobytes(), cb, int(m_in[i]))
+            if key not in layouts:          # tiers repeat the same tile pattern: lay each pattern out once
+                layouts[key] = _slot_layout(net.tile_node_id(am.slot_tiles).tolist(), cb, rows, int(m_in[i]))
+            lay = layouts[key]
+            s_lists["tile"].extend(am.slot_tiles.tolist())
+            s_lists["mvm"].extend(am.slot_mvm_ps.tolist())
+            s_lists["ii"].extend(am.slot_ii_ps.tolist())
+            s_lists["mn"].extend(int(mn_ptr[i]) + x for x in lay[0])
+            s_lists["cbn"].extend(int(cbn_ptr[i]) + x for x in lay[1])
+            mn_node.extend(lay[2])
+            mn_rows.extend(lay[3])
+            mnr.extend(lay[4])
+            cbn_cb.extend(lay[5])
+            cbn_node.extend(lay[6])
+            cbn_k.extend(lay[7])
+            cb_site.extend(lay[8])
+            cb_nodes.extend(lay[9])
         s_ptr[i + 1] = len(s_lists["tile"])
         mn_ptr[i + 1] = len(mn_node)
         cbn_ptr[i + 1] = len(cbn_cb)

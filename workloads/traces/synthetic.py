@@ -131,35 +131,47 @@ def _feasible(p: np.ndarray, k: int) -> np.ndarray:
     return p
 
 
+ROW_CHUNK = 8192    # tokens per block in the [tokens, experts] steps (bounds their temporaries, same results)
+
+
 def _gumbel(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
     """Standard Gumbel draws in float32, ``-log(-log(u))`` of uniform ``u`` (five times faster than float64
     ``Generator.gumbel``; float32 keys are ample for ranking)."""
     u = rng.random(shape, dtype=np.float32)
     np.maximum(u, np.float32(1e-30), out=u)
-    return -np.log(-np.log(u))
+    for op in (np.log, np.negative, np.log, np.negative):        # -log(-log(u)) in place: no temporaries
+        op(u, out=u)
+    return u
 
 
 def _gumbel_topk(logw: np.ndarray, k: int, n: int, rng: np.random.Generator,
                  allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Top-k of Gumbel-perturbed log-weights (a Plackett-Luce draw); returns (ids [n, k], all keys [n, E]).
     ``allowed`` (bool [n, E]) restricts the choice (group-limited routing)."""
-    keys = logw.astype(np.float32)[None, :] + _gumbel(rng, (n, logw.size))
-    pick = keys if allowed is None else np.where(allowed, keys, -np.inf)
-    idx = np.argpartition(-pick, k - 1, axis=1)[:, :k]
-    kv = np.take_along_axis(pick, idx, axis=1)
-    order = np.argsort(-kv, axis=1)
-    return np.take_along_axis(idx, order, axis=1), keys
+    keys = _gumbel(rng, (n, logw.size))
+    keys += logw.astype(np.float32)[None, :]
+    ids = np.empty((n, k), np.int64)
+    for a in range(0, n, ROW_CHUNK):         # row blocks keep the [n, E] temporaries small
+        pick = keys[a:a + ROW_CHUNK] if allowed is None else np.where(allowed[a:a + ROW_CHUNK], keys[a:a + ROW_CHUNK],
+                                                                       -np.inf)
+        idx = np.argpartition(-pick, k - 1, axis=1)[:, :k]
+        kv = np.take_along_axis(pick, idx, axis=1)
+        order = np.argsort(-kv, axis=1)
+        ids[a:a + ROW_CHUNK] = np.take_along_axis(idx, order, axis=1)
+    return ids, keys
 
 
 def gate_weights(logits: np.ndarray, ids: np.ndarray, normalise: bool) -> np.ndarray:
     """Router weights of the chosen experts: the softmax over *all* experts' logits restricted to ``ids``
     (``norm_topk_prob: false``: they sum to less than 1, as OLMoE, Qwen1.5-MoE and DeepSeek emit them), or
     renormalised over the chosen k (``true``, Mixtral and Qwen3-MoE)."""
-    z = logits - logits.max(axis=1, keepdims=True)
-    chosen = np.exp(np.take_along_axis(z, ids, axis=1))
-    if normalise:
-        return chosen / chosen.sum(axis=1, keepdims=True)
-    return chosen / np.exp(z).sum(axis=1, keepdims=True)
+    out = np.empty(ids.shape, np.result_type(logits.dtype, np.float32))
+    for a in range(0, len(ids), ROW_CHUNK):
+        z = logits[a:a + ROW_CHUNK] - logits[a:a + ROW_CHUNK].max(axis=1, keepdims=True)
+        chosen = np.exp(np.take_along_axis(z, ids[a:a + ROW_CHUNK], axis=1))
+        out[a:a + ROW_CHUNK] = chosen / (chosen.sum(axis=1, keepdims=True) if normalise
+                                         else np.exp(z).sum(axis=1, keepdims=True))
+    return out
 
 
 def calibrate_weights(pi: np.ndarray, k: int, rng: np.random.Generator, samples: int = 8000,
