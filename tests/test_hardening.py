@@ -561,3 +561,20 @@ def test_hostile_options_are_one_line(argv, fragment, capsys, tmp_path):
     rc, _, err = cli(argv + ["--tokens", "64", "--quiet"], capsys)
     assert rc == 2
     assert_one_line(err, "hetmoe: error: ", fragment)
+
+
+def test_a_damaged_cache_is_recomputed_not_trusted(tmp_path, monkeypatch, checkpoint):
+    """A score cache cut short (a crash while it was written by an older version) is computed again."""
+    from sim.functional.architecture import read_architecture
+    from workloads.checkpoints.stats import compute_stats
+
+    monkeypatch.setenv("HETMOE_CACHE_DIR", str(tmp_path))
+    shape = read_architecture(checkpoint).shape
+    first = compute_stats(checkpoint, shape)
+    cache = Path(first.meta.get("cache") or next(tmp_path.glob("stats-*.npz")))
+    assert cache.is_file() and not first.meta["cached"]
+    cache.write_bytes(cache.read_bytes()[:100])
+    again = compute_stats(checkpoint, shape)
+    assert not again.meta["cached"]
+    assert np.array_equal(again.score("gate_rows"), first.score("gate_rows"), equal_nan=True)
+    assert compute_stats(checkpoint, shape).meta["cached"]          # rewritten whole

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from arch.errors import HetmoeError
+from arch.safeio import atomic_open, read_npz
 
 from ..shapes import ModelShape
 from .tensors import CheckpointError, TensorRef, index_checkpoint, load_tensor
@@ -107,9 +108,16 @@ def compute_stats(directory: str | Path, model: ModelShape, *, cache: bool = Tru
         root = Path(os.environ.get("HETMOE_CACHE_DIR") or Path.home() / ".cache" / "hetmoe")
         cache_file = root / f"stats-{_identity(refs, directory, model)}.npz"
         if cache_file.is_file():
-            with np.load(cache_file, allow_pickle=False) as z:
-                return ExpertStats({v: z[v] for v in VARIANTS}, z["frobenius"], z["router_row_norm"], False,
-                                   str(directory), {"cache": str(cache_file), "cached": True})
+            try:
+                z = read_npz(cache_file, "score cache")
+                shapes_ok = all(z[v].shape == (model.num_layers, model.num_experts)
+                                for v in (*VARIANTS, "frobenius", "router_row_norm"))
+            except (HetmoeError, KeyError):
+                shapes_ok = False           # a damaged cache is recomputed, never trusted
+            if shapes_ok:
+                return ExpertStats({v: np.array(z[v]) for v in VARIANTS}, np.array(z["frobenius"]),
+                                   np.array(z["router_row_norm"]), False, str(directory),
+                                   {"cache": str(cache_file), "cached": True})
     fused = sorted(n for n in refs if any(f in n for f in FUSED_LAYOUTS))
     if fused:
         raise CheckpointError(f"{directory}: fused expert tensors ({fused[0]}, ...) are not supported; supported "
@@ -153,8 +161,11 @@ def compute_stats(directory: str | Path, model: ModelShape, *, cache: bool = Tru
             router[layer] = np.sqrt(np.einsum("ij,ij->i", r, r, dtype=np.float64))
     stats = ExpertStats(out, frob, router, False, str(directory), {"cached": False})
     if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(cache_file, frobenius=frob, router_row_norm=router, **out)
+        try:
+            with atomic_open(cache_file, "wb") as fh:
+                np.savez(fh, frobenius=frob, router_row_norm=router, **out)
+        except (HetmoeError, OSError):
+            pass                            # an unwritable cache folder only costs the next run the recompute
     return stats
 
 

@@ -38,6 +38,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from arch.errors import HetmoeError
 from arch.safeio import InputError, check_file, iter_lines, loads_json, open_binary
 
 from ..shapes import ModelShape
@@ -344,13 +345,19 @@ def read_trace(path: str | Path, model: ModelShape, *, keep_warmup: bool = False
                              f"{model.num_experts} experts)")
     else:
         cached = _cache_path(path, model, keep_warmup) if cache else None
+        trace = None
         if cached is not None and cached.is_file():
-            trace = load_npz(cached)
-        else:
+            try:
+                trace = load_npz(cached)
+            except HetmoeError:
+                trace = None                # a damaged cache is read again from the log, never trusted
+        if trace is None:
             trace = _READERS[fmt](path, model, keep_warmup)
             if cached is not None:
-                cached.parent.mkdir(parents=True, exist_ok=True)
-                save_npz(trace, cached)
+                try:
+                    save_npz(trace, cached)
+                except (HetmoeError, OSError):
+                    pass                    # an unwritable cache folder only costs the next run the parse
     if fill is not None:
         trace = fill_layers(trace, model, fill, seed)
     return trace
