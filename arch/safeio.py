@@ -46,6 +46,11 @@ class OutputError(HetmoeError):
     """An output path cannot be written (a missing or read-only folder, a file where a folder should be)."""
 
 
+def _a(what: str) -> str:
+    """``what`` with its indefinite article (an expert counts file, a routing trace)."""
+    return f"{'an' if what[:1].lower() in 'aeiou' else 'a'} {what}"
+
+
 def _mib(n: int) -> str:
     return f"{n / 2**20:,.0f} MiB"
 
@@ -56,7 +61,7 @@ def check_file(path: str | Path, what: str) -> Path:
     if not path.exists():
         raise InputError(f"{path}: no such file ({what})")
     if path.is_dir():
-        raise InputError(f"{path}: is a folder; expected a {what} file")
+        raise InputError(f"{path}: is a folder; expected {_a(what)} file")
     if not os.access(path, os.R_OK):
         raise InputError(f"{path}: cannot read ({what}): permission denied")
     return path
@@ -96,7 +101,7 @@ def open_binary(path: str | Path, what: str) -> Iterator[IO[bytes]]:
 def _decode(raw: bytes, path: Path, what: str, line: int | None = None) -> str:
     if b"\x00" in raw[:_SNIFF_BYTES]:
         where = f"{path}:{line}" if line else str(path)
-        raise InputError(f"{where}: binary data, not text; expected a {what} file (UTF-8 text)")
+        raise InputError(f"{where}: binary data, not text; expected {_a(what)} file (UTF-8 text)")
     try:
         return raw.decode("utf-8-sig" if line in (None, 1) else "utf-8")
     except UnicodeDecodeError as exc:
@@ -104,7 +109,7 @@ def _decode(raw: bytes, path: Path, what: str, line: int | None = None) -> str:
         ln = (line or 1) + before.count(b"\n")
         col = exc.start - (before.rfind(b"\n") + 1) + 1
         raise InputError(f"{path}:{ln}:{col}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); "
-                         f"expected a {what} file") from None
+                         f"expected {_a(what)} file") from None
 
 
 def read_text(path: str | Path, what: str, max_bytes: int = MAX_TEXT_BYTES) -> str:
@@ -113,7 +118,7 @@ def read_text(path: str | Path, what: str, max_bytes: int = MAX_TEXT_BYTES) -> s
     with open_binary(path, what) as fh:
         raw = fh.read(max_bytes + 1)
     if len(raw) > max_bytes:
-        raise InputError(f"{path}: larger than {_mib(max_bytes)}; a {what} file is a few KiB")
+        raise InputError(f"{path}: larger than {_mib(max_bytes)}; {_a(what)} file is a few KiB")
     return _decode(raw, path, what)
 
 
@@ -128,7 +133,7 @@ def iter_lines(path: str | Path, what: str, max_line_bytes: int = MAX_LINE_BYTES
                 return
             line_no += 1
             if len(raw) > max_line_bytes and not raw.endswith(b"\n"):
-                raise InputError(f"{path}:{line_no}: line longer than {_mib(max_line_bytes)}; a {what} record is "
+                raise InputError(f"{path}:{line_no}: line longer than {_mib(max_line_bytes)}; {_a(what)} record is "
                                  "a few hundred bytes (is this the right file?)")
             yield line_no, _decode(raw, path, what, line_no)
 
