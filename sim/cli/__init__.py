@@ -25,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hetmoe",
         description="Simulate Mixture-of-Experts inference on heterogeneous analog-digital chips.",
+        epilog="Exit status: 0 done; 1 some runs of a compare or sweep failed (the others are kept); 2 bad "
+               "input (one line naming the file, line and field); 70 internal error (one line, the traceback "
+               "in a log file; --debug shows it); 130 interrupted (one line saying what was kept).",
         formatter_class=FMT)
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback of an internal error instead of writing it to a log file")
