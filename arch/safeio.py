@@ -73,6 +73,21 @@ def is_gzip(path: str | Path) -> bool:
         return fh.read(2) == _GZIP_MAGIC
 
 
+def text_bytes(path: str | Path, gzip_ratio: int = 8) -> tuple[int, str]:
+    """The size of a file's text (bytes) and how it was known: the file's size; for gzip, the size its
+    trailer records (modulo 4 GiB, so a trailer smaller than the compressed file means it wrapped), else
+    ``gzip_ratio`` x the compressed size."""
+    size = os.path.getsize(path)
+    if not is_gzip(path):
+        return size, "its size"
+    with open(path, "rb") as fh:
+        fh.seek(max(size - 4, 0))
+        recorded = int.from_bytes(fh.read(4), "little")
+    if recorded >= size:
+        return recorded, "the size its gzip trailer records"
+    return size * gzip_ratio, f"gzip counted at {gzip_ratio}x its size"
+
+
 def is_zip(path: str | Path) -> bool:
     """Whether the file starts with the zip signature (``.npz`` archives are zip files)."""
     with open(path, "rb") as fh:

@@ -14,7 +14,7 @@ import numpy as np
 from arch import load_chip
 from arch.derived import derived_figures
 from arch.errors import HetmoeError
-from arch.safeio import is_gzip, is_zip
+from arch.safeio import is_zip
 from arch.spec import ChipSpec
 from workloads.checkpoints.stats import ExpertStats, compute_stats, synthetic_stats
 from workloads.shapes import ModelShape, load_model
@@ -52,7 +52,7 @@ def resolve_inputs(hw: str | ChipSpec, model: str | ModelShape, trace: str | Rou
         trace = synthesize(trace, shape)
     elif not isinstance(trace, RoutingTrace):
         if memory is not None and Path(trace).is_file() and Path(trace).suffix != ".npz" and not is_zip(trace):
-            check_reader(memory, Path(trace).stat().st_size, is_gzip(trace), str(trace))
+            check_reader(memory, str(trace))
         trace = read_trace(trace, shape, fill=fill, seed=seed)
     check(trace.tokens)
     require_complete(trace, shape)

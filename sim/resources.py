@@ -11,8 +11,8 @@ CI machine):
   the engine's per-micro-batch records. 56 B adds about 15 % margin; the base (interpreter, numpy,
   numba, mapping tables) measured 170-190 MiB, taken as 256 MiB.
 - reading a JSON-lines routing log: ``READER_BYTES_PER_FILE_BYTE`` x the text's size (Python
-  objects per row; measured about 3.5x on the shared Qwen1.5-MoE log), gzip files counted at
-  ``GZIP_RATIO`` x their size on disk.
+  objects per row; measured about 3.5x on the shared Qwen1.5-MoE log); a gzip file's text size is
+  the one its trailer records, or ``GZIP_RATIO`` x its size when the trailer has wrapped (> 4 GiB).
 - a noisy forward pass: ``FORWARD_WEIGHT_COPIES`` x the checkpoint's weights in float32 (clean
   weights, one noisy copy, workspace).
 
@@ -28,6 +28,7 @@ import os
 from dataclasses import dataclass
 
 from arch.errors import HetmoeError
+from arch.safeio import text_bytes
 
 RUN_BASE_BYTES = 256 * 2**20
 RUN_BYTES_PER_ROUTE = 56
@@ -92,12 +93,11 @@ def check_run(limit: MemoryLimit, tokens: int, layers: int, top_k: int, model: s
                 f"layers x top-{top_k}", "lower --tokens" + (" or --jobs" if processes > 1 else ""))
 
 
-def check_reader(limit: MemoryLimit, file_bytes: int, gzip: bool, path: str) -> None:
+def check_reader(limit: MemoryLimit, path: str) -> None:
     """Refuse reading a JSON-lines log whose rows would not fit in ``limit`` as Python objects."""
-    text = file_bytes * (GZIP_RATIO if gzip else 1)
+    text, how = text_bytes(path, GZIP_RATIO)
     limit.check(READER_BYTES_PER_FILE_BYTE * text, f"reading {path}",
-                f"{READER_BYTES_PER_FILE_BYTE} x {size_text(text)} of"
-                + (f" text (gzip counted at {GZIP_RATIO}x its size)" if gzip else " text"),
+                f"{READER_BYTES_PER_FILE_BYTE} x {size_text(text)} of text, {how}",
                 "convert it once to .npz with `hetmoe trace inspect --save` on a larger machine, or cut it")
 
 

@@ -578,3 +578,18 @@ def test_a_damaged_cache_is_recomputed_not_trusted(tmp_path, monkeypatch, checkp
     assert not again.meta["cached"]
     assert np.array_equal(again.score("gate_rows"), first.score("gate_rows"), equal_nan=True)
     assert compute_stats(checkpoint, shape).meta["cached"]          # rewritten whole
+
+
+def test_a_gzip_log_is_sized_by_its_trailer(tmp_path, capsys):
+    """The memory guard counts a gzip log's text as the size its trailer records (computed here from the text)."""
+    from sim.resources import READER_BYTES_PER_FILE_BYTE
+
+    text = _log(_real_rows(4000) * 3).encode()
+    path = tmp_path / "log.jsonl.gz"
+    path.write_bytes(gzip.compress(text))
+    need_mib = READER_BYTES_PER_FILE_BYTE * len(text) / 2**20
+    rc, _, err = cli(["run", "--trace", path, "--model", QWEN, "--fill", "replicate", "--max-memory-gib", 0.001,
+                      "--out", tmp_path / "out"], capsys)
+    assert rc == 2
+    assert_one_line(err, f"about {need_mib:,.1f} MiB", f"{len(text) / 2**20:,.1f} MiB of text, the size its gzip "
+                                                        "trailer records")
