@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import math
 import json
+import math
 import sys
 import traceback
 from collections.abc import Iterable

@@ -8,7 +8,6 @@ where the input has one). Property tests throw random and mutated input at every
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import os
 import re
@@ -451,12 +450,11 @@ def _valid_npz() -> bytes:
     from workloads.traces.synthetic import SyntheticSpec, synthesize
 
     trace = synthesize(SyntheticSpec(tokens=8, seed=0), load_model(QWEN))
-    buf = io.BytesIO()
     path = Path(os.environ.get("TMPDIR", "/tmp")) / f"hetmoe-prop-{os.getpid()}.npz"
     save_npz(trace, path)
-    buf.write(path.read_bytes())
+    data = path.read_bytes()
     path.unlink()
-    return buf.getvalue()
+    return data
 
 
 VALID_NPZ = _valid_npz()

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-
 from arch import list_presets, load_chip
 from arch.errors import HetmoeError
 from arch.yamlsource import load_plain

@@ -133,12 +133,12 @@ class _Collector:
         ``WARMUP_RUN_TOKENS`` tokens that repeat the previous token's route at every layer."""
         if len(experts) < WARMUP_RUN_TOKENS:
             return []
-        groups = np.asarray([hash(g) for g in self.group_of_token], np.int64)
-        k = experts.shape[2]
+        dense: dict[Any, int] = {}
+        groups = np.asarray([dense.setdefault(g, len(dense)) for g in self.group_of_token], np.int64)
         uniform = (np.abs(weights - weights[:, :, :1]) <= 1e-9).all(axis=2) & (experts[:, :, 0] >= 0)
         same_ids = (experts[1:] == experts[:-1]).all(axis=(1, 2))
         same_w = ((weights[1:] == weights[:-1]).all(axis=2) | (uniform[1:] & uniform[:-1])).all(axis=1)
-        repeat = same_ids & same_w & (groups[1:] == groups[:-1]) & keep[1:] & keep[:-1] & (k > 0)
+        repeat = same_ids & same_w & (groups[1:] == groups[:-1]) & keep[1:] & keep[:-1]
         edges = np.diff(np.concatenate([[0], repeat.astype(np.int8), [0]]))
         starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)   # repeat[a:b] True: tokens a..b
         runs = [(int(a), int(b)) for a, b in zip(starts, stops) if b - a + 1 >= WARMUP_RUN_TOKENS]
