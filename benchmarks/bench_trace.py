@@ -1,12 +1,16 @@
-"""Trace reading speed: JSONL rows/s and .npz load rows/s.
+"""Trace reading speed: JSONL rows/s and .npz load rows/s, min / median / max over repeats.
 
 Reads the real logs in ../shared/data when present, otherwise a synthetic 12,806-row log written
-in the vllm-moe-logger schema. Run: ``python benchmarks/bench_trace.py``.
+in the vllm-moe-logger schema. Each read runs ``--repeat`` times (default 3) in this process (the
+reader is what is timed; ``hetmoe trace inspect`` adds ~0.2 s of start-up).
+Run: ``python benchmarks/bench_trace.py [--repeat 3]``.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -30,16 +34,19 @@ def _synthetic_log(path: Path, rows: int = 12806) -> None:
                                  "topk_ids": ids, "topk_weights": rng.dirichlet(np.ones(4)).tolist()}) + "\n")
 
 
-def best_of(fn, repeats: int = 3) -> float:
+def timed(fn, repeats: int) -> list[float]:
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return min(times)
+    return times
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp())
     files = []
     if DATA.is_dir():
@@ -51,12 +58,14 @@ def main() -> None:
         model = load_model(model_name)
         trace = read_trace(path, model)
         rows = trace.meta["rows_read"]
-        t_jsonl = best_of(lambda: read_trace(path, model))
+        t_jsonl = timed(lambda: read_trace(path, model), args.repeat)
         npz = tmp / f"{path.stem}.npz"
         save_npz(trace, npz)
-        t_npz = best_of(lambda: load_npz(npz))
-        print(f"{path.name}: {rows} rows; JSONL {t_jsonl:.3f} s = {rows / t_jsonl:,.0f} rows/s; "
-              f".npz {t_npz * 1e3:.2f} ms = {rows / t_npz:,.0f} rows/s")
+        t_npz = timed(lambda: load_npz(npz), args.repeat)
+        med = statistics.median(t_jsonl)
+        print(f"{path.name}: {rows:,} rows; JSONL min {min(t_jsonl):.3f} median {med:.3f} max {max(t_jsonl):.3f} s "
+              f"({rows / med:,.0f} rows/s); .npz min {min(t_npz) * 1e3:.2f} median "
+              f"{statistics.median(t_npz) * 1e3:.2f} max {max(t_npz) * 1e3:.2f} ms")
 
 
 if __name__ == "__main__":

@@ -111,7 +111,7 @@ class _Collector:
         if not weights_known:
             weights = [1.0 / m.top_k] * m.top_k
         elif (not isinstance(weights, list) or len(weights) != len(ids)
-              or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and np.isfinite(w) for w in weights)):
+              or not all(type(w) in (int, float) and -1e308 < w < 1e308 for w in weights)):     # finite, not bool
             self.fail(line, weight_field, f"expected {len(ids)} finite numbers, got {weights!r}")
         token = self.token_of.get(key)
         if token is None:
