@@ -3,7 +3,9 @@
 Everything here is plain Python over numpy arrays, written in the subset numba compiles. The
 engine loads this file twice through :func:`sim.engine.kernels.load`: compiled (``numba.njit``,
 cached on disk) for runs, and as plain Python (the reference implementation the tests compare
-the compiled one against). Nothing here keeps state between calls except the arrays it is given.
+the compiled one against). Nothing here keeps state between calls except the arrays it is given,
+and nothing here allocates: the compiled copy is built without numba's reference-counting runtime
+(see :mod:`sim.engine.kernels`), so an allocation would fail to compile.
 
 Time is integer picoseconds. Every resource is a reservation calendar (a row of sorted, disjoint
 busy intervals): an operation ready at ``t`` that needs it for ``d`` takes the earliest gap
