@@ -130,15 +130,23 @@ def percentiles_us(values_ps: np.ndarray) -> tuple[float, float, float]:
 
 def exposure(trace: Any, model: Any, digital_experts: np.ndarray, scores: np.ndarray) -> dict[str, float]:
     """Analog share of routed-expert selections: raw (= MACs, all experts of a model are equal size),
-    gate-weighted and MaxNNScore-weighted."""
-    layers = list(model.moe_layers)
-    ex = trace.experts[:, layers, :].astype(np.int64)
-    w = trace.weights[:, layers, :].astype(np.float64)
-    lidx = np.broadcast_to(np.asarray(layers)[None, :, None], ex.shape)
-    analog = ~digital_experts[lidx, ex]
-    s = np.nan_to_num(scores[lidx, ex], nan=0.0)
-    def share(weight: np.ndarray) -> float:
-        total = weight.sum()
-        return float((weight * analog).sum() / total) if total > 0 else 0.0
-    return {"analog_exposure_macs": float(analog.mean()) if analog.size else 0.0,
-            "analog_exposure_gate_weighted": share(w), "analog_exposure_score_weighted": share(s)}
+    gate-weighted and MaxNNScore-weighted. Counted per (layer, expert) with ``bincount``, one layer at a
+    time, so no [tokens, layers, k] copy is made; unobserved slots (-1) are left out."""
+    E = digital_experts.shape[1]
+    n = w = s = 0.0
+    n_analog = w_analog = s_analog = 0.0
+    for layer in model.moe_layers:
+        ex = trace.experts[:, layer, :].ravel()
+        seen = ex >= 0
+        ids = ex[seen].astype(np.intp)
+        count = np.bincount(ids, minlength=E).astype(np.float64)
+        weight = np.bincount(ids, weights=trace.weights[:, layer, :].ravel()[seen], minlength=E)
+        score = count * np.nan_to_num(scores[layer], nan=0.0)
+        analog = ~digital_experts[layer]
+        n, w, s = n + count.sum(), w + weight.sum(), s + score.sum()
+        n_analog += count[analog].sum()
+        w_analog += weight[analog].sum()
+        s_analog += score[analog].sum()
+    return {"analog_exposure_macs": float(n_analog / n) if n > 0 else 0.0,
+            "analog_exposure_gate_weighted": float(w_analog / w) if w > 0 else 0.0,
+            "analog_exposure_score_weighted": float(s_analog / s) if s > 0 else 0.0}

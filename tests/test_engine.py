@@ -355,3 +355,25 @@ def test_steady_state_window_by_hand():
     # window from the 2nd completion (20 ns) to the 6th (60 ns): completions 3..6 inside, 4 x 5 tokens in 40 ns
     assert s["window_s"] == [20e-9, 60e-9] and s["tokens"] == 20
     assert s["throughput_tokens_per_s"] == pytest.approx(20 / 40e-9)
+
+
+def test_exposure_shares_by_hand():
+    """Raw, gate-weighted and score-weighted analog shares of a two-token, two-layer trace, summed by hand;
+    the unobserved slot (-1) counts nowhere."""
+    from sim.metrics import exposure
+
+    class Model:
+        moe_layers = (0, 1)
+
+    experts = np.array([[[0, 1], [2, -1]], [[1, 2], [0, 0]]], np.int16)     # [T=2, L=2, k=2]
+    weights = np.array([[[0.5, 0.25], [0.75, 0.0]], [[0.125, 0.5], [0.25, 0.25]]], np.float32)
+    digital = np.array([[True, False, False], [False, False, True]])         # [layers, experts]
+    scores = np.array([[1.0, 2.0, 4.0], [8.0, np.nan, 3.0]])
+    trace = RoutingTrace(experts, weights, np.zeros(2, np.int32), np.arange(2, dtype=np.int32), np.zeros(2, np.int8),
+                         np.ones(2, bool), 3, {"source": "test"})
+    got = exposure(trace, Model, digital, scores)
+    # selections (layer, expert, weight, score, analog): (0,0,.5,1,no) (0,1,.25,2,yes) (1,2,.75,3,no)
+    # (0,1,.125,2,yes) (0,2,.5,4,yes) (1,0,.25,8,yes) (1,0,.25,8,yes)
+    assert got["analog_exposure_macs"] == pytest.approx(5 / 7)
+    assert got["analog_exposure_gate_weighted"] == pytest.approx((0.25 + 0.125 + 0.5 + 0.25 + 0.25) / 2.625)
+    assert got["analog_exposure_score_weighted"] == pytest.approx((2 + 2 + 4 + 8 + 8) / 28)
