@@ -215,6 +215,22 @@ def test_gate_weights_restricted_softmax_or_renormalised():
     assert np.allclose(gate_weights(logits, ids, True), [[full[0], full[1]]] / (full[0] + full[1]))
 
 
+def test_race_keys_are_gumbel_perturbed_logits():
+    """The exponential-race keys w / X (X = -log u) are exp(logw + G) up to one constant (G = -log X, standard
+    Gumbel): their top k is the Gumbel-top-k of the perturbed logits and their weights are the softmax of them."""
+    from workloads.traces.synthetic import _race, _race_topk, gate_weights, race_weights
+
+    logw = np.log(np.array([0.5, 0.2, 0.1, 0.1, 0.05, 0.05]))
+    keys = _race(np.random.default_rng(3), logw, 500)
+    u = np.maximum(np.random.default_rng(3).random((500, 6), dtype=np.float32), np.float32(1e-30)).astype(np.float64)
+    perturbed = logw[None, :] - np.log(-np.log(u))
+    assert np.allclose(np.log(keys), perturbed - logw.max(), atol=1e-5)
+    ids, keys = _race_topk(logw, 2, 500, np.random.default_rng(3))
+    assert (ids == np.argsort(-perturbed, axis=1, kind="stable")[:, :2]).mean() > 0.999
+    for normalise in (False, True):
+        assert np.allclose(race_weights(keys, ids, normalise), gate_weights(perturbed, ids, normalise), rtol=1e-5)
+
+
 @pytest.mark.parametrize("name,normalised", [("olmoe-1b-7b", False), ("mixtral-8x7b", True)])
 def test_synthetic_weights_follow_norm_topk_prob(name, normalised):
     model = load_model(name)

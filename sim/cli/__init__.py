@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import gc
 import sys
 from collections.abc import Callable, Sequence
 
@@ -80,6 +81,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:  # noqa: BLE001 - the one place every other exception ends
         return _internal_error(exc, args, argv)
+
+
+def entry() -> int:
+    """The ``hetmoe`` executable: :func:`main`, then hand every live object to the garbage collector's
+    permanent generation (``gc.freeze``) so that the interpreter's exit does not traverse them all
+    again: with numba's typing tables loaded that last collection took ~0.1 s of every run."""
+    status = main()
+    gc.freeze()
+    return status
 
 
 def _internal_error(exc: BaseException, args: argparse.Namespace, argv: Sequence[str] | None) -> int:

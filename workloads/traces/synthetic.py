@@ -3,7 +3,8 @@
 Per MoE layer a target selection share ``pi`` (each expert's share of all top-k selections) is
 drawn from a Zipf law (exponent ``zipf_s``, ranks shuffled per layer), a Dirichlet
 (concentration ``dirichlet_alpha``), uniform, or taken from published per-expert counts. Top-k
-sets are drawn without replacement by the Gumbel-top-k trick from Plackett-Luce weights that are
+sets are drawn without replacement by the Gumbel-top-k trick (in its exponential-race form) from
+Plackett-Luce weights that are
 calibrated (fixed-point iteration on Monte-Carlo inclusion rates) so that each expert's selection
 share matches ``pi``. Then, token by token within a request:
 - with probability ``locality`` a token reuses the previous token's experts at that layer;
@@ -11,7 +12,8 @@ share matches ``pi``. Then, token by token within a request:
   layer through a fixed rank-to-rank map (the previous layer's i-th most popular expert goes to
   this layer's i-th most popular), which keeps Zipf marginals intact;
 - otherwise a fresh draw.
-Gate weights are the softmax of the drawn keys over the chosen k (summing to 1).
+Gate weights are the softmax of the drawn keys (the perturbed logits) over all experts, restricted
+to the chosen k (``norm_topk_prob: false``), or renormalised over the chosen k (``true``).
 """
 
 from __future__ import annotations
@@ -134,31 +136,43 @@ def _feasible(p: np.ndarray, k: int) -> np.ndarray:
 ROW_CHUNK = 8192    # tokens per block in the [tokens, experts] steps (bounds their temporaries, same results)
 
 
-def _gumbel(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
-    """Standard Gumbel draws in float32, ``-log(-log(u))`` of uniform ``u`` (five times faster than float64
-    ``Generator.gumbel``; float32 keys are ample for ranking)."""
-    u = rng.random(shape, dtype=np.float32)
-    np.maximum(u, np.float32(1e-30), out=u)
-    for op in (np.log, np.negative, np.log, np.negative):        # -log(-log(u)) in place: no temporaries
-        op(u, out=u)
-    return u
+def _race(rng: np.random.Generator, logw: np.ndarray, n: int) -> np.ndarray:
+    """Exponential-race keys ``w_i / X_i`` for ``n`` tokens, float32 [n, E]: ``w = exp(logw - max logw)``,
+    ``X_i ~ Exp(1)`` drawn as ``-log(u)``. Their logarithm ``logw_i + G_i - const`` (``G = -log X`` is standard
+    Gumbel) is the Gumbel-perturbed log-weight, so their top k is a Plackett-Luce draw without replacement
+    and their normalised values are the softmax of the perturbed logits (:func:`gate_weights`). One log and
+    one division per key (the Gumbel form needs two logs, and an exp for the weights)."""
+    w = np.exp(logw - logw.max()).astype(np.float32)
+    x = rng.random((n, logw.size), dtype=np.float32)
+    np.maximum(x, np.float32(1e-30), out=x)      # u = 0 would give X = inf (a key of 0 is fine, the log is not)
+    np.log(x, out=x)                             # log u = -X
+    np.divide(-w[None, :], x, out=x)             # w / X
+    return x
 
 
-def _gumbel_topk(logw: np.ndarray, k: int, n: int, rng: np.random.Generator,
-                 allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k of Gumbel-perturbed log-weights (a Plackett-Luce draw); returns (ids [n, k], all keys [n, E]).
+def _race_topk(logw: np.ndarray, k: int, n: int, rng: np.random.Generator,
+               allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of the exponential-race keys (:func:`_race`), best first; returns (ids [n, k], all keys [n, E]).
     ``allowed`` (bool [n, E]) restricts the choice (group-limited routing)."""
-    keys = _gumbel(rng, (n, logw.size))
-    keys += logw.astype(np.float32)[None, :]
+    keys = _race(rng, logw, n)
+    E = logw.size
     ids = np.empty((n, k), np.int64)
     for a in range(0, n, ROW_CHUNK):         # row blocks keep the [n, E] temporaries small
         pick = keys[a:a + ROW_CHUNK] if allowed is None else np.where(allowed[a:a + ROW_CHUNK], keys[a:a + ROW_CHUNK],
-                                                                       -np.inf)
-        idx = np.argpartition(-pick, k - 1, axis=1)[:, :k]
+                                                                       np.float32(-1.0))
+        idx = np.argpartition(pick, E - k, axis=1)[:, E - k:]
         kv = np.take_along_axis(pick, idx, axis=1)
         order = np.argsort(-kv, axis=1)
         ids[a:a + ROW_CHUNK] = np.take_along_axis(idx, order, axis=1)
     return ids, keys
+
+
+def race_weights(keys: np.ndarray, ids: np.ndarray, normalise: bool) -> np.ndarray:
+    """:func:`gate_weights` of ``log(keys)`` computed from the race keys themselves (no log, no exp): the
+    chosen keys over the sum of all keys, or over the chosen ones when ``normalise``."""
+    chosen = np.take_along_axis(keys, ids, axis=1)
+    total = chosen.sum(axis=1, keepdims=True) if normalise else keys.sum(axis=1, keepdims=True)
+    return chosen / total
 
 
 def gate_weights(logits: np.ndarray, ids: np.ndarray, normalise: bool) -> np.ndarray:
@@ -187,7 +201,7 @@ def calibrate_weights(pi: np.ndarray, k: int, rng: np.random.Generator, samples:
     q = np.clip(k * pi, 1e-12, 1 - 1e-9)
     logw = np.log(-np.log1p(-q))
     for _ in range(iterations):
-        ids, _ = _gumbel_topk(logw, k, samples, rng)
+        ids, _ = _race_topk(logw, k, samples, rng)
         rate = np.bincount(ids.ravel(), minlength=pi.size) / (samples * k)
         logw += np.log(np.maximum(pi, 1e-12) / np.maximum(rate, 0.5 / (samples * k)))
         logw -= logw.max()
@@ -213,7 +227,7 @@ def _group_mask(model: ModelShape, logw: np.ndarray, T: int, rng: np.random.Gene
     if G <= 1 or keep >= G:
         return None
     E = model.num_experts
-    scores = (logw.astype(np.float32)[None, :] + _gumbel(rng, (T, E))).reshape(T, G, E // G).max(axis=2)
+    scores = _race(rng, logw, T).reshape(T, G, E // G).max(axis=2)
     chosen = np.argpartition(-scores, keep - 1, axis=1)[:, :keep]
     groups = np.zeros((T, G), bool)
     np.put_along_axis(groups, chosen, True, axis=1)
@@ -236,8 +250,8 @@ def synthesize(spec: SyntheticSpec, model: ModelShape) -> RoutingTrace:
     cache: dict = {}
     for layer in model.moe_layers:
         logw = _calibrated(shares[layer], k, rng, cache)
-        ids, keys = _gumbel_topk(logw, k, T, rng, allowed=_group_mask(model, logw, T, rng))
-        gates = gate_weights(keys, ids, model.norm_topk_prob)
+        ids, keys = _race_topk(logw, k, T, rng, allowed=_group_mask(model, logw, T, rng))
+        gates = race_weights(keys, ids, model.norm_topk_prob)
         if prev_layer is not None and spec.layer_correlation > 0:
             rank_map = np.empty(model.num_experts, np.int64)
             rank_map[np.argsort(-shares[prev_layer], kind="stable")] = np.argsort(-shares[layer], kind="stable")
@@ -302,9 +316,9 @@ def fill_layers(trace: RoutingTrace, model: ModelShape, rule: str, seed: int) ->
             weights[:, layer] = weights[:, src]
         else:
             logw = calibrate_weights(_feasible(pooled, model.top_k), model.top_k, rng)
-            ids, keys = _gumbel_topk(logw, model.top_k, trace.tokens, rng)
+            ids, keys = _race_topk(logw, model.top_k, trace.tokens, rng)
             experts[:, layer] = perm[ids]
-            weights[:, layer] = gate_weights(keys, ids, model.norm_topk_prob)
+            weights[:, layer] = race_weights(keys, ids, model.norm_topk_prob)
         filled.append(layer)
     meta = {**trace.meta, "fill_rule": rule, "fill_seed": seed, "filled_layers": filled}
     observed = trace.observed.copy()
