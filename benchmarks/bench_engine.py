@@ -13,7 +13,10 @@ Cases (OLMoE-1B-7B, 16 layers, seeded synthetic trace, aimc-3d-moe, the CLI's de
 4. A 60-point ``hetmoe sweep --jobs 2`` at 4,096 tokens (target <= 25 s).
 
 Each case runs ``--repeat`` times (default 3). The first compile of the engine's kernels is done
-once before timing (``numba`` caches it on disk; a new install pays it once).
+once before timing (``numba`` caches it on disk; a new install pays it once). The timed processes
+run with Python's bytecode cache, as an installed package has it: ``PYTHONDONTWRITEBYTECODE`` (set
+on some development machines) is removed from their environment, since with it every start
+compiles hetmoe's sources again (~0.1 s).
 
 Run: ``python benchmarks/bench_engine.py [--tokens 12800] [--repeat 3] [--skip-sweep]``.
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -34,13 +38,16 @@ POLICIES = ("all-analog", "maxnn", "all-digital")
 MODES = (("prefill", 64), ("decode", 32))
 
 
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def stats(xs: list[float]) -> str:
     return f"min {min(xs):6.2f}  median {statistics.median(xs):6.2f}  max {max(xs):6.2f}"
 
 
 def timed(cmd: list[str]) -> float:
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=ENV)
     return time.perf_counter() - t0
 
 
@@ -100,7 +107,7 @@ def scaling(tokens: int, repeat: int) -> None:
     print("\n3. scaling, maxnn prefill, fresh process each (trace, plan, mapping, engine)")
     base = None
     for k in (1, 16):
-        rows = [json.loads(subprocess.run([sys.executable, "-c", SCALED, str(tokens * k)], check=True,
+        rows = [json.loads(subprocess.run([sys.executable, "-c", SCALED, str(tokens * k)], check=True, env=ENV,
                                           capture_output=True, text=True).stdout) for _ in range(repeat)]
         walls = [r["wall"] for r in rows]
         med = statistics.median(walls)
@@ -135,7 +142,7 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as out:   # compile (or load) the kernels once before timing
         subprocess.run(["hetmoe", "run", "--tokens", "64", "--out", out, "--quiet"], check=True,
-                       stdout=subprocess.DEVNULL)
+                       stdout=subprocess.DEVNULL, env=ENV)
     end_to_end(args.tokens, args.repeat)
     engine_alone(args.tokens, args.repeat)
     scaling(args.tokens, args.repeat)
