@@ -100,6 +100,15 @@ def cal_book(cal, ivl, misc, r, s, d, now):
     cal[r, 3] += d
     misc[0] += 1                         # bookings
     o, n, e = cal[r, 0], cal[r, 2], s + d
+    if n == 0 or s >= ivl[o + n - 1, 1]:             # after the last interval (most bookings): no search
+        if n > 0 and ivl[o + n - 1, 1] == s:
+            ivl[o + n - 1, 1] = e
+            return
+        if n < PRUNE_AT and n < cal[r, 1]:
+            ivl[o + n, 0] = s
+            ivl[o + n, 1] = e
+            cal[r, 2] = n + 1
+            return
     i = first_after(ivl, o, n, s)
     if i > 0 and ivl[o + i - 1, 1] == s:
         if i < n and ivl[o + i, 0] == e:             # bridges two intervals
