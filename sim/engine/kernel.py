@@ -66,7 +66,7 @@ LABELS = {L_NORM: "rmsnorm", L_RESIDUAL: "residual", L_ROUTER_SOFTMAX: "router s
 NORM_OPS, RESIDUAL_OPS, SOFTMAX_OPS, TOPK_OPS, SWIGLU_OPS, COMBINE_OPS, ADD_OPS = 4, 1, 3, 1, 5, 2, 1
 # small helpers the compiler inlines into their callers (a call that passes the state costs more than they do)
 PRUNE_AT = 32
-INLINE = ("ps", "cal_fit", "first_after", "first_after_end", "record", "take", "block_width", "dram_ns", "vec", "ld_op")
+INLINE = ("ps", "cal_fit", "cal_book", "first_after", "first_after_end", "record", "take", "block_width", "dram_ns", "vec", "ld_op")
 
 
 def ps(ns):
@@ -93,22 +93,31 @@ def cal_fit(cal, ivl, r, t, d):
 
 
 def cal_book(cal, ivl, misc, r, s, d, now):
-    """Mark ``[s, s + d)`` busy on ``r`` (free by construction: the caller fitted it first). A row of
-    ``PRUNE_AT`` or more live intervals first drops those that ended before ``now`` (the stage's start)."""
+    """Mark ``[s, s + d)`` busy on ``r`` (free by construction: the caller fitted it first). A booking
+    after the row's last interval (most of them) extends it or appends here; the rest go to
+    :func:`cal_insert`. This part is inlined into its callers, so the common case costs no call."""
     if d <= 0:
         return
     cal[r, 3] += d
     misc[0] += 1                         # bookings
-    o, n, e = cal[r, 0], cal[r, 2], s + d
-    if n == 0 or s >= ivl[o + n - 1, 1]:             # after the last interval (most bookings): no search
+    o, n = cal[r, 0], cal[r, 2]
+    if n == 0 or s >= ivl[o + n - 1, 1]:
         if n > 0 and ivl[o + n - 1, 1] == s:
-            ivl[o + n - 1, 1] = e
+            ivl[o + n - 1, 1] = s + d
             return
         if n < PRUNE_AT and n < cal[r, 1]:
             ivl[o + n, 0] = s
-            ivl[o + n, 1] = e
+            ivl[o + n, 1] = s + d
             cal[r, 2] = n + 1
             return
+    cal_insert(cal, ivl, misc, r, s, d, now)
+
+
+def cal_insert(cal, ivl, misc, r, s, d, now):
+    """The general case of :func:`cal_book`: insert ``[s, s + d)`` among the row's intervals, merging
+    with its neighbours; a row of ``PRUNE_AT`` or more live intervals first drops those that ended
+    before ``now`` (the stage's start)."""
+    o, n, e = cal[r, 0], cal[r, 2], s + d
     i = first_after(ivl, o, n, s)
     if i > 0 and ivl[o + i - 1, 1] == s:
         if i < n and ivl[o + i, 0] == e:             # bridges two intervals
