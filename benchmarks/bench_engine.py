@@ -11,6 +11,8 @@ Cases (OLMoE-1B-7B, 16 layers, seeded synthetic trace, aimc-3d-moe, the CLI's de
 3. Scaling: maxnn prefill at 1x and 16x the tokens in fresh processes (target: 16x the tokens
    <= 16.5x the time), with peak RSS against the trace and plan arrays (target <= 2x).
 4. A 60-point ``hetmoe sweep --jobs 2`` at 4,096 tokens (target <= 25 s).
+5. The first run after an install: ``hetmoe run`` on the CLI's defaults with an empty kernel cache
+   (``NUMBA_CACHE_DIR`` pointed at a new folder), i.e. the one-off compile of the engine's kernels.
 
 Each case runs ``--repeat`` times (default 3). The first compile of the engine's kernels is done
 once before timing (``numba`` caches it on disk; a new install pays it once). The timed processes
@@ -18,7 +20,7 @@ run with Python's bytecode cache, as an installed package has it: ``PYTHONDONTWR
 on some development machines) is removed from their environment, since with it every start
 compiles hetmoe's sources again (~0.1 s).
 
-Run: ``python benchmarks/bench_engine.py [--tokens 12800] [--repeat 3] [--skip-sweep]``.
+Run: ``python benchmarks/bench_engine.py [--tokens 12800] [--repeat 3] [--skip-sweep] [--skip-first-run]``.
 """
 
 from __future__ import annotations
@@ -134,11 +136,24 @@ def sweep(repeat: int) -> None:
     print(f"  {stats(walls)}  target 25 s: {'meets' if statistics.median(walls) <= 25 else 'misses'}")
 
 
+def first_run(repeat: int) -> None:
+    print("\n5. first run after an install (empty kernel cache: numba compiles the engine once) (s)")
+    walls = []
+    for _ in range(repeat):
+        with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as out:
+            t0 = time.perf_counter()
+            subprocess.run(["hetmoe", "run", "--out", out, "--quiet"], check=True, stdout=subprocess.DEVNULL,
+                           env={**ENV, "NUMBA_CACHE_DIR": cache})
+            walls.append(time.perf_counter() - t0)
+    print(f"  {stats(walls)}  (once per install; later runs load the compiled kernels from the cache)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tokens", type=int, default=12800)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--skip-sweep", action="store_true")
+    ap.add_argument("--skip-first-run", action="store_true", help="skip case 5 (about a minute per repeat)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as out:   # compile (or load) the kernels once before timing
         subprocess.run(["hetmoe", "run", "--tokens", "64", "--out", out, "--quiet"], check=True,
@@ -148,6 +163,8 @@ def main() -> None:
     scaling(args.tokens, args.repeat)
     if not args.skip_sweep:
         sweep(args.repeat)
+    if not args.skip_first_run:
+        first_run(args.repeat)
 
 
 if __name__ == "__main__":
