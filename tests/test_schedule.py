@@ -226,3 +226,24 @@ def test_calendar_row_books_the_earliest_gap(capacity, ops):
             n = int(cal[0, 2])
             assert n <= capacity and all(ivl[i, 1] < ivl[i + 1, 0] or ivl[i, 1] == ivl[i + 1, 0] for i in range(n - 1))
         assert int(cal[0, 3]) == sum(b - a for a, b in booked)
+
+
+def test_compile_notice_once_per_block_and_only_for_compiled_kernels():
+    """numba announces a compilation (a cache miss) with a "numba:compile" event; the notice fires on the
+    first one only, and never for the plain-Python reference."""
+    from numba.core import event
+
+    from sim.engine.kernels import compile_notice
+
+    told = []
+    with compile_notice(load(True), lambda: told.append(1)):
+        for _ in range(3):
+            with event.trigger_event("numba:compile", data={}):
+                pass
+    with event.trigger_event("numba:compile", data={}):     # outside the block: no listener left
+        pass
+    assert told == [1]
+    with compile_notice(load(False), lambda: told.append(2)):
+        with event.trigger_event("numba:compile", data={}):
+            pass
+    assert told == [1]

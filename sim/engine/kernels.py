@@ -18,6 +18,8 @@ import inspect
 import os
 import sys
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from types import ModuleType
 
@@ -47,3 +49,35 @@ def load(compiled: bool = True) -> ModuleType:
     if not compiled or os.environ.get("HETMOE_ENGINE") == "python":
         return reference
     return _compiled()
+
+
+COMPILE_NOTICE = ("hetmoe: compiling the engine's kernels; this happens once per install and takes about a minute "
+                  "(later runs load them from numba's on-disk cache)")
+
+
+@contextmanager
+def compile_notice(kernels: ModuleType, notify: Callable[[], None] | None = None) -> Iterator[None]:
+    """Inside the block, the first time numba compiles (rather than loads from its cache) one of
+    ``kernels``, call ``notify`` once (default: print :data:`COMPILE_NOTICE` on standard error), so
+    that the one-off wait of a new install is explained. Does nothing for the plain-Python reference."""
+    if kernels is reference:
+        yield
+        return
+    from numba.core import event
+
+    def default() -> None:
+        print(COMPILE_NOTICE, file=sys.stderr, flush=True)
+
+    class Once(event.Listener):
+        told = False
+
+        def on_start(self, ev: event.Event) -> None:
+            if not self.told:
+                self.told = True
+                (notify or default)()
+
+        def on_end(self, ev: event.Event) -> None:
+            pass
+
+    with event.install_listener("numba:compile", Once()):
+        yield

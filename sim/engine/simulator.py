@@ -31,7 +31,7 @@ from arch.spec import ChipSpec
 from workloads.shapes import ATTENTION, DENSE, EXPERT, LM_HEAD, ROUTER, SHARED, ModelShape
 
 from . import kernel as K
-from .kernels import load
+from .kernels import compile_notice, load
 from .workplan import WorkPlan
 
 if TYPE_CHECKING:  # the engine reads a Mapping; it never builds one
@@ -548,7 +548,8 @@ class Engine:
     def run(self) -> int:
         """Simulate the whole plan; returns the makespan in ps."""
         self.start()
-        self.env.run()
+        with compile_notice(self.k):
+            self.env.run()
         if self.timeline is not None:
             self._collect_timeline()
         return int(self.env.now)
