@@ -55,9 +55,18 @@ C_BITHOPS, C_NOC_PJ, C_ROUTER_BITS, C_EXP_MACS_A, C_EXP_MACS_D, C_EXP_WBYTES = 8
 N_COUNTERS = 14
 # module codes (workloads.shapes names, in this order)
 MOD_ATTENTION, MOD_ROUTER, MOD_SHARED, MOD_EXPERT, MOD_DENSE, MOD_LM_HEAD, MOD_OTHER = 0, 1, 2, 3, 4, 5, 6
+# Constants passed as arguments are numpy scalars, not Python literals: numba compiles a called
+# function once per distinct literal argument, so literal labels and roles multiplied the compile
+# time of ``xfer``, ``analog_run``, ``simd_op`` and ``route_book`` (7, 3, 3 and 6 copies).
 # timeline labels below zero (>= 0: a matrix index)
-L_NORM, L_RESIDUAL, L_ROUTER_SOFTMAX, L_COMBINE_VEC, L_SWIGLU, L_ATTN_CORE = -1, -2, -3, -4, -5, -6
-L_DISPATCH, L_PARTIALS, L_ACTIVATION, L_OUTPUT, L_REDUCE, L_UP_OUT, L_INPUT, L_CHAIN = -7, -8, -9, -10, -11, -12, -13, -14
+L_NORM, L_RESIDUAL, L_ROUTER_SOFTMAX, L_COMBINE_VEC, L_SWIGLU, L_ATTN_CORE = (np.int64(c) for c in range(-1, -7, -1))
+L_DISPATCH, L_PARTIALS, L_ACTIVATION, L_OUTPUT, L_REDUCE, L_UP_OUT, L_INPUT, L_CHAIN = (np.int64(c)
+                                                                                     for c in range(-7, -15, -1))
+# timeline aux codes (-1: none; 1 on a matrix label: the whole SwiGLU chain), output-block roles of
+# analog_run (gate, up, and the matrix whose output leaves), and simd_op's prefetch flag
+AUX_NONE, AUX_CHAIN = np.int64(-1), np.int64(1)
+ROLE_GATE, ROLE_UP, ROLE_OUT = np.int64(0), np.int64(1), np.int64(2)
+PREFETCH, NO_PREFETCH = np.bool_(True), np.bool_(False)
 LABELS = {L_NORM: "rmsnorm", L_RESIDUAL: "residual", L_ROUTER_SOFTMAX: "router softmax/top-k",
           L_COMBINE_VEC: "combine", L_SWIGLU: "swiglu", L_ATTN_CORE: "attn.core", L_DISPATCH: "dispatch",
           L_PARTIALS: "partials", L_ACTIVATION: "activation", L_OUTPUT: "out", L_REDUCE: "reduce",
@@ -308,7 +317,7 @@ def simd_op(tb, st, ready, dur, dram_bytes, compute, prefetchable, now, label, a
     d = ps(dram_bytes * 8.0 / tb.P[0].dram_stream_gbps)
     if prefetchable and tb.P[0].prefetch and dram_bytes <= tb.P[0].staging_half_bytes:
         floor = now if now > st.S[8 + 1] else st.S[8 + 1]      # the half this stream fills is free again
-        best, best_ch = np.int64(-1), 0
+        best, best_ch = np.int64(-1), np.int64(0)
         for ch in range(tb.P[0].n_dram):
             t = route_fit(tb, st, ch, floor, d)
             if best < 0 or t < best:
@@ -327,7 +336,7 @@ def simd_op(tb, st, ready, dur, dram_bytes, compute, prefetchable, now, label, a
         st.S[8 + 1] = st.S[8 + 0]
         st.S[8 + 0] = s + dd
         return s + dd
-    best, best_ch = np.int64(-1), 0
+    best, best_ch = np.int64(-1), np.int64(0)
     for ch in range(tb.P[0].n_dram):
         t = ready
         while True:
@@ -378,7 +387,7 @@ def gemm_cost(tb, st, mi, n):
 def gemm(tb, st, ready, mi, n, now):
     gemm_cost(tb, st, mi, n)
     o = tb.P[0].o_fbuf
-    return simd_op(tb, st, ready, np.int64(st.C[o]), st.C[o + 1], np.int64(st.C[o + 2]), True, now, mi, -1)
+    return simd_op(tb, st, ready, np.int64(st.C[o]), st.C[o + 1], np.int64(st.C[o + 2]), PREFETCH, now, mi, AUX_NONE)
 
 
 def digital_chain(tb, st, ready, g, u, d, n, now):
@@ -393,7 +402,7 @@ def digital_chain(tb, st, ready, g, u, d, n, now):
     act_ops = n * tb.I[tb.P[0].m_out + g] * SWIGLU_OPS
     st.C[C_VEC] += act_ops
     a = ps(act_ops / tb.P[0].vec_rate)
-    return simd_op(tb, st, ready, dur + a, dram, comp + a, True, now, g, 1)
+    return simd_op(tb, st, ready, dur + a, dram, comp + a, PREFETCH, now, g, AUX_CHAIN)
 
 
 # ---------------------------------------------------------------------------------------- analog
@@ -418,7 +427,7 @@ def analog_run(tb, st, mi, n, role, now):
         st.S[tb.P[0].o_cbn_t + e] = 0
     for s in range(s0, s1):
         d = tb.I[tb.P[0].s_mvm + s] + k * tb.I[tb.P[0].s_ii + s]
-        end = take(st, tb.I[tb.P[0].s_tile + s], st.S[tb.P[0].o_mn_ready + tb.I[tb.P[0].s_mn + s] - m0], d, now, mi, -1)
+        end = take(st, tb.I[tb.P[0].s_tile + s], st.S[tb.P[0].o_mn_ready + tb.I[tb.P[0].s_mn + s] - m0], d, now, mi, AUX_NONE)
         e = tb.I[tb.P[0].s_cbn + s] - e0
         if end > st.S[tb.P[0].o_cbn_t + e]:
             st.S[tb.P[0].o_cbn_t + e] = end
@@ -436,7 +445,7 @@ def analog_run(tb, st, mi, n, role, now):
             w = block_width(out_f, cols, c)
             t = st.S[tb.P[0].o_cbn_t + e]
             if kk > 1:
-                t = ld_op(tb, st, node, t, (kk - 1) * n * w * ADD_OPS, now, mi, -1)
+                t = ld_op(tb, st, node, t, (kk - 1) * n * w * ADD_OPS, now, mi, AUX_NONE)
             site = tb.I[tb.P[0].cb_site + tb.I[tb.P[0].cb_ptr + mi] + c]
             t = xfer(tb, st, node, site, n * w * tb.P[0].psum_bytes, t, now, L_PARTIALS, mi)
             if t > st.S[tb.P[0].o_out_t + role * tb.P[0].max_cb + c]:
@@ -446,7 +455,7 @@ def analog_run(tb, st, mi, n, role, now):
             m = tb.I[tb.P[0].cb_nodes + tb.I[tb.P[0].cb_ptr + mi] + c]
             t = st.S[tb.P[0].o_out_t + role * tb.P[0].max_cb + c]
             if m > 1:
-                t = ld_op(tb, st, site, t, (m - 1) * n * block_width(out_f, cols, c) * ADD_OPS, now, mi, -1)
+                t = ld_op(tb, st, site, t, (m - 1) * n * block_width(out_f, cols, c) * ADD_OPS, now, mi, AUX_NONE)
             st.S[tb.P[0].o_out_t + role * tb.P[0].max_cb + c] = t
             st.S[tb.P[0].o_out_node + role * tb.P[0].max_cb + c] = site
         return
@@ -502,8 +511,8 @@ def matrix_op(tb, st, ready, mi, n, now):
     if not tb.I[tb.P[0].m_analog + mi]:
         return gemm(tb, st, ready, mi, n, now)
     feed_from(tb, st, mi, n, tb.P[0].simd_node, ready, now, L_INPUT)
-    analog_run(tb, st, mi, n, 2, now)
-    gather_to_simd(tb, st, mi, n, 2)
+    analog_run(tb, st, mi, n, ROLE_OUT, now)
+    gather_to_simd(tb, st, mi, n, ROLE_OUT)
     return flush_to_simd(tb, st, ready, now, L_OUTPUT, mi)
 
 
@@ -518,9 +527,9 @@ def analog_chain(tb, st, g, u, d, n, now):
     """Analog gate|up -> activation -> down; gate and up inputs set from ``st.disp_t``. Down's
     column-block outputs end in ``st.out_t[2]`` / ``st.out_node[2]``."""
     set_chain_inputs(tb, st, g)
-    analog_run(tb, st, g, n, 0, now)
+    analog_run(tb, st, g, n, ROLE_GATE, now)
     set_chain_inputs(tb, st, u)
-    analog_run(tb, st, u, n, 1, now)
+    analog_run(tb, st, u, n, ROLE_UP, now)
     width, cols = tb.I[tb.P[0].m_out + g], tb.P[0].cols
     ncb = tb.I[tb.P[0].m_cb + g]
     if tb.P[0].ld_rate > 0.0:
@@ -559,7 +568,7 @@ def analog_chain(tb, st, g, u, d, n, now):
                 if t > t_in:
                     t_in = t
         st.S[tb.P[0].o_mn_ready + j - m0] = t_in
-    analog_run(tb, st, d, n, 2, now)
+    analog_run(tb, st, d, n, ROLE_OUT, now)
 
 
 def ffn_chain(tb, st, ready, g, u, d, n, now):
@@ -571,7 +580,7 @@ def ffn_chain(tb, st, ready, g, u, d, n, now):
         st.S[tb.P[0].o_disp_t + q] = xfer(tb, st, tb.P[0].simd_node, tb.I[tb.P[0].gp_node + q], n * tb.I[tb.P[0].gp_rows + q] * tb.P[0].act_bytes, ready, now,
                             L_DISPATCH, g)
     analog_chain(tb, st, g, u, d, n, now)
-    gather_to_simd(tb, st, d, n, 2)
+    gather_to_simd(tb, st, d, n, ROLE_OUT)
     return flush_to_simd(tb, st, ready, now, L_OUTPUT, d)
 
 
@@ -610,7 +619,7 @@ def routed_experts(tb, st, pl, ready, b, layer, now):
         g, u, d = tb.I[tb.P[0].ex_g + layer * tb.P[0].E + e], tb.I[tb.P[0].ex_u + layer * tb.P[0].E + e], tb.I[tb.P[0].ex_d + layer * tb.P[0].E + e]
         if tb.I[tb.P[0].m_analog + g]:
             analog_chain(tb, st, g, u, d, n, now)
-            gather_to_simd(tb, st, d, n, 2)
+            gather_to_simd(tb, st, d, n, ROLE_OUT)
         else:
             t = digital_chain(tb, st, ready, g, u, d, n, now)
             if t > end:
@@ -644,7 +653,7 @@ def attention_stage(tb, st, pl, ready, b, layer, n, now):
     st.C[C_MACS] += macs
     st.C[C_VEC] += soft
     dur = ps(max(macs / tb.P[0].mac_rate + soft / tb.P[0].vec_rate, dram_ns(tb, kv)))
-    t = simd_op(tb, st, t, dur, kv, dur, False, now, L_ATTN_CORE, layer)
+    t = simd_op(tb, st, t, dur, kv, dur, NO_PREFETCH, now, L_ATTN_CORE, layer)
     t = matrix_op(tb, st, t, tb.I[tb.P[0].l_oproj + layer], n, now)
     return vec(tb, st, t, n * H * RESIDUAL_OPS, now, L_RESIDUAL, layer)
 

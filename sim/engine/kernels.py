@@ -51,7 +51,7 @@ def load(compiled: bool = True) -> ModuleType:
     return _compiled()
 
 
-COMPILE_NOTICE = ("hetmoe: compiling the engine's kernels; this happens once per install and takes about a minute "
+COMPILE_NOTICE = ("hetmoe: compiling the engine's kernels; this happens once per install and takes about half a minute "
                   "(later runs load them from numba's on-disk cache)")
 
 
