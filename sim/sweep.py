@@ -156,7 +156,9 @@ def run_points(points: list[dict[str, Any]], out_dir: str | Path, *, jobs: int =
             interrupted = True
             if own:
                 _stop(executor)
-            done = sum(1 for s in statuses.values() if s["ok"])
+            # counted on disk once the workers are stopped: a worker may have written its result.json just
+            # before the interrupt, without the parent having heard back yet
+            done = sum(1 for p in points if _finished(out / "runs" / point_id(p) / "result.json"))
             raise Interrupted(f"{done} of {len(points)} points are finished and kept in {out / 'runs'}; run the same "
                               "command again to resume (finished points are reused, the rest are computed)") from None
         finally:
