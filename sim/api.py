@@ -244,7 +244,7 @@ def assemble(chip, shape, tr, st, placement, plan, mapping, engine, makespan_ps,
         "steady_state": {**steady, "basis": "whole-run figures include pipeline fill and drain; steady_* exclude them"},
         "engine": {"micro_batches": plan.n_mb, "layer_visits": int(sum(engine.layer_visits)),
                    "layers": shape.num_layers, "simpy_now_ps": makespan_ps, "bookings": engine.bookings,
-                   "calendar_gaps_closed": engine.gaps_closed,
+                   "calendar_gaps_closed": engine.gaps_closed, "calendar_capacity": engine.calendar_capacity,
                    "stage_span_us": {k: v / 1e6 for k, v in engine.split_ps.items()},
                    "stage_span_basis": ("decode steps run one after another, so the spans partition the makespan"
                                         if plan.mode == "decode" else

@@ -247,3 +247,48 @@ def test_compile_notice_once_per_block_and_only_for_compiled_kernels():
         with event.trigger_event("numba:compile", data={}):
             pass
     assert told == [1]
+
+
+# ------------------------------------------------------------------------- calendar capacity
+def test_calendar_capacity_halves_the_largest_kind_until_the_budget_holds():
+    from sim.engine.simulator import CAPACITY, INTERVAL_BYTES, MIN_CAPACITY, calendar_capacity
+
+    small = {"tile": 2048, "local_digital": 64, "link": 224, "simd": 1, "dram": 1}
+    assert calendar_capacity(small) == CAPACITY
+    budget = 2**28
+    fixed = (10 * CAPACITY["tile"] + 1024 + 256) * INTERVAL_BYTES     # 10 tiles, the SIMD row and one DRAM channel
+    links = 100_000                                   # 409.6 MB of link rows at 256: halved once fits
+    want = CAPACITY["link"]
+    while fixed + links * want * INTERVAL_BYTES > budget:
+        want //= 2
+    got = calendar_capacity({"tile": 10, "local_digital": 0, "link": links, "simd": 1, "dram": 1}, budget)
+    assert want == 128 and got == {**CAPACITY, "link": want}
+    # 1.2 M links do not fit even at the floor: every kind that holds rows ends at its floor
+    got = calendar_capacity({"tile": 10, "local_digital": 0, "link": 1_200_000, "simd": 1, "dram": 1}, budget)
+    assert got == {**MIN_CAPACITY, "local_digital": CAPACITY["local_digital"]}
+
+
+def test_default_calendar_capacity_schedules_as_unbounded_calendars(monkeypatch):
+    """Mixtral-8x7B all-analog on a 256-tier aimc-3d-moe, one micro-batch of 64: many more messages cross a
+    link within a stage than the old 16-interval rows held, so full rows closed gaps and delayed later
+    operations. The default capacities must give exactly the schedule of (practically) unbounded calendars;
+    the old ones do not."""
+    import sim.engine.simulator as sim_engine
+    from arch import load_chip
+    from workloads.shapes import load_model
+
+    model = load_model("mixtral-8x7b")
+    chip = load_chip("aimc-3d-moe", {"analog": {"tile": {"tiers": 256}}})
+    trace = synthesize(SyntheticSpec(tokens=64, requests=2, seed=1), model)
+
+    def makespan(caps: dict) -> tuple[int, int]:
+        with monkeypatch.context() as m:
+            m.setattr(sim_engine, "CAPACITY", {**sim_engine.CAPACITY, **caps})
+            run = build_run(chip, model, trace, "all-analog", mode="prefill", batch=64)
+            return run.engine.run(), run.engine.gaps_closed
+
+    default, gaps = makespan({})
+    unbounded, _ = makespan({"tile": 1024, "local_digital": 1024, "link": 1024})
+    old, old_gaps = makespan({"tile": 16, "local_digital": 32, "link": 16})
+    assert gaps == 0 and default == unbounded
+    assert old_gaps > 0 and old > default

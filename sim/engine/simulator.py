@@ -39,9 +39,34 @@ if TYPE_CHECKING:  # the engine reads a Mapping; it never builds one
 
 MODULE_CODE = {ATTENTION: K.MOD_ATTENTION, ROUTER: K.MOD_ROUTER, SHARED: K.MOD_SHARED, EXPERT: K.MOD_EXPERT,
                DENSE: K.MOD_DENSE, LM_HEAD: K.MOD_LM_HEAD}
-# live intervals a calendar row holds before it drops finished ones (and, if still full, closes its
-# earliest gap): per resource kind
-CAPACITY = {"tile": 16, "local_digital": 32, "link": 16, "simd": 1024, "dram": 256}
+# Live intervals a calendar row holds before it drops finished ones (and, if still full, closes its
+# earliest gap, which can only delay later operations): per resource kind. Sized so that no gap is
+# closed on the presets' heaviest case we know (Mixtral-8x7B all-analog on aimc-3d-moe at 256 tiers,
+# micro-batch 64: with 16 per link, 560,053 gaps were closed and the makespan came out 82 % long).
+# Rows shrink (halving, not below MIN_CAPACITY) when all calendars together would pass
+# CALENDAR_BUDGET_BYTES, as on NoCs of a million links.
+CAPACITY = {"tile": 64, "local_digital": 128, "link": 256, "simd": 1024, "dram": 256}
+MIN_CAPACITY = {"tile": 16, "local_digital": 32, "link": 16, "simd": 1024, "dram": 256}
+CALENDAR_BUDGET_BYTES = 256 * 2**20
+INTERVAL_BYTES = 16                      # one live interval: start and end, int64 ps
+
+
+def calendar_capacity(rows: dict[str, int], budget_bytes: int = CALENDAR_BUDGET_BYTES) -> dict[str, int]:
+    """Intervals per calendar row for each resource kind, given how many rows of each kind hold any:
+    :data:`CAPACITY`, halved kind by kind (the kind with the most bytes first, never below
+    :data:`MIN_CAPACITY`) until all rows together fit ``budget_bytes``."""
+    cap = dict(CAPACITY)
+
+    def total() -> int:
+        return sum(rows.get(k, 0) * c for k, c in cap.items()) * INTERVAL_BYTES
+
+    while total() > budget_bytes:
+        shrinkable = [k for k in cap if cap[k] // 2 >= MIN_CAPACITY[k] and rows.get(k, 0)]
+        if not shrinkable:
+            break
+        k = max(shrinkable, key=lambda kind: (rows[kind] * cap[kind], kind))
+        cap[k] //= 2
+    return cap
 
 
 def ps(ns: float) -> int:
@@ -350,20 +375,23 @@ def build_tables(chip: ChipSpec, model: ModelShape, mapping: Mapping) -> tuple[t
     return Tables(I, F, P), sizes
 
 
-def build_state(chip: ChipSpec, mapping: Mapping, tb: tuple, sizes: dict, timeline: bool) -> State:
-    """Calendars (one row per resource, capacity by kind; unused tiles get none) and scratch arrays."""
+def build_state(chip: ChipSpec, mapping: Mapping, tb: tuple, sizes: dict, timeline: bool) -> tuple[State, dict]:
+    """Calendars (one row per resource, capacity by kind; unused tiles and local units get none) and
+    scratch arrays; with the capacity per kind (:func:`calendar_capacity`)."""
     net = mapping.network
     q = scalars(tb)
     T, N = q.T, q.N
-    cap = np.zeros(q.r_dram0 + q.n_dram, np.int64)
-    cap[:T] = np.where(mapping.tiles_used, CAPACITY["tile"], 0)
+    hosts = np.zeros(N, bool)
     if q.ld_rate > 0:
-        hosts = np.zeros(N, bool)
         hosts[net.tile_node_id(np.flatnonzero(mapping.tiles_used))] = True
-        cap[q.r_ld0:q.r_ld0 + N] = np.where(hosts, CAPACITY["local_digital"], 0)
-    cap[q.r_link0:q.r_simd] = CAPACITY["link"]
-    cap[q.r_simd] = CAPACITY["simd"]
-    cap[q.r_dram0:] = CAPACITY["dram"]
+    per_kind = calendar_capacity({"tile": int(mapping.tiles_used.sum()), "local_digital": int(hosts.sum()),
+                                  "link": q.r_simd - q.r_link0, "simd": 1, "dram": q.n_dram})
+    cap = np.zeros(q.r_dram0 + q.n_dram, np.int64)
+    cap[:T] = np.where(mapping.tiles_used, per_kind["tile"], 0)
+    cap[q.r_ld0:q.r_ld0 + N] = np.where(hosts, per_kind["local_digital"], 0)
+    cap[q.r_link0:q.r_simd] = per_kind["link"]
+    cap[q.r_simd] = per_kind["simd"]
+    cap[q.r_dram0:] = per_kind["dram"]
     off = np.zeros(cap.size, np.int64)
     off[1:] = np.cumsum(cap)[:-1]
     total = int(cap.sum())
@@ -373,7 +401,7 @@ def build_state(chip: ChipSpec, mapping: Mapping, tb: tuple, sizes: dict, timeli
     S = np.zeros(sizes["S"], np.int64)
     S[q.o_disp_stamp:q.o_disp_stamp + sizes["disp_stamp"]] = -1
     return State(cal, np.zeros((total, 2), np.int64), np.zeros((1 << 16 if timeline else 0, 5), np.int64), S,
-                 np.zeros(sizes["C"]))
+                 np.zeros(sizes["C"])), per_kind
 
 
 class Engine:
@@ -390,7 +418,7 @@ class Engine:
         self.tb, sizes = build_tables(chip, model, mapping)
         self.k = kernels or load()
         self.q = scalars(self.tb)
-        self.st = build_state(chip, mapping, self.tb, sizes, timeline is not None)
+        self.st, self.calendar_capacity = build_state(chip, mapping, self.tb, sizes, timeline is not None)
         self.pl = Plan(plan.counts, plan.experts, plan.mb_start, plan.context_sum, plan.kv_prior)
         self.mb_start_ps = [0] * plan.n_mb
         self.mb_end_ps = [0] * plan.n_mb
