@@ -75,7 +75,8 @@ LABELS = {L_NORM: "rmsnorm", L_RESIDUAL: "residual", L_ROUTER_SOFTMAX: "router s
 NORM_OPS, RESIDUAL_OPS, SOFTMAX_OPS, TOPK_OPS, SWIGLU_OPS, COMBINE_OPS, ADD_OPS = 4, 1, 3, 1, 5, 2, 1
 # small helpers the compiler inlines into their callers (a call that passes the state costs more than they do)
 PRUNE_AT = 32
-INLINE = ("ps", "cal_fit", "cal_book", "first_after", "first_after_end", "record", "take", "block_width", "dram_ns", "vec", "ld_op")
+INLINE = ("ps", "cal_fit", "cal_book", "first_after", "first_after_end", "record", "take", "block_width", "dram_ns",
+          "vec", "ld_op")
 
 
 def ps(ns):

@@ -5,8 +5,9 @@ in ``numba.njit(cache=True)`` (compiled on first use, then read from numba's on-
 new process starts in well under a second). They are compiled without numba's reference-counting
 runtime (``_nrt=False``): the kernels never allocate, and counting references to the array arguments
 of every call (an atomic increment and decrement per array, on every call that passes them) took
-about half of the engine's time (all-analog OLMoE at 12,800 tokens: decode 2.0 s -> 0.89 s). ``load(compiled=False)`` gives the module itself:
-the same source run by the interpreter, the reference the tests hold the compiled code to. The
+about half of the engine's time (all-analog OLMoE at 12,800 tokens: decode 2.0 s -> 0.89 s).
+``load(compiled=False)`` gives the module itself: the same source run by the interpreter, the
+reference the tests hold the compiled code to. The
 environment variable ``HETMOE_ENGINE=python`` makes runs use the reference (slow; for debugging).
 Without numba installed the reference is used, with a warning.
 """
