@@ -216,6 +216,9 @@ class DramSpec:
                             "node (time latency + bytes / min(DRAM, path bandwidth) + hops x router latency, "
                             "links booked, link energy charged); direct: a dedicated port into the SIMD core",
                             choices=("noc", "direct"), default="noc")
+    capacity_gib: float | None = param("DRAM capacity, GiB: holds the digital weights that are not SRAM-resident "
+                                       "and the KV cache of serving runs (KV capacity = what the weights leave); "
+                                       "absent: unbounded (serving runs say so)", lo=0.0, lo_open=True, default=None)
 
 
 @dataclass(frozen=True)

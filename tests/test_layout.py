@@ -88,6 +88,7 @@ ALLOWED = {
     "sim.engine": ("arch", "workloads", "sim.mapping"),
     "sim.functional": ("arch", "workloads", "sim.placement"),
     "sim.report": ("sim.result", "arch.safeio", "arch.errors"),   # atomic file writes
+    "sim.serving": ("arch", "workloads"),                          # the scheduler knows no engine
     "sim.cli": ("arch", "workloads", "sim"),
 }
 

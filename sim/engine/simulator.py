@@ -523,24 +523,27 @@ class Engine:
             rec[:st.rec.shape[0]] = st.rec
             self.st = st._replace(rec=rec)
 
-    def _layers(self, b: int, n: int, attn_gate: list | None, prev_gate: list | None,
-                attn_end: list | None, prev_end: list | None):
-        env, k, tb, pl = self.env, self.k, self.tb, self.pl
+    def _layers(self, pl: Plan, b: int, n: int, lm: int, own: tuple | None, preds: list):
+        """Micro-batch ``b`` of plan ``pl`` (``n`` tokens; ``lm`` of them through lm_head) through every
+        layer. ``own``: (gates, ends) this micro-batch signals after each layer's attention (a later chunk
+        of its requests waits on them); ``preds``: such pairs of earlier chunks this one waits for."""
+        env, k, tb = self.env, self.k, self.tb
         timeline = self.timeline is not None
+        split = self.split_ps
+        visits = 0
         for layer in range(self.model.num_layers):
             ready = env.now
-            if prev_gate is not None:
-                if not prev_gate[layer].triggered:
-                    yield prev_gate[layer]
-                ready = max(env.now, prev_end[layer])
+            for gate, end in preds:
+                if not gate[layer].triggered:
+                    yield gate[layer]
+                ready = max(ready, env.now, end[layer])
             if timeline:
                 self._grow_records()
             t = int(k.attention_stage(tb, self.st, pl, ready, b, layer, n, env.now))
-            split = self.split_ps
             split["attention"] += t - ready
-            if attn_gate is not None:
-                attn_end[layer] = t
-                attn_gate[layer].succeed()
+            if own is not None:
+                own[1][layer] = t
+                own[0][layer].succeed()
             yield env.timeout(t - env.now)
             t = int(k.ffn_stage(tb, self.st, pl, env.now, b, layer, n, env.now))
             router, experts = int(self.st.S[4]), int(self.st.S[5])
@@ -548,29 +551,31 @@ class Engine:
             split["experts"] += experts - router
             split["combine"] += t - experts
             yield env.timeout(t - env.now)
-            self.layer_visits[b] += 1
+            visits += 1
             if self.progress is not None:
                 self.progress.update(1)
-        lm = int(self.plan.lm_head_tokens[b])
         if lm:
             t = int(k.lm_head_stage(tb, self.st, env.now, lm, env.now))
-            self.split_ps["lm_head"] += t - env.now
+            split["lm_head"] += t - env.now
             yield env.timeout(t - env.now)
+        return visits
 
     def _prefill_mb(self, b: int, gates: list, ends: list, admission: simpy.Resource):
         n = int(self.plan.mb_tokens[b])
         prev = int(self.plan.mb_prev[b])
+        own = (gates[b], ends[b]) if gates[b] is not None else None
+        preds = [(gates[prev], ends[prev])] if prev >= 0 else []
         with admission.request() as slot:
             yield slot
             self.mb_start_ps[b] = self.env.now
-            yield from self._layers(b, n, gates[b], gates[prev] if prev >= 0 else None, ends[b],
-                                    ends[prev] if prev >= 0 else None)
+            self.layer_visits[b] = yield from self._layers(self.pl, b, n, int(self.plan.lm_head_tokens[b]), own, preds)
             self.mb_end_ps[b] = self.env.now
 
     def _decode(self):
         for b in range(self.plan.n_mb):
             self.mb_start_ps[b] = self.env.now
-            yield from self._layers(b, int(self.plan.mb_tokens[b]), None, None, None, None)
+            self.layer_visits[b] = yield from self._layers(self.pl, b, int(self.plan.mb_tokens[b]),
+                                                           int(self.plan.lm_head_tokens[b]), None, [])
             self.mb_end_ps[b] = self.env.now
 
     def run(self) -> int:
