@@ -210,7 +210,8 @@ def point(kwargs: dict[str, Any], arrival: Any, keep_log: bool = False) -> dict[
     :class:`workloads.requests.ArrivalSpec`; the request lengths stay as drawn)."""
     from workloads.requests import with_rate
     kw = dict(kwargs)
-    kw["stream"] = with_rate(kw["stream"], arrival, kw.get("seed", 0))
+    if arrival is not None:           # None: the stream's own arrivals (an arrivals file)
+        kw["stream"] = with_rate(kw["stream"], arrival, kw.get("seed", 0))
     return serve(**kw, keep_log=keep_log)
 
 
@@ -267,3 +268,96 @@ def search_designs(designs: list[dict[str, Any]], arrival: Any, executor: Any, *
                     "best": tried[i][best] if best is not None else None,
                     "limited_by": above[0] if above else ""})
     return out
+
+
+def merge_depths(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per design (chip, policy, fraction): the pipeline depth with the highest rate under the
+    SLO (ties: the higher tokens/s/W); the others are kept under ``alternatives``."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for f in found:
+        groups.setdefault((f["hw"], f["label"]), []).append(f)
+
+    def key(f: dict[str, Any]) -> tuple:
+        b = f["best"]
+        return (-1.0, 0.0) if b is None else (b["metrics"]["offered_rate_per_s"], b["metrics"]["tokens_per_s_per_w"])
+
+    out = []
+    for items in groups.values():
+        items = sorted(items, key=key, reverse=True)
+        top = dict(items[0])
+        top["alternatives"] = [{"max_inflight": f["max_inflight"], "points": f["points"], "search": f["search"],
+                                "best_rate_per_s": f["search"]["best_rate_per_s"]} for f in items[1:]]
+        out.append(top)
+    return out
+
+
+def fixed_rates(designs: list[dict[str, Any]], arrivals: list[Any], executor: Any, bar: Any = None
+                ) -> list[dict[str, Any]]:
+    """Every design at every arrival process (no search); same shape as :func:`search_designs`."""
+    from .serving.metrics import binding, meets_slo
+
+    jobs = [(i, (d, a, True)) for i, d in enumerate(designs) for a in arrivals]
+    results = _gather(executor, jobs, bar)
+    out = []
+    for i, d in enumerate(designs):
+        mine = [r for (j, _), r in zip(jobs, results) if j == i]
+        for r in mine:
+            r["metrics"]["meets_slo"] = meets_slo(r["metrics"], d.get("slo_ttft_ms"), d.get("slo_tpot_ms"))
+            r["metrics"]["fails_on"] = binding(r["metrics"], d.get("slo_ttft_ms"), d.get("slo_tpot_ms"))
+        out.append({"label": mine[0]["config"]["label"], "hw": mine[0]["config"]["hw"], "policy": d.get("policy"),
+                    "fraction": d.get("fraction"), "max_inflight": mine[0]["config"]["scheduler"]["max_inflight"],
+                    "capacity": None, "search": None,
+                    "points": [{k: v for k, v in r.items() if k not in ("iteration_log", "requests_table")}
+                               for r in mine],
+                    "best": mine[-1], "limited_by": ""})
+    return out
+
+
+def write_study(out_dir: Any, found: list[dict[str, Any]], stream: RequestStream, *, searching: bool,
+                slo: tuple, notes: list[str], command: str) -> Any:
+    """``serving.json`` (the study: workload, SLO, every design with its points and operating point) and
+    ``serving.csv`` (one row per run); the report and plots are drawn from these files alone."""
+    from pathlib import Path
+
+    from arch.safeio import write_text
+
+    from .result import write_csv
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    first = found[0]["points"][0] if found and found[0]["points"] else {}
+    study = {"kind": "serving-study", "mode": "slo-search" if searching else "fixed-load", "command": command,
+             "slo": {"ttft_p99_ms": slo[0], "tpot_p99_ms": slo[1]},
+             "stream": {**stream.meta, "requests": stream.requests,
+                        "prompt_tokens_mean": float(stream.prompt_tokens.mean()),
+                        "output_tokens_mean": float(stream.output_tokens.mean())},
+             "scheduler": first.get("config", {}).get("scheduler"), "window": first.get("window"),
+             "routes": first.get("routes"), "notes": notes, "designs": found}
+    rows = []
+    for d in found:
+        for p in d["points"]:
+            m = p["metrics"]
+            rows.append({"label": d["label"], "hw": d["hw"], "max_inflight": p["config"]["scheduler"]["max_inflight"],
+                         **{k: v for k, v in m.items() if not isinstance(v, (list, dict))}})
+    write_csv(out / "serving.csv", rows)
+    write_text(out / "serving.json", json.dumps(_finite(study), indent=1, default=_jsonable) + "\n")
+    return out
+
+
+def _finite(x: Any) -> Any:
+    """NaN and infinities as null (JSON has neither)."""
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    if isinstance(x, (float, np.floating)) and not np.isfinite(x):
+        return None
+    return x
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    return str(x)

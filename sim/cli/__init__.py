@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 from arch.errors import HetmoeError, Interrupted
 
-from . import accuracy, compare, hw, run, whatif, workloads
+from . import accuracy, compare, hw, run, serve, whatif, workloads
 from .common import FMT
 
 Handler = Callable[[argparse.Namespace], int]
@@ -50,7 +50,7 @@ def _add_debug(sub: argparse._SubParsersAction) -> None:
 
 
 def _command_modules() -> list:
-    return [hw, workloads, run, compare, whatif, accuracy]
+    return [hw, workloads, run, compare, serve, whatif, accuracy]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

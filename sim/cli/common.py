@@ -210,3 +210,182 @@ def baseline_point(kw: dict, system: str) -> dict:
     precision = {"precision": kw["hw_overrides"]["precision"]} if "precision" in kw["hw_overrides"] else {}
     return {**kw, "hw": system, "hw_overrides": precision, "policy": "all-digital", "fraction": 1.0,
             "show_hw": True, "role": "baseline"}
+
+
+# ------------------------------------------------------------------------------------ serving (serve, compare)
+def add_serving_args(p: argparse.ArgumentParser, slo_only: bool = False) -> None:
+    """Request stream, scheduler and SLO options of ``hetmoe serve`` (and ``compare``'s serving mode)."""
+    from workloads.requests import ARRIVALS
+
+    r = p.add_argument_group("requests (serving)")
+    r.add_argument("--requests", dest="serve_requests", type=int, default=200, metavar="N",
+                   help="requests in the stream (count); the first and last --warmup-fraction are warm-up and drain")
+    r.add_argument("--arrival", choices=ARRIVALS, default="poisson",
+                   help="arrival process: poisson, gamma (bursty, --cv), fixed interval, or closed (all at t = 0)")
+    r.add_argument("--rate", metavar="R[,R...]",
+                   help="request rates to run (requests/s; comma-separated); not needed with an SLO, which searches "
+                        "the rate")
+    r.add_argument("--cv", type=float, default=2.0, help="gamma arrivals: coefficient of variation of the gaps")
+    r.add_argument("--arrivals", metavar="FILE",
+                   help="arrivals file (CSV or JSON lines: arrival_s or TIMESTAMP, prompt_tokens or ContextTokens, "
+                        "output_tokens or GeneratedTokens, e.g. the Azure LLM inference traces); replaces --arrival, "
+                        "--rate and the length options")
+    r.add_argument("--prompt-tokens", default="256", metavar="N|uniform:LO:HI|lognormal:MEAN:P99",
+                   help="prompt length distribution (tokens)")
+    r.add_argument("--output-tokens", default="64", metavar="N|uniform:LO:HI|lognormal:MEAN:P99",
+                   help="output length distribution (tokens, >= 1)")
+    r.add_argument("--warmup-fraction", type=float, default=0.1,
+                   help="share of requests (by arrival) left out at each end as warm-up and drain (0..0.5)")
+    s = p.add_argument_group("scheduler (vLLM's names)")
+    s.add_argument("--max-num-batched-tokens", type=int, default=512, metavar="TOKENS",
+                   help="token budget of one iteration (decodes plus prefill chunks)")
+    s.add_argument("--max-num-seqs", type=int, default=256, metavar="N", help="requests running at once")
+    s.add_argument("--block-size", type=int, default=16, metavar="TOKENS", help="KV-cache block (tokens)")
+    s.add_argument("--kv-capacity-tokens", type=int, metavar="TOKENS",
+                   help="KV-cache capacity (tokens) (default: memory.dram.capacity_gib less the digital weights "
+                        "held in DRAM)")
+    s.add_argument("--serve-inflight", default="auto", metavar="auto|N[,N...]",
+                   help="iterations in the pipeline at once; auto: 1 and 4 on chips with analog tiles (each design "
+                        "keeps the better), 1 on digital-only chips (one iteration at a time, as vLLM on one GPU)")
+    o = p.add_argument_group("service-level objective")
+    o.add_argument("--slo-ttft-ms", type=float, metavar="MS", help="p99 time to first token bound (ms)")
+    o.add_argument("--slo-tpot-ms", type=float, metavar="MS", help="p99 time per output token bound (ms)")
+    o.add_argument("--max-rates", type=int, default=8, metavar="N", help="rates tried per design in the SLO search")
+    if not slo_only:
+        p.add_argument("--jobs", type=int, default=2, help="local worker processes")
+        p.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="run on a Dask distributed cluster")
+        add_common_serving_inputs(p)
+
+
+def add_common_serving_inputs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", action="append", metavar="KEY.PATH=VALUE",
+                   help="override a hardware YAML key, e.g. memory.dram.capacity_gib=16 (repeatable)")
+    add_model_arg(p, required=False, default="olmoe-1b-7b")
+    p.add_argument("--trace", default="synthetic", metavar="FILE|synthetic",
+                   help="routing log / .npz trace whose tokens give every request token its routes, reused in "
+                        "order (synthetic: a seeded trace as long as the stream, at most 131,072 tokens)")
+    p.add_argument("--fill", choices=FILL_RULES, help="fill MoE layers the log did not observe by this rule")
+    p.add_argument("--score", choices=VARIANTS, default="gate_rows", help="MaxNNScore variant")
+    p.add_argument("--scope", choices=SCOPES, default="layer", help="ranking scope of the budget policies")
+    p.add_argument("--checkpoint", metavar="DIR",
+                   help="safetensors checkpoint for MaxNNScore (default: seeded synthetic scores, labelled)")
+    p.add_argument("--seed", type=int, default=0, help="seed of arrivals, lengths, the synthetic trace and scores")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def _depths(spec: str, chip: Any) -> list[int]:
+    if spec == "auto":
+        return [1, 4] if chip.analog.tile_count else [1]
+    try:
+        out = [int(x) for x in spec.split(",")]
+    except ValueError:
+        raise HetmoeError(f"--serve-inflight {spec!r}: allowed auto or integers >= 1, comma-separated") from None
+    if not out or min(out) < 1:
+        raise HetmoeError(f"--serve-inflight {spec!r}: allowed auto or integers >= 1, comma-separated")
+    return out
+
+
+def run_serving(args: argparse.Namespace, chips: list[str], policies: list[str], fractions: list[float]) -> int:
+    """Serve one request stream on every (chip, policy, fraction) and the baseline; write the study and report."""
+    import math
+
+    from workloads.requests import ArrivalSpec, parse_length, read_requests, synthesize_requests
+
+    from ..placement import POLICIES, place
+    from ..report.serving import write_serving_report
+    from ..serve import fixed_rates, merge_depths, search_designs, write_study
+    from ..serving.scheduler import SchedulerConfig
+    from ..sweep import _stop, make_executor
+
+    slo = (args.slo_ttft_ms, args.slo_tpot_ms)
+    for name, v in zip(("--slo-ttft-ms", "--slo-tpot-ms"), slo):
+        if v is not None and not (math.isfinite(v) and v > 0):
+            raise HetmoeError(f"{name} {v}: allowed a number > 0 (ms)")
+    searching = any(v is not None for v in slo) and not args.arrivals and args.arrival != "closed"
+    rates: list[float] = []
+    if args.rate:
+        try:
+            rates = [float(x) for x in args.rate.split(",")]
+        except ValueError:
+            raise HetmoeError(f"--rate {args.rate!r}: allowed numbers > 0 (requests/s), comma-separated") from None
+    if args.arrivals and args.rate:
+        raise HetmoeError("--arrivals gives the arrival times: it takes no --rate (an SLO is checked, not searched)")
+    if rates and any(not (math.isfinite(r) and r > 0) for r in rates):
+        raise HetmoeError(f"--rate {args.rate!r}: allowed numbers > 0 (requests/s), comma-separated")
+    if not (searching or rates or args.arrivals or args.arrival == "closed"):
+        raise HetmoeError("say what load to serve: --rate R[,R...] (requests/s), an SLO to search under "
+                          "(--slo-ttft-ms / --slo-tpot-ms), --arrivals FILE, or --arrival closed")
+    if args.max_rates < 1:
+        raise HetmoeError(f"--max-rates {args.max_rates}: allowed an integer >= 1")
+    for p in policies:
+        if p not in POLICIES:
+            place(p, None)
+    if not 0.0 <= args.fraction <= 1.0:
+        raise HetmoeError(f"--fraction {args.fraction}: allowed [0, 1]")
+    if args.arrivals:
+        stream = read_requests(args.arrivals)
+    else:
+        first = rates[0] if rates else 1.0
+        stream = synthesize_requests(args.serve_requests, ArrivalSpec(args.arrival, first, args.cv),
+                                     parse_length(args.prompt_tokens, "--prompt-tokens"),
+                                     parse_length(args.output_tokens, "--output-tokens"), seed=args.seed)
+    over = parse_overrides(args.set)
+    cfg = SchedulerConfig(args.max_num_batched_tokens, args.max_num_seqs, args.block_size)
+    base = dict(model=args.model, trace=None if args.trace == "synthetic" else args.trace, seed=args.seed,
+                stream=stream, score=args.score, scope=args.scope, checkpoint=args.checkpoint, fill=args.fill,
+                warmup_fraction=args.warmup_fraction, slo_ttft_ms=slo[0], slo_tpot_ms=slo[1],
+                kv_capacity_tokens=args.kv_capacity_tokens)
+    designs = []
+    notes = []
+    systems = [(c, over, policies, False) for c in chips]
+    if args.baseline and args.baseline.lower() != "none":
+        systems.append((args.baseline, {"precision": over["precision"]} if "precision" in over else {},
+                        ["all-digital"], True))
+    for name, hw_over, pols, is_base in systems:
+        chip = load_chip(name, hw_over)
+        if is_base and chip.analog.tile_count:
+            raise HetmoeError(f"--baseline {name}: it has {chip.analog.tile_count:,} analog tiles; a baseline must "
+                              "be a digital-only system, e.g. a100-gpu")
+        for pol in pols:
+            if not chip.analog.tile_count and pol != "all-digital":
+                notes.append(f"{chip.name} has no analog tiles: policy {pol} skipped there")
+                continue
+            for f in (fractions if pol not in ("all-analog", "all-digital") else [fractions[0]]):
+                for depth in _depths(args.serve_inflight, chip):
+                    designs.append({**base, "hw": name, "hw_overrides": hw_over, "policy": pol, "fraction": f,
+                                    "scheduler": SchedulerConfig(cfg.max_num_batched_tokens, cfg.max_num_seqs,
+                                                                 cfg.block_size, None, depth)})
+    if not designs:
+        raise HetmoeError("no design to serve: " + "; ".join(notes))
+    if not searching and not rates:
+        rates = [float("nan")]
+    total = len(designs) * (1 + args.max_rates) if searching else len(designs) * len(rates)
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+        bar = tqdm(total=total, desc="serving runs", unit="run", leave=False)
+    executor, client = make_executor(args.jobs, args.scheduler)
+    try:
+        if searching:
+            k = max(2, args.jobs if not args.scheduler else 4)
+            found = merge_depths(search_designs(designs, ArrivalSpec(args.arrival, 1.0, args.cv), executor,
+                                                max_rates=args.max_rates, k=k, bar=bar))
+        else:
+            arrivals = ([None] if args.arrivals or args.arrival == "closed" else
+                        [ArrivalSpec(args.arrival, r, args.cv) for r in rates])
+            found = fixed_rates(designs, arrivals, executor, bar)
+    except KeyboardInterrupt:
+        _stop(executor)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+        executor.shutdown(wait=True, cancel_futures=True)
+        if client is not None:
+            client.close()
+    out = write_study(args.out, found, stream, searching=searching, slo=slo, notes=notes,
+                      command="hetmoe " + " ".join(sys.argv[1:]))
+    report = write_serving_report(out)
+    print(report["table"])
+    print(f"\nwrote {out}/report.md, serving.json, serving.csv and plots")
+    return 0
