@@ -135,7 +135,7 @@ def test_sweep_on_dask_local_cluster(tiny_inputs, tmp_path):
 
 
 UNIT_WORDS = ("ns", "tokens", "count", "0..1", "integer", "Gbit/s", "ps", "MiB", "processes", "sequences",
-              "dimensionless", "> 0", "seed", "micro-batches", "FILE", "DIR", "mm^2", "percent", "GiB")
+              "dimensionless", "> 0", "seed", "(ms)", "requests/s", "micro-batches", "FILE", "DIR", "mm^2", "percent", "GiB")
 
 
 def _subparsers(parser: argparse.ArgumentParser):

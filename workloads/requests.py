@@ -29,8 +29,9 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -198,11 +199,13 @@ def _seconds(value: Any, where: str) -> float:
             t = float(text)
         except ValueError:
             date, _, frac = text.partition(".")         # Azure writes 7 fractional digits; Python reads 6
+            digits, zone = re.match(r"(\d*)(.*)", frac).groups()
             try:
-                base = datetime.fromisoformat(date.replace("T", " "))
+                base = datetime.fromisoformat(date.replace("T", " ") + zone.strip())
             except ValueError:
                 raise InputError(f"{where}: arrival time {text!r} is neither seconds nor an ISO date-time") from None
-            digits = "".join(ch for ch in frac if ch.isdigit())
+            if base.tzinfo is None:                     # a time without a zone is UTC, whatever this machine's zone
+                base = base.replace(tzinfo=timezone.utc)
             t = base.timestamp() + (float("0." + digits) if digits else 0.0)
     if not math.isfinite(t):
         raise InputError(f"{where}: arrival time {value!r} is not finite")

@@ -225,7 +225,7 @@ def add_serving_args(p: argparse.ArgumentParser, slo_only: bool = False) -> None
     r.add_argument("--rate", metavar="R[,R...]",
                    help="request rates to run (requests/s; comma-separated); not needed with an SLO, which searches "
                         "the rate")
-    r.add_argument("--cv", type=float, default=2.0, help="gamma arrivals: coefficient of variation of the gaps")
+    r.add_argument("--cv", type=float, default=2.0, help="gamma arrivals: coefficient of variation of the gaps (dimensionless, > 0)")
     r.add_argument("--arrivals", metavar="FILE",
                    help="arrivals file (CSV or JSON lines: arrival_s or TIMESTAMP, prompt_tokens or ContextTokens, "
                         "output_tokens or GeneratedTokens, e.g. the Azure LLM inference traces); replaces --arrival, "
@@ -235,11 +235,11 @@ def add_serving_args(p: argparse.ArgumentParser, slo_only: bool = False) -> None
     r.add_argument("--output-tokens", default="64", metavar="N|uniform:LO:HI|lognormal:MEAN:P99",
                    help="output length distribution (tokens, >= 1)")
     r.add_argument("--warmup-fraction", type=float, default=0.1,
-                   help="share of requests (by arrival) left out at each end as warm-up and drain (0..0.5)")
+                   help="share of requests (by arrival) left out at each end as warm-up and drain (0..1, below 0.5)")
     s = p.add_argument_group("scheduler (vLLM's names)")
     s.add_argument("--max-num-batched-tokens", type=int, default=512, metavar="TOKENS",
-                   help="token budget of one iteration (decodes plus prefill chunks)")
-    s.add_argument("--max-num-seqs", type=int, default=256, metavar="N", help="requests running at once")
+                   help="token budget of one iteration: decodes plus prefill chunks (tokens)")
+    s.add_argument("--max-num-seqs", type=int, default=256, metavar="N", help="requests running at once (count)")
     s.add_argument("--block-size", type=int, default=16, metavar="TOKENS", help="KV-cache block (tokens)")
     s.add_argument("--kv-capacity-tokens", type=int, metavar="TOKENS",
                    help="KV-cache capacity (tokens) (default: memory.dram.capacity_gib less the digital weights "
@@ -250,7 +250,7 @@ def add_serving_args(p: argparse.ArgumentParser, slo_only: bool = False) -> None
     o = p.add_argument_group("service-level objective")
     o.add_argument("--slo-ttft-ms", type=float, metavar="MS", help="p99 time to first token bound (ms)")
     o.add_argument("--slo-tpot-ms", type=float, metavar="MS", help="p99 time per output token bound (ms)")
-    o.add_argument("--max-rates", type=int, default=8, metavar="N", help="rates tried per design in the SLO search")
+    o.add_argument("--max-rates", type=int, default=8, metavar="N", help="rates tried per design in the SLO search (count)")
     if not slo_only:
         p.add_argument("--jobs", type=int, default=2, help="local worker processes")
         p.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="run on a Dask distributed cluster")

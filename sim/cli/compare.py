@@ -12,8 +12,8 @@ from arch.errors import HetmoeError
 from workloads.checkpoints.stats import VARIANTS
 from workloads.traces.format import save_npz
 
-from .common import (FMT, RESUME_NOTE, add_budget_arg, add_memory_arg, add_common_run_args, baseline_point, check_budget,
-                     memory_limit, run_kwargs)
+from .common import (FMT, RESUME_NOTE, add_budget_arg, add_common_run_args, add_memory_arg, add_serving_args,
+                     baseline_point, check_budget, memory_limit, run_kwargs, run_serving)
 
 SWEEP_FRACTIONS = (0.0, 0.125, 0.25, 0.5, 0.75, 1.0)
 BASELINE_FRACTIONS = (0.125, 0.25, 0.5)
@@ -41,6 +41,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trace-events", metavar="FILE",
                    help="also write a Chrome trace-event JSON of the maxnn 12.5%% run (keep --tokens small)")
     add_budget_arg(p)
+    g = p.add_argument_group("serving under load (see hetmoe serve --help for every option)")
+    g.add_argument("--slo-ttft-ms", type=float, metavar="MS",
+                   help="serve instead of a closed batch: find the highest request rate of all-analog, maxnn at "
+                        "12.5%%, all-digital and the baseline whose p99 time to first token is within this (ms), with "
+                        "hetmoe serve's defaults (200 Poisson requests, 256 prompt and 64 output tokens, 512-token "
+                        "iterations), and report tokens/s/W there")
+    g.add_argument("--slo-tpot-ms", type=float, metavar="MS", help="the same for p99 time per output token (ms)")
+    g.add_argument("--max-rates", type=int, default=8, metavar="N", help="rates tried per design in the SLO search (count)")
     a = p.add_argument_group("accuracy (needs --checkpoint; see hetmoe accuracy --help)")
     a.add_argument("--eval", metavar="FILE",
                    help="evaluation token ids (.npy/.npz/JSONL, or text with --tokenizer): measure every "
@@ -92,6 +100,8 @@ def compare_points(base: dict, all_scores: bool = False) -> list[dict]:
 
 
 def run_compare(args: argparse.Namespace) -> int:
+    if args.slo_ttft_ms is not None or args.slo_tpot_ms is not None:
+        return _serve_compare(args)
     from ..api import resolve_inputs
     from ..report.figures import draw_all
     from ..report.markdown import write_report
@@ -267,3 +277,18 @@ def run_sweep(args: argparse.Namespace) -> int:
     print(f"{len(statuses)} points: {len(done) - skipped} run, {skipped} already done, "
           f"{len(statuses) - len(done)} failed; wrote {args.out}/summary.csv")
     return 0 if len(done) == len(statuses) else 1
+
+
+def _serve_compare(args: argparse.Namespace) -> int:
+    """``compare --slo-*``: hetmoe serve's defaults with compare's chips, model, trace, seed and baseline."""
+    if args.eval:
+        raise HetmoeError("--eval with an SLO: run hetmoe compare --eval for accuracy and hetmoe serve for the SLO")
+    defaults = argparse.ArgumentParser(add_help=False)
+    add_serving_args(defaults)
+    sargs = defaults.parse_args([])
+    for key in ("set", "trace", "fill", "score", "scope", "checkpoint", "seed", "quiet", "jobs", "scheduler", "out",
+                "slo_ttft_ms", "slo_tpot_ms", "max_rates", "baseline"):
+        setattr(sargs, key, getattr(args, key))
+    sargs.model = args.model or "olmoe-1b-7b"
+    sargs.fraction = 0.125
+    return run_serving(sargs, args.hw or ["aimc-3d-moe"], ["all-analog", "maxnn", "all-digital"], [0.125])

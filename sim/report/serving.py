@@ -25,10 +25,15 @@ from .plots import FAMILY_STYLE
 NA = "–"
 
 
+CHIP_COLOURS = ("#17becf", "#bcbd22", "#e377c2", "#8c564b")
+
+
 def _style(d: dict[str, Any], i: int) -> tuple[str, str, str]:
+    """Placements of the first chip in their family colour; other chips (baselines) in a colour per chip."""
     colour, marker = FAMILY_STYLE.get(d["policy"] or "", ("#7f7f7f", "X"))
-    dash = "-" if i == 0 else "--"
-    return colour, marker, dash
+    if i > 0:
+        colour = CHIP_COLOURS[(i - 1) % len(CHIP_COLOURS)]
+    return colour, marker, "-" if i == 0 else "--"
 
 
 def name(d: dict[str, Any]) -> str:
@@ -71,7 +76,8 @@ def latency_plot(study: dict[str, Any], path: Path) -> None:
         ax.set_ylabel(f"{title} (ms)")
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=7, loc="upper left")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=min(len(labels), 5), bbox_to_anchor=(0.5, -0.08))
     fig.suptitle("Latency under load (hollow: unstable, the queue grows; star: highest rate within the SLO)",
                  fontsize=10)
     _save(fig, path)
@@ -87,7 +93,8 @@ def efficiency_plot(study: dict[str, Any], path: Path) -> None:
         return
     y = np.arange(len(rows))
     vals = [m["tokens_per_s_per_w"] or 0 for _, m, _ in rows]
-    colours = [FAMILY_STYLE.get(d["policy"] or "", ("#7f7f7f", ""))[0] for _, _, d in rows]
+    hws = list(dict.fromkeys(d["hw"] for d in study["designs"]))
+    colours = [_style(d, hws.index(d["hw"]))[0] for _, _, d in rows]
     ax.barh(y, vals, color=colours)
     for yi, (_, m, _) in zip(y, rows):
         ax.text((m["tokens_per_s_per_w"] or 0) * 1.02, yi,
@@ -188,7 +195,8 @@ def answer(study: dict[str, Any]) -> list[str]:
         if mx and other in by:
             r = mx["best"]["metrics"]["tokens_per_s_per_w"] / by[other]["best"]["metrics"]["tokens_per_s_per_w"]
             q = mx["best"]["metrics"]["offered_rate_per_s"] / by[other]["best"]["metrics"]["offered_rate_per_s"]
-            out.append(f"- {mx['label']} ÷ {other}: {r:.1%} of its tokens/s/W and {q:.1%} of its rate at the SLO.")
+            ratio = lambda x: f"{x:.1%} of" if x < 2 else f"{x:.1f}×"
+            out.append(f"- {mx['label']} against {other}: {ratio(r)} its tokens/s/W and {ratio(q)} its rate at the SLO.")
     gpu = [d for d in met if d["hw"] != (met[0]["hw"] if met else None)]
     if mx and gpu:
         g = gpu[0]

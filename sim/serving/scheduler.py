@@ -219,6 +219,7 @@ class Scheduler:
                 self.scheduled[v] = 0
                 self.preemptions[v] += 1
                 self.waiting.appendleft(v)
+                self.peak_waiting = max(self.peak_waiting, len(self.waiting))
                 return True
         return False
 
