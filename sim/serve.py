@@ -333,6 +333,7 @@ def write_study(out_dir: Any, found: list[dict[str, Any]], stream: RequestStream
                         "output_tokens_mean": float(stream.output_tokens.mean())},
              "scheduler": first.get("config", {}).get("scheduler"), "window": first.get("window"),
              "routes": first.get("routes"), "notes": notes, "designs": found}
+    slim(study)
     rows = []
     for d in found:
         for p in d["points"]:
@@ -340,8 +341,19 @@ def write_study(out_dir: Any, found: list[dict[str, Any]], stream: RequestStream
             rows.append({"label": d["label"], "hw": d["hw"], "max_inflight": p["config"]["scheduler"]["max_inflight"],
                          **{k: v for k, v in m.items() if not isinstance(v, (list, dict))}})
     write_csv(out / "serving.csv", rows)
-    write_text(out / "serving.json", json.dumps(_finite(study), indent=1, default=_jsonable) + "\n")
+    write_text(out / "serving.json", json.dumps(_finite(study), default=_jsonable) + "\n")
     return out
+
+
+def slim(study: dict[str, Any]) -> None:
+    """Keep one iteration log (the timeline plot's: the first maxnn design's, else the first) and no
+    per-request tables, so serving.json stays small."""
+    keep = next((d for d in study["designs"] if d["policy"] == "maxnn" and d.get("best")), None) or next(
+        (d for d in study["designs"] if d.get("best")), None)
+    for d in study["designs"]:
+        if d.get("best"):
+            d["best"] = {k: v for k, v in d["best"].items()
+                         if k != "requests_table" and (k != "iteration_log" or d is keep)}
 
 
 def _finite(x: Any) -> Any:
