@@ -1,20 +1,28 @@
 """Silicon area of a system (DESIGN §6): counted components x a cited unit area. Pure functions, mm^2.
 
-Two totals: **footprint** (what the package sees; the crossbar tiers of a 3D-stacked tile share one
-footprint, their periphery sits in the base layer) and **silicon** (what the wafers cost; every tier
-counts). Every other component is planar, so its footprint and silicon are equal:
+Two totals: **footprint** (what the package sees) and **silicon** (what the wafers cost). How a tile's
+tiers are built (``analog.tile.stacking``) decides both; per tile, with ``A`` one tier's array, ``D`` its
+DACs, ``C`` its ADCs and ``P`` its periphery:
 
-- crossbar arrays: ``tile_count x rows x cols x devices_per_weight x crossbar_um2_per_device`` per tier;
-  footprint one tier, silicon ``x tiers``;
-- DACs: ``tile_count x dac.per_tile x dac_um2``;
-- ADCs: ``tile_count x adc.per_tile x adc_um2 x 2^(bits - anchor_bits) x copies``, ``copies =
-  ceil(adc_reference_conversion_ns / conversion time)`` when the converter must be faster than the cited
-  design (interleaving), else 1;
-- tile periphery: ``tile_count x tile_periphery_um2``;
+- planar (one tier): footprint = silicon = ``A + D + C + P`` (array beside its periphery);
+- monolithic (array layers deposited over the CMOS, periphery under the array, as 3D NAND's
+  CMOS-under-array): footprint = silicon = ``max(A, D + C + P)``; the tiers are layers on one wafer
+  (``array_layers``), costed by layer count, not by area;
+- bonded (each tier a die with its array and row drivers, bonded over a base die with the converters and
+  periphery): footprint = ``max(A + D, C + P)``, silicon = ``tiers x (A + D) + C + P``.
+
+In the breakdown a part beneath another counts no footprint (the array of a monolithic tile counts only
+what overhangs its periphery). Unit areas:
+
+- crossbar arrays: ``rows x cols x devices_per_weight x crossbar_um2_per_device`` per tier;
+- DACs: ``dac.per_tile x dac_um2 x law`` (:func:`arch.costs.dac_law`);
+- ADCs: ``adc.per_tile x`` :func:`adc_area_um2` (fixed part + a part that grows with bits, times interleaved
+  copies when the converter must be faster than the cited design at the same bits);
+- tile periphery: ``tile_periphery_um2``;
 - local digital units: ``nodes hosting tiles x ops_per_cycle x local_digital_um2_per_op``;
 - SIMD cores: ``cores x (macs_per_cycle x simd_um2_per_mac + simd_mm2_per_core)``;
 - SRAM: ``(capacity_mib + staging_mib) x sram_mm2_per_mib``;
-- NoC routers: ``nodes x link_bandwidth_gbps x router_um2_per_gbps``;
+- NoC routers: ``nodes x (router_mm2_per_node + link_bandwidth_gbps x router_um2_per_gbps)``;
 - DRAM interface: ``channels x dram_interface_mm2_per_channel``; other: ``other_mm2``.
 """
 
@@ -39,16 +47,57 @@ class Part:
     silicon_mm2: float
 
 
-def adc_area_um2(adc: AdcSpec, area: AreaSpec) -> float:
-    """Area of one ADC at ``adc.bits``, um^2: ``adc_um2 x 2^(bits - anchor)`` (``anchor_bits`` defaults to
-    ``bits``), times ``ceil(reference / conversion time)`` interleaved copies when the conversion time
-    (:func:`arch.costs.adc_time_ns`) is shorter than ``adc_reference_conversion_ns``."""
+def adc_bits_law(adc: AdcSpec, area: AreaSpec) -> float:
+    """Area at ``adc.bits`` relative to ``anchor_bits``: ``f + (1 - f) x g`` with ``f`` the fixed share
+    (comparator, logic) and ``g = 2^(bits - anchor)`` for sar (capacitor array), ``bits / anchor`` for
+    ramp (counter; the time law already charges the extra levels)."""
     anchor = adc.anchor_bits or adc.bits
-    um2 = (area.adc_um2 or 0.0) * 2.0 ** (adc.bits - anchor)
+    f = area.adc_fixed_fraction
+    g = 2.0 ** (adc.bits - anchor) if adc.kind == "sar" else adc.bits / anchor
+    return f + (1.0 - f) * g
+
+
+def adc_reference_ns(adc: AdcSpec, area: AreaSpec) -> float | None:
+    """The cited design's conversion time at ``adc.bits``: ``adc_reference_conversion_ns`` (given at
+    ``anchor_bits``) times the kind's time law (:func:`arch.costs.adc_time_law`), ns; None when not given."""
     ref = area.adc_reference_conversion_ns
-    if ref is not None:
-        um2 *= max(1, ceil(ref / costs.adc_time_ns(adc) - 1e-9))
-    return um2
+    return None if ref is None else ref * costs.adc_time_law(adc, adc.bits)
+
+
+def adc_copies(adc: AdcSpec, area: AreaSpec) -> int:
+    """Interleaved copies a converter needs: ``ceil(reference at bits / conversion time)`` when asked to be
+    faster than the cited design at the same bits, else 1."""
+    ref = adc_reference_ns(adc, area)
+    return 1 if ref is None else max(1, ceil(ref / costs.adc_time_ns(adc) - 1e-9))
+
+
+def adc_area_um2(adc: AdcSpec, area: AreaSpec) -> float:
+    """Area of one ADC at ``adc.bits``, um^2: ``adc_um2 x`` :func:`adc_bits_law` ``x`` :func:`adc_copies`."""
+    return (area.adc_um2 or 0.0) * adc_bits_law(adc, area) * adc_copies(adc, area)
+
+
+def adc_duty(chip: ChipSpec) -> dict | None:
+    """How busy the cited converter would be: the requested conversion time against the cited design's
+    at the same bits. ``idle`` = ``1 - reference / time``; ``share`` = columns one cited converter could
+    serve in the requested time (``floor(time / reference)``) and ``per_tile`` the converters that would
+    keep the pass time. None without a reference or when the converter is not slower than the design."""
+    a = chip.analog
+    if chip.area is None or a.tile_count == 0:
+        return None
+    ref = adc_reference_ns(a.adc, chip.area)
+    t = costs.adc_time_ns(a.adc)
+    if ref is None or t <= ref * (1 + 1e-9):
+        return None
+    share = int(t // ref)
+    physical = a.tile.cols * a.tile.columns_per_weight
+    return {"reference_ns": ref, "cited_ns": chip.area.adc_reference_conversion_ns, "conversion_ns": t, "idle": 1.0 - ref / t, "share": share,
+            "per_tile": ceil(a.adc.per_tile / share), "physical_columns": physical}
+
+
+def stacking(chip: ChipSpec) -> str:
+    """``analog.tile.stacking`` with its default: planar for one tier, monolithic above."""
+    t = chip.analog.tile
+    return t.stacking or ("planar" if t.tiers == 1 else "monolithic")
 
 
 def tile_parts(chip: ChipSpec) -> dict[str, float]:
@@ -56,17 +105,30 @@ def tile_parts(chip: ChipSpec) -> dict[str, float]:
     a, ar = chip.analog, chip.area
     t = a.tile
     return {"array_per_tier": t.rows * t.cols * t.devices_per_weight * (ar.crossbar_um2_per_device or 0.0),
-            "dac": a.dac.per_tile * (ar.dac_um2 or 0.0),
+            "dac": a.dac.per_tile * (ar.dac_um2 or 0.0) * costs.dac_law(a.dac),
             "adc": a.adc.per_tile * adc_area_um2(a.adc, ar),
             "periphery": ar.tile_periphery_um2}
 
 
-def tile_area_mm2(chip: ChipSpec) -> tuple[float, float]:
-    """(footprint, silicon) of one tile, mm^2: periphery + one tier of array, and + every tier."""
+def tile_layout(chip: ChipSpec) -> dict[str, tuple[float, float]]:
+    """Per part of one tile, (footprint, silicon) in um^2 under ``stacking`` (module docstring); the
+    parts sum to the tile's footprint and silicon."""
     p = tile_parts(chip)
-    base = p["dac"] + p["adc"] + p["periphery"]
-    tiers = chip.analog.tile.tiers
-    return (base + p["array_per_tier"]) / UM2_PER_MM2, (base + tiers * p["array_per_tier"]) / UM2_PER_MM2
+    A, D, C, P = p["array_per_tier"], p["dac"], p["adc"], p["periphery"]
+    tiers, how = chip.analog.tile.tiers, stacking(chip)
+    if how == "planar":
+        return {"array": (A, tiers * A), "dac": (D, D), "adc": (C, C), "periphery": (P, P)}
+    if how == "monolithic":
+        over = max(0.0, A - (D + C + P))
+        return {"array": (over, over), "dac": (D, D), "adc": (C, C), "periphery": (P, P)}
+    over = max(0.0, (A + D) - (C + P))          # bonded: tier dies (array + drivers) over the base die
+    return {"array": (over, tiers * A), "dac": (0.0, tiers * D), "adc": (C, C), "periphery": (P, P)}
+
+
+def tile_area_mm2(chip: ChipSpec) -> tuple[float, float]:
+    """(footprint, silicon) of one tile, mm^2 (:func:`tile_layout`)."""
+    lay = tile_layout(chip).values()
+    return sum(f for f, _ in lay) / UM2_PER_MM2, sum(s for _, s in lay) / UM2_PER_MM2
 
 
 def tile_nodes(chip: ChipSpec) -> int:
@@ -88,17 +150,21 @@ def parts(chip: ChipSpec) -> list[Part]:
         return []
     a, simd, mem = chip.analog, chip.digital.simd, chip.memory
     n = a.tile_count
-    tp = tile_parts(chip)
+    lay = tile_layout(chip)
     tiers = a.tile.tiers
-    out = [Part("crossbar arrays", n * tiers, n * tp["array_per_tier"] / UM2_PER_MM2,
-                n * tiers * tp["array_per_tier"] / UM2_PER_MM2)]
+    out = []
+
+    def tile_part(name: str, count: float, key: str) -> None:
+        fp, si = lay[key]
+        out.append(Part(name, count, n * fp / UM2_PER_MM2, n * si / UM2_PER_MM2))
 
     def planar(name: str, count: float, mm2: float) -> None:
         out.append(Part(name, count, mm2, mm2))
 
-    planar("DACs", n * a.dac.per_tile, n * tp["dac"] / UM2_PER_MM2)
-    planar("ADCs", n * a.adc.per_tile, n * tp["adc"] / UM2_PER_MM2)
-    planar("tile periphery", n, n * tp["periphery"] / UM2_PER_MM2)
+    tile_part("crossbar arrays", n * tiers, "array")
+    tile_part("DACs", n * a.dac.per_tile * (tiers if stacking(chip) == "bonded" else 1), "dac")
+    tile_part("ADCs", n * a.adc.per_tile, "adc")
+    tile_part("tile periphery", n, "periphery")
     if a.local_digital is not None:
         k = tile_nodes(chip)
         planar("local digital units", k, k * a.local_digital.ops_per_cycle * ar.local_digital_um2_per_op
@@ -108,7 +174,8 @@ def parts(chip: ChipSpec) -> list[Part]:
     mib = mem.sram.capacity_mib + mem.sram.staging_mib
     planar("SRAM", mib, mib * ar.sram_mm2_per_mib)
     nodes = noc_nodes(chip)
-    planar("NoC routers", nodes, nodes * chip.noc.link_bandwidth_gbps * ar.router_um2_per_gbps / UM2_PER_MM2)
+    planar("NoC routers", nodes, nodes * (ar.router_mm2_per_node
+                                          + chip.noc.link_bandwidth_gbps * ar.router_um2_per_gbps / UM2_PER_MM2))
     planar("DRAM interface", mem.dram.channels, mem.dram.channels * ar.dram_interface_mm2_per_channel)
     planar("other", 1, ar.other_mm2)
     return out
@@ -129,6 +196,8 @@ def chip_area(chip: ChipSpec) -> dict:
     return {
         "modelled": True,
         "process_nm": chip.area.process_nm,
+        "stacking": stacking(chip),
+        "array_layers": chip.analog.tile.tiers if stacking(chip) == "monolithic" else 0,
         "footprint_mm2": sum(p.footprint_mm2 for p in ps),
         "silicon_mm2": sum(p.silicon_mm2 for p in ps),
         "tile_footprint_mm2": tile_area_mm2(chip)[0],

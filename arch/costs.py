@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from math import ceil, sqrt
 
-from .spec import AdcSpec, AnalogSpec, ChipSpec, SimdSpec, SramSpec
+from .spec import AdcSpec, AnalogSpec, ChipSpec, DacSpec, SimdSpec, SramSpec
 
 # ----------------------------------------------------------------------------- analog crossbar
 
@@ -20,32 +20,52 @@ def input_passes(analog: AnalogSpec, activation_bits: int) -> int:
     return ceil(activation_bits / analog.dac.bits)
 
 
-THERMAL_KNEE_BITS = 10   # Murmann, ADC Performance Survey: Walden FOM (E / 2^b) flat below ~10 b, Schreier (E / 4^b) above
-
-
-def _energy_law(bits: int) -> float:
-    """Relative ADC energy at ``bits``: 2^b up to the thermal knee, then x 4 per bit."""
-    k = THERMAL_KNEE_BITS
-    return 2.0 ** bits if bits <= k else 2.0 ** k * 4.0 ** (bits - k)
+def adc_thermal_floor_pj(bits: int, schreier_fom_db: float) -> float:
+    """Least energy per conversion a ``bits``-bit Nyquist converter at Schreier figure of merit ``FoM`` can
+    have, pJ: ``FoM = SNDR + 10 log10(f_s / 2 / P)`` with the ideal ``SNDR = 6.02 b + 1.76`` dB gives
+    ``E = P / f_s = 10^((SNDR - FoM) / 10) / 2`` J (Murmann, ADC Performance Survey: the frontier is
+    thermal-noise limited, x 4 per bit, above ~10 bits)."""
+    return 0.5 * 10.0 ** ((6.02 * bits + 1.76 - schreier_fom_db) / 10.0) * 1e12
 
 
 def adc_energy_pj(adc: AdcSpec) -> float:
-    """Energy of one conversion at ``adc.bits``, pJ: the cited figure at ``anchor_bits`` times
-    ``law(bits) / law(anchor)`` (``survey``), or as given (``pinned``, or no anchor)."""
+    """Energy of one conversion at ``adc.bits``, pJ. ``survey``: ``max(E_anchor x 2^(bits - anchor),
+    thermal floor at schreier_fom_db)`` (Walden's figure of merit from the cited design, never below the
+    thermal limit, :func:`adc_thermal_floor_pj`); ``pinned``, or at the anchor: as given."""
     anchor = adc.anchor_bits or adc.bits
     if adc.scaling == "pinned" or anchor == adc.bits:
         return adc.energy_pj_per_conversion
-    return adc.energy_pj_per_conversion * _energy_law(adc.bits) / _energy_law(anchor)
+    return max(adc.energy_pj_per_conversion * 2.0 ** (adc.bits - anchor),
+               adc_thermal_floor_pj(adc.bits, adc.schreier_fom_db))
+
+
+def adc_time_law(adc: AdcSpec, bits: int) -> float:
+    """Conversion time at ``bits`` relative to ``anchor_bits``: SAR ``bits / anchor`` (one cycle per bit),
+    ramp ``2^(bits - anchor)`` (one count per level); 1 when pinned."""
+    anchor = adc.anchor_bits or adc.bits
+    if adc.scaling == "pinned" or anchor == bits:
+        return 1.0
+    return bits / anchor if adc.kind == "sar" else 2.0 ** (bits - anchor)
+
+
+def dac_energy_pj(dac: DacSpec) -> float:
+    """Energy of one DAC conversion at ``dac.bits``, pJ: the cited figure at ``anchor_bits`` times
+    ``bits / anchor`` (pwm: comparator and counter width) or ``2^(bits - anchor)`` (bit_serial multi-bit
+    DACs: unit elements)."""
+    return dac.energy_pj_per_conversion * dac_law(dac)
+
+
+def dac_law(dac: DacSpec) -> float:
+    """Relative DAC energy and area at ``bits`` against ``anchor_bits`` (:func:`dac_energy_pj`)."""
+    anchor = dac.anchor_bits or dac.bits
+    if anchor == dac.bits:
+        return 1.0
+    return dac.bits / anchor if dac.encoding == "pwm" else 2.0 ** (dac.bits - anchor)
 
 
 def adc_time_ns(adc: AdcSpec) -> float:
-    """Time of one conversion at ``adc.bits``, ns: SAR ``x bits / anchor``; ramp ``x 2^(bits - anchor)``."""
-    anchor = adc.anchor_bits or adc.bits
-    if adc.scaling == "pinned" or anchor == adc.bits:
-        return adc.conversion_ns
-    if adc.kind == "sar":
-        return adc.conversion_ns * adc.bits / anchor
-    return adc.conversion_ns * 2.0 ** (adc.bits - anchor)
+    """Time of one conversion at ``adc.bits``, ns: ``conversion_ns x`` :func:`adc_time_law`."""
+    return adc.conversion_ns * adc_time_law(adc, adc.bits)
 
 
 def conversion_ns(analog: AnalogSpec, cols_used: int) -> float:
@@ -94,7 +114,7 @@ def mvm_actions(analog: AnalogSpec, activation_bits: int, rows_used: int, cols_u
 def mvm_energy_pj(analog: AnalogSpec, activation_bits: int, rows_used: int, cols_used: int) -> float:
     """``passes * (r * e_dac + c * e_adc + r * c * devices_per_weight * e_cell)``, pJ."""
     act = mvm_actions(analog, activation_bits, rows_used, cols_used)
-    return (act.dac_conversions * analog.dac.energy_pj_per_conversion
+    return (act.dac_conversions * dac_energy_pj(analog.dac)
             + act.adc_conversions * adc_energy_pj(analog.adc)
             + act.cell_reads * analog.tile.array_energy_fj_per_cell * 1e-3)
 
@@ -139,10 +159,15 @@ def reduction_adds(out_features: int, in_features: int, rows: int) -> int:
 
 # ----------------------------------------------------------------------------- digital
 
-def simd_macs_per_ns(simd: SimdSpec, precision: str | None = None) -> float:
-    """Aggregate MAC rate of all cores at ``precision`` (``mac_rate_scale``, default 1), MACs per ns."""
+def simd_peak_macs_per_ns(simd: SimdSpec, precision: str | None = None) -> float:
+    """Peak MAC rate of all cores at ``precision`` (``mac_rate_scale``, default 1), MACs per ns."""
     scale = simd.mac_rate_scale.get(precision, 1.0) if precision else 1.0
     return simd.cores * simd.macs_per_cycle * simd.clock_ghz * scale
+
+
+def simd_macs_per_ns(simd: SimdSpec, precision: str | None = None) -> float:
+    """Achieved MAC rate on GEMMs: peak x ``mac_efficiency``, MACs per ns (what the engine schedules with)."""
+    return simd_peak_macs_per_ns(simd, precision) * simd.mac_efficiency
 
 
 def simd_vector_ops_per_ns(simd: SimdSpec) -> float:
@@ -167,13 +192,34 @@ def gemm_energy_pj(macs: float, e_mac_pj: float, weight_bytes: float, e_source_p
     return macs * e_mac_pj + weight_bytes * e_source_pj_per_byte + act_bytes * e_sram_pj_per_byte
 
 
+def node_energy_scale(from_nm: float, from_vdd_v: float, to_nm: float, to_vdd_v: float) -> float:
+    """Dynamic energy moved from one node to another: ``(to_nm / from_nm) x (to_vdd / from_vdd)^2``
+    (``E = C V^2`` with switched capacitance proportional to feature size)."""
+    return (to_nm / from_nm) * (to_vdd_v / from_vdd_v) ** 2
+
+
+def digital_energy_scale(chip: ChipSpec) -> float:
+    """Factor on every cited digital energy (MAC, vector op, SRAM access, local digital op):
+    ``energy_scale x`` :func:`node_energy_scale` from ``energy_reference_nm``/``_vdd_v`` to the domain's
+    ``process_nm``/``vdd_v`` (1 when no reference node is given)."""
+    d = chip.digital
+    if d.energy_reference_nm is None:
+        return d.energy_scale
+    return d.energy_scale * node_energy_scale(d.energy_reference_nm, d.energy_reference_vdd_v, d.process_nm, d.vdd_v)
+
+
 def e_mac_pj(chip: ChipSpec) -> float:
-    """Energy of one digital MAC at the declared precision, with the technology scale, pJ."""
-    return chip.digital.simd.energy_pj_per_mac[chip.precision.digital_mac] * chip.digital.energy_scale
+    """Energy of one digital MAC at the declared precision, at the domain's node, pJ."""
+    return chip.digital.simd.energy_pj_per_mac[chip.precision.digital_mac] * digital_energy_scale(chip)
 
 
 def e_vector_op_pj(chip: ChipSpec) -> float:
-    return chip.digital.simd.energy_pj_per_vector_op * chip.digital.energy_scale
+    return chip.digital.simd.energy_pj_per_vector_op * digital_energy_scale(chip)
+
+
+def e_local_digital_op_pj(chip: ChipSpec) -> float:
+    ld = chip.analog.local_digital
+    return ld.energy_pj_per_op * digital_energy_scale(chip) if ld else 0.0
 
 
 def sram_energy_pj_per_byte(sram: SramSpec) -> float:
@@ -187,7 +233,7 @@ def sram_energy_pj_per_byte(sram: SramSpec) -> float:
 
 
 def e_sram_pj_per_byte(chip: ChipSpec) -> float:
-    return sram_energy_pj_per_byte(chip.memory.sram) * chip.digital.energy_scale
+    return sram_energy_pj_per_byte(chip.memory.sram) * digital_energy_scale(chip)
 
 
 # ----------------------------------------------------------------------------- NoC and DRAM
@@ -210,6 +256,27 @@ def dram_latency_ns(n_bytes: float, latency_ns: float, bandwidth_gbps: float) ->
 def dram_energy_pj(n_bytes: float, e_pj_per_bit: float) -> float:
     """``bytes * 8 * e``, pJ."""
     return n_bytes * 8.0 * e_pj_per_bit
+
+
+def simd_static_power_mw(chip: ChipSpec) -> float:
+    """``cores x static_power_mw_per_core``, mW."""
+    return chip.digital.simd.cores * chip.digital.simd.static_power_mw_per_core
+
+
+def dram_static_power_mw(chip: ChipSpec) -> float:
+    """``channels x static_power_mw_per_channel``, mW."""
+    return chip.memory.dram.channels * chip.memory.dram.static_power_mw_per_channel
+
+
+def local_digital_static_power_mw(chip: ChipSpec, units: int) -> float:
+    """``units x local_digital.static_power_mw``, mW (one unit per NoC node hosting tiles)."""
+    ld = chip.analog.local_digital
+    return units * ld.static_power_mw if ld else 0.0
+
+
+def router_static_power_mw(chip: ChipSpec, routers: int) -> float:
+    """``routers x noc.static_power_mw_per_router``, mW."""
+    return routers * chip.noc.static_power_mw_per_router
 
 
 def sram_static_power_mw(chip: ChipSpec) -> float:

@@ -32,7 +32,7 @@ def derived_figures(chip: ChipSpec) -> dict[str, Any]:
     net = build_network(chip.noc)
     simd = chip.digital.simd
     peak_analog = a.tile_count * ops / period / 1000.0
-    peak_digital = 2 * costs.simd_macs_per_ns(simd, chip.precision.digital_mac) / 1000.0
+    peak_digital = 2 * costs.simd_peak_macs_per_ns(simd, chip.precision.digital_mac) / 1000.0
     return {
         "name": chip.name,
         "source": chip.source,
@@ -64,9 +64,20 @@ def derived_figures(chip: ChipSpec) -> dict[str, Any]:
         "noc_diameter_hops": net.diameter_hops(),
         "noc_bisection_bandwidth_gbps": net.bisection_bandwidth_gbps(),
         "tile_static_power_mw": a.static_power_mw_per_tile,
-        "static_power_mw": (a.tile_count * a.static_power_mw_per_tile + simd.static_power_mw
-                            + costs.sram_static_power_mw(chip) + chip.memory.dram.static_power_mw),
+        "static_power_mw": (a.tile_count * a.static_power_mw_per_tile + costs.simd_static_power_mw(chip)
+                            + costs.sram_static_power_mw(chip) + costs.dram_static_power_mw(chip)
+                            + (costs.local_digital_static_power_mw(chip, area.tile_nodes(chip))
+                               if a.tile_count else 0.0)
+                            + costs.router_static_power_mw(chip, area.noc_nodes(chip))),
         "sram_static_power_mw": costs.sram_static_power_mw(chip),
+        "simd_static_power_mw": costs.simd_static_power_mw(chip),
+        "dram_static_power_mw": costs.dram_static_power_mw(chip),
+        "digital_energy_scale": costs.digital_energy_scale(chip),
+        "digital_mac_energy_pj": costs.e_mac_pj(chip),
+        "digital_mac": chip.precision.digital_mac,
+        "digital_process_nm": chip.digital.process_nm,
+        "digital_mac_efficiency": simd.mac_efficiency,
+        "dac_energy_pj_per_conversion": costs.dac_energy_pj(a.dac),
         **area_figures(chip, peak_analog, peak_digital),
     }
 
@@ -78,15 +89,18 @@ def area_figures(chip: ChipSpec, peak_analog_tops: float, peak_digital_tops: flo
     if not ar["modelled"]:
         return {"area_modelled": False}
     simd_mm2 = ar["breakdown"]["SIMD cores"]["footprint_mm2"]
+    duty = area.adc_duty(chip)
     return {
         "area_modelled": True,
+        "area_stacking": ar["stacking"],
+        "adc_duty": duty,
         "area_process_nm": ar["process_nm"],
         "footprint_mm2": ar["footprint_mm2"],
         "silicon_mm2": ar["silicon_mm2"],
         "tile_footprint_mm2": ar["tile_footprint_mm2"],
         "tile_silicon_mm2": ar["tile_silicon_mm2"],
-        "analog_tops_per_mm2": _div(peak_analog_tops, ar["analog_footprint_mm2"]),
-        "digital_tops_per_mm2": _div(peak_digital_tops, simd_mm2),
+        "analog_tops_per_mm2": _div(peak_analog_tops, ar["analog_footprint_mm2"]) if chip.analog.tile_count else None,
+        "digital_tops_per_mm2": _div(peak_digital_tops, simd_mm2) if simd_mm2 > 0 else None,
         "area_breakdown_mm2": ar["breakdown"],
     }
 
@@ -101,7 +115,9 @@ UNITS = {
     "peak_digital_tops": "TOPS", "digital_tops_per_w": "TOPS/W (MACs only)", "sram_capacity_mib": "MiB", "sram_energy_pj_per_byte": "pJ/byte",
     "sram_bandwidth_gbps": "Gbit/s", "dram_bandwidth_gbps": "Gbit/s", "noc_bisection_bandwidth_gbps": "Gbit/s",
     "noc_diameter_hops": "hops", "static_power_mw": "mW", "tile_static_power_mw": "mW", "analog_capacity_weights": "weights",
-    "sram_static_power_mw": "mW", "area_process_nm": "nm", "footprint_mm2": "mm^2 (what the package sees)",
+    "sram_static_power_mw": "mW", "simd_static_power_mw": "mW", "dram_static_power_mw": "mW",
+    "digital_mac_energy_pj": "pJ (at the digital node)", "dac_energy_pj_per_conversion": "pJ",
+    "digital_process_nm": "nm", "area_process_nm": "nm", "footprint_mm2": "mm^2 (what the package sees)",
     "silicon_mm2": "mm^2 (every 3D tier counted)", "tile_footprint_mm2": "mm^2", "tile_silicon_mm2": "mm^2",
     "analog_tops_per_mm2": "TOPS/mm^2 (peak, over the tiles' footprint)",
     "digital_tops_per_mm2": "TOPS/mm^2 (peak, over the SIMD cores)",

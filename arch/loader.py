@@ -231,6 +231,17 @@ def _check_consistency(chip: ChipSpec, data: Located) -> None:
         known = ", ".join(chip.digital.simd.energy_pj_per_mac)
         fail(("precision", "digital_mac"), f"{p.digital_mac!r} has no energy in "
              f"digital.simd.energy_pj_per_mac; allowed: {known}")
+    if a.tile.stacking == "planar" and a.tile.tiers > 1:
+        fail(("analog", "tile", "stacking"), f"planar with {a.tile.tiers} tiers; allowed: monolithic or bonded "
+             "for tiers > 1")
+    d = chip.digital
+    node = (d.energy_reference_nm, d.energy_reference_vdd_v, d.process_nm, d.vdd_v)
+    if any(v is not None for v in node) and d.energy_reference_nm is not None:
+        names = ("energy_reference_nm", "energy_reference_vdd_v", "process_nm", "vdd_v")
+        for name, v in zip(names, node):
+            if v is None:
+                fail(("digital", name), "node scaling needs energy_reference_nm, energy_reference_vdd_v, "
+                     "process_nm and vdd_v together (or none of them)")
     _check_noc(chip.noc, a.tile_count, data, fail)
     if chip.area is not None and a.tile_count > 0:
         for key in ("crossbar_um2_per_device", "dac_um2", "adc_um2"):

@@ -38,6 +38,12 @@ class TileSpec:
     initiation_interval_ns: float | None = param(
         "minimum gap between two MVMs on one tile, ns (default: one MVM latency, no overlap)",
         lo=0.0, lo_open=True, default=None)
+    stacking: str | None = param(
+        "how tiers are built, for area (arch/area.py): planar (tiers 1: array beside its periphery); "
+        "monolithic (array layers deposited over the CMOS, periphery under the array: footprint = silicon = "
+        "max(one tier's array, periphery), cost by layer count); bonded (each tier a die with its array and row "
+        "drivers, bonded over a base die with converters and periphery). Default: planar for 1 tier, "
+        "monolithic above", choices=("planar", "monolithic", "bonded"), default=None)
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,10 @@ class DacSpec:
     step_ns: float = param("PWM LSB duration or one bit-serial cycle, ns", **POSITIVE)
     energy_pj_per_conversion: float = param("energy per DAC conversion, pJ", lo=0.0)
     per_tile: int = param("DACs per tile; rows are driven in ceil(rows/per_tile) groups", lo=1, hi=65536)
+    anchor_bits: int | None = param("resolution at which energy_pj_per_conversion (and area.dac_um2) are given "
+                                    "(default: bits). Away from it: pwm x bits / anchor (comparator and counter "
+                                    "width); bit_serial multi-bit DACs x 2^(bits - anchor) (unit elements)",
+                                    lo=1, hi=16, default=None)
 
 
 @dataclass(frozen=True)
@@ -61,10 +71,13 @@ class AdcSpec:
     kind: str = param("conversion scheme, for the time law: sar (one cycle per bit: time x bits / anchor) or "
                       "ramp (counting, CCO, single-slope: time x 2^(bits - anchor))",
                       choices=("sar", "ramp"), default="sar")
-    scaling: str = param("survey: energy x 2^(bits - anchor) up to 10 bits and x 4 per bit above (Walden then "
-                         "thermal-noise-limited Schreier figure of merit, Murmann's ADC Performance Survey), time "
-                         "by kind; pinned: the given figures at any bits (bits then moves accuracy only)",
-                         choices=("survey", "pinned"), default="survey")
+    scaling: str = param("survey: energy max(anchor x 2^(bits - anchor), thermal floor at schreier_fom_db) "
+                         "(Walden figure of merit, bounded below by the thermal-noise limit, Murmann's ADC "
+                         "Performance Survey), time by kind; pinned: the given figures at any bits (bits then "
+                         "moves accuracy only)", choices=("survey", "pinned"), default="survey")
+    schreier_fom_db: float = param("Schreier figure of merit of the best converters, dB: the thermal floor of "
+                                   "the energy per conversion is 10^((6.02 bits + 1.76 - FoM) / 10) / 2 J",
+                                   lo=100.0, hi=200.0, default=180.0)
 
 
 @dataclass(frozen=True)
@@ -73,7 +86,10 @@ class LocalDigitalSpec:
 
     ops_per_cycle: int = param("vector operations per cycle per node", lo=1)
     clock_ghz: float = param("clock, GHz", **POSITIVE)
-    energy_pj_per_op: float = param("energy per vector operation, pJ", lo=0.0)
+    energy_pj_per_op: float = param("energy per vector operation at the digital domain's cited node, pJ (scaled "
+                                    "as every digital energy, arch.costs.digital_energy_scale)", lo=0.0)
+    static_power_mw: float = param("static power of one unit (one per NoC node hosting tiles), mW", lo=0.0,
+                                   default=0.0)
 
 
 @dataclass(frozen=True)
@@ -169,7 +185,10 @@ class SimdSpec:
     energy_pj_per_mac: dict = param("energy per MAC by precision name (int8, fp16, ...), pJ")
     vector_ops_per_cycle: int = param("element-wise operations per cycle per core", lo=1)
     energy_pj_per_vector_op: float = param("energy per element-wise operation, pJ", lo=0.0)
-    static_power_mw: float = param("static power of all SIMD cores together, mW", lo=0.0)
+    static_power_mw_per_core: float = param("static power of one SIMD core, mW (all cores: x cores)", lo=0.0)
+    mac_efficiency: float = param("achieved fraction of the peak MAC rate on GEMMs (tiling, occupancy, "
+                                  "scheduling); every digital MAC runs at this fraction of peak", lo=0.0,
+                                  lo_open=True, hi=1.0, default=1.0)
     mac_rate_scale: dict = param("MAC rate by precision name relative to macs_per_cycle (e.g. int4: 2); "
                                  "a precision not listed runs at macs_per_cycle", default={})
 
@@ -178,8 +197,18 @@ class SimdSpec:
 class DigitalSpec:
     simd: SimdSpec = param("digital SIMD cores")
     energy_scale: float = param(
-        "technology scaling applied to every digital and SRAM energy (1 = the cited node as-is)",
-        lo=0.0, lo_open=True, default=1.0)
+        "extra factor on every digital, SRAM and local-digital energy, on top of the node scaling below "
+        "(1 = none)", lo=0.0, lo_open=True, default=1.0)
+    energy_reference_nm: float | None = param(
+        "process node at which the digital energies (MAC, vector op, SRAM, local digital op) are cited, nm; "
+        "with process_nm they are scaled by (process_nm / this) x (vdd_v / energy_reference_vdd_v)^2 "
+        "(dynamic energy C V^2, capacitance ~ feature size). Absent: the energies are taken as at process_nm",
+        lo=1.0, hi=1000.0, default=None)
+    energy_reference_vdd_v: float | None = param("supply voltage of the cited energies, V", lo=0.0, lo_open=True,
+                                                 hi=5.0, default=None)
+    process_nm: float | None = param("process node of this digital domain, nm", lo=1.0, hi=1000.0, default=None)
+    vdd_v: float | None = param("supply voltage of this digital domain, V", lo=0.0, lo_open=True, hi=5.0,
+                                default=None)
 
 
 @dataclass(frozen=True)
@@ -210,7 +239,11 @@ class DramSpec:
     bandwidth_gbps: float = param("DRAM bandwidth per channel, Gbit/s", **POSITIVE)
     energy_pj_per_bit: float = param("DRAM access energy, pJ per bit", lo=0.0)
     latency_ns: float = param("access latency, ns", lo=0.0)
-    static_power_mw: float = param("DRAM static power, mW", lo=0.0)
+    static_power_mw_per_channel: float = param("DRAM background (standby and refresh) power per channel, mW",
+                                               lo=0.0)
+    interface_energy_pj_per_bit: float = param(
+        "energy per bit moved between the DRAM interface and the compute beyond the DRAM device (PHY, memory "
+        "controller, on-chip crossbar or L2), pJ; charged on every DRAM byte", lo=0.0, default=0.0)
     channels: int = param("independent channels; one access uses one channel", lo=1, hi=1024, default=1)
     attachment: str = param("noc: DRAM streams enter the network at noc.dram_node and cross it to the SIMD "
                             "node (time latency + bytes / min(DRAM, path bandwidth) + hops x router latency, "
@@ -257,6 +290,8 @@ class NocSpec:
     energy_pj_per_bit_per_router: float = param(
         "energy per bit per router crossed, pJ; a message over h hops crosses h + 1 routers (default 0: "
         "energy_pj_per_bit_per_hop then carries the routers too)", lo=0.0, default=0.0)
+    static_power_mw_per_router: float = param("static power of one router (one per node), mW", lo=0.0,
+                                              default=0.0)
 
 
 @dataclass(frozen=True)
@@ -282,12 +317,16 @@ class AreaSpec:
     dac_um2: float | None = param("area of one DAC (analog.dac.per_tile per tile), um^2 (required with analog "
                                   "tiles)", lo=0.0, default=None)
     adc_um2: float | None = param("area of one ADC at analog.adc.anchor_bits, um^2, required with analog tiles; "
-                                  "scales as 2^(bits - anchor) with analog.adc.bits (the capacitor array of a SAR, "
-                                  "the counter range of a ramp/CCO converter)", lo=0.0, default=None)
+                                  "a fixed part (adc_fixed_fraction: comparator, logic) plus a part that grows "
+                                  "x 2^(bits - anchor) for sar (capacitor array) or x bits / anchor for ramp "
+                                  "(counter)", lo=0.0, default=None)
+    adc_fixed_fraction: float = param("share of adc_um2 that does not grow with bits (comparator, logic, "
+                                      "clocking): the area floor of the converter", lo=0.0, hi=1.0, default=0.25)
     adc_reference_conversion_ns: float | None = param(
-        "conversion time of the design adc_um2 is cited for, ns: a converter asked to be faster "
-        "(analog.adc conversion time below this) needs ceil(reference / time) interleaved copies (default: "
-        "the area holds at any rate)", lo=0.0, lo_open=True, default=None)
+        "conversion time of the design adc_um2 is cited for, at anchor_bits, ns: a converter asked to be faster "
+        "than the cited design at the same bits (its time law applied to this) needs ceil(reference / time) "
+        "interleaved copies; a slower one idles, which hw show states (default: the area holds at any rate)",
+        lo=0.0, lo_open=True, default=None)
     tile_periphery_um2: float = param("per-tile circuits besides array and converters (buffers, control, "
                                       "row/column drivers, per-core digital), um^2", lo=0.0, default=0.0)
     local_digital_um2_per_op: float = param("area of analog.local_digital per vector operation per cycle, um^2 "
@@ -299,6 +338,8 @@ class AreaSpec:
                                     "density with periphery, not bit-cell density)", lo=0.0)
     router_um2_per_gbps: float = param("NoC router area per Gbit/s of noc.link_bandwidth_gbps, per node, um^2 "
                                        "(buffers and crossbar grow with port width)", lo=0.0, default=0.0)
+    router_mm2_per_node: float = param("NoC router area per node independent of link bandwidth, mm^2 (a cited "
+                                       "router used at its own port width)", lo=0.0, default=0.0)
     dram_interface_mm2_per_channel: float = param("DRAM PHY and controller per memory.dram channel, mm^2",
                                                   lo=0.0, default=0.0)
     other_mm2: float = param("everything else on the die (I/O pads, clocking, host interface), mm^2",

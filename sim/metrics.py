@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from arch import costs
+from arch import area, costs
 from arch.spec import ChipSpec
 
 METRICS = {
@@ -43,7 +43,7 @@ METRICS = {
 }
 
 
-STATIC = ("static", "sram_static", "dram_static")
+STATIC = ("static", "sram_static", "dram_static", "local_digital_static", "router_static")
 
 
 def steady_state(ends_ps: np.ndarray, tokens: np.ndarray, in_flight: int) -> dict[str, Any]:
@@ -96,28 +96,36 @@ def price(chip: ChipSpec, c: Any, makespan_ns: float, powered_tiles: int | None 
     """Energy in pJ by domain and component. ``powered_tiles``: tiles drawing static power (default: all;
     the mapping reports how many hold a matrix when ``analog.power_gate_unused_tiles`` is on)."""
     a, mem = chip.analog, chip.memory
-    ld = a.local_digital
+    analog = {
+        "adc": c.adc_conversions * costs.adc_energy_pj(a.adc),
+        "dac": c.dac_conversions * costs.dac_energy_pj(a.dac),
+        "array": c.array_cell_reads * a.tile.array_energy_fj_per_cell * 1e-3,
+        "local_digital": c.local_digital_ops * costs.e_local_digital_op_pj(chip),
+        "static": (a.tile_count if powered_tiles is None else powered_tiles) * a.static_power_mw_per_tile
+                  * makespan_ns,
+    }
+    if a.local_digital is not None and a.tile_count:
+        analog["local_digital_static"] = costs.local_digital_static_power_mw(chip, area.tile_nodes(chip)) * makespan_ns
+    memory = {
+        "sram": c.sram_bytes * costs.e_sram_pj_per_byte(chip),
+        "dram": costs.dram_energy_pj(c.dram_bytes, mem.dram.energy_pj_per_bit),
+        "sram_static": costs.sram_static_power_mw(chip) * makespan_ns,
+        "dram_static": costs.dram_static_power_mw(chip) * makespan_ns,
+    }
+    if mem.dram.interface_energy_pj_per_bit:
+        memory["dram_interface"] = costs.dram_energy_pj(c.dram_bytes, mem.dram.interface_energy_pj_per_bit)
+    noc = {"links": c.noc_energy_pj, "routers": c.noc_router_bits * chip.noc.energy_pj_per_bit_per_router}
+    if chip.noc.static_power_mw_per_router:
+        noc["router_static"] = costs.router_static_power_mw(chip, area.noc_nodes(chip)) * makespan_ns
     return {
-        "analog": {
-            "adc": c.adc_conversions * costs.adc_energy_pj(a.adc),
-            "dac": c.dac_conversions * a.dac.energy_pj_per_conversion,
-            "array": c.array_cell_reads * a.tile.array_energy_fj_per_cell * 1e-3,
-            "local_digital": c.local_digital_ops * (ld.energy_pj_per_op if ld else 0.0) * chip.digital.energy_scale,
-            "static": (a.tile_count if powered_tiles is None else powered_tiles) * a.static_power_mw_per_tile
-                      * makespan_ns,
-        },
+        "analog": analog,
         "digital": {
             "mac": c.simd_macs * costs.e_mac_pj(chip),
             "vector": c.simd_vector_ops * costs.e_vector_op_pj(chip),
-            "static": chip.digital.simd.static_power_mw * makespan_ns,
+            "static": costs.simd_static_power_mw(chip) * makespan_ns,
         },
-        "memory": {
-            "sram": c.sram_bytes * costs.e_sram_pj_per_byte(chip),
-            "dram": costs.dram_energy_pj(c.dram_bytes, mem.dram.energy_pj_per_bit),
-            "sram_static": costs.sram_static_power_mw(chip) * makespan_ns,
-            "dram_static": mem.dram.static_power_mw * makespan_ns,
-        },
-        "noc": {"links": c.noc_energy_pj, "routers": c.noc_router_bits * chip.noc.energy_pj_per_bit_per_router},
+        "memory": memory,
+        "noc": noc,
     }
 
 

@@ -30,10 +30,10 @@ digital:
     energy_pj_per_mac: {int8: 1.0}
     vector_ops_per_cycle: 1
     energy_pj_per_vector_op: 1.0
-    static_power_mw: 0.0
+    static_power_mw_per_core: 0.0
 memory:
   sram: {capacity_mib: 1, bandwidth_gbps: 8, energy_pj_per_byte: 1.0}
-  dram: {bandwidth_gbps: 8, energy_pj_per_bit: 0.125, latency_ns: 1.0, static_power_mw: 0.0}
+  dram: {bandwidth_gbps: 8, energy_pj_per_bit: 0.125, latency_ns: 1.0, static_power_mw_per_channel: 0.0}
 noc:
   topology: mesh
   width: 2

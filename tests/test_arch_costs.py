@@ -139,25 +139,45 @@ def test_adc_figures_at_the_presets_own_resolution_are_the_cited_ones(preset):
 
 
 def test_adc_bits_drive_energy_and_time_by_the_stated_law():
+    """Energy max(E8 x 2^(bits - 8), thermal floor 10^((6.02 b + 1.76 - FoM)/10) / 2 J) at 4..16 bits; SAR time
+    x bits/8, ramp x 2^(bits - 8); pinned: as given."""
     def adc(bits, **kw):
         return load_chip("aimc-3d-moe", {"analog": {"adc": {"bits": bits, **kw}}}).analog.adc
 
-    e8, t8 = 12.0, 40.0                                  # aimc-3d-moe's SAR ADC at its anchor, 8 bits
-    assert costs.adc_energy_pj(adc(7)) == pytest.approx(e8 / 2)         # Walden region: x 2 per bit
-    assert costs.adc_time_ns(adc(7)) == pytest.approx(t8 * 7 / 8)       # SAR: one cycle per bit
-    assert costs.adc_energy_pj(adc(12)) == pytest.approx(e8 * 2 ** 2 * 4 ** 2)   # 2^(10-8) then 4^(12-10)
+    e8, t8, fom = 1.5625, 0.78125, 180.0                 # aimc-3d-moe's cited SAR at its anchor, 8 bits
+    assert adc(8).schreier_fom_db == fom
+    for bits in (4, 6, 10, 12, 16):
+        walden = e8 * 2.0 ** (bits - 8)
+        thermal_pj = 0.5 * 10 ** ((6.02 * bits + 1.76 - fom) / 10) * 1e12
+        assert costs.adc_energy_pj(adc(bits)) == pytest.approx(max(walden, thermal_pj))
+    assert costs.adc_energy_pj(adc(6)) == pytest.approx(e8 / 4)                  # Walden region
+    assert costs.adc_energy_pj(adc(16)) == pytest.approx(0.5 * 10 ** ((6.02 * 16 + 1.76 - fom) / 10) * 1e12)
+    assert 2e3 < costs.adc_energy_pj(adc(16)) < 5e3                              # ~3 nJ, the survey frontier
+    assert costs.adc_time_ns(adc(7)) == pytest.approx(t8 * 7 / 8)               # SAR: one cycle per bit
     ramp = adc(6, kind="ramp")
-    assert costs.adc_time_ns(ramp) == pytest.approx(t8 / 4)             # counting ADC: x 2 per bit
+    assert costs.adc_time_ns(ramp) == pytest.approx(t8 / 4)                     # counting ADC: x 2 per bit
     pinned = adc(6, scaling="pinned")
     assert (costs.adc_energy_pj(pinned), costs.adc_time_ns(pinned)) == (e8, t8)
+
+
+def test_dac_bits_law():
+    """PWM: energy x bits / anchor; bit-serial multi-bit DAC: x 2^(bits - anchor)."""
+    a = load_chip("aimc-3d-moe").analog
+    for bits in (4, 6, 8):
+        d = load_chip("aimc-3d-moe", {"analog": {"dac": {"bits": bits}}}).analog.dac
+        assert costs.dac_energy_pj(d) == pytest.approx(a.dac.energy_pj_per_conversion * bits / 8)
+    d = load_chip("aimc-3d-moe", {"analog": {"dac": {"bits": 4, "encoding": "bit_serial"}}}).analog.dac
+    assert costs.dac_energy_pj(d) == pytest.approx(a.dac.energy_pj_per_conversion * 2.0 ** (4 - 8))
 
 
 def test_hw_show_differs_between_8_and_6_bit_adcs():
     f8 = derived_figures(load_chip("aimc-3d-moe"))
     f6 = derived_figures(load_chip("aimc-3d-moe", {"analog": {"adc": {"bits": 6}}}))
-    # 512 columns, one ADC each: E_mvm loses 512 * (12 - 3) pJ; t_mvm loses one SAR conversion's 2 cycles
-    assert f8["mvm_energy_pj"] - f6["mvm_energy_pj"] == pytest.approx(512 * (12.0 - 12.0 / 4))
-    assert f8["mvm_latency_ns"] - f6["mvm_latency_ns"] == pytest.approx(40.0 * 2 / 8)
+    # 512 columns converted per MVM: E_mvm loses 512 * (E8 - E8 / 4); 32 conversions per ADC per pass each
+    # lose 2 of 8 SAR cycles
+    e8, t8 = 1.5625, 0.78125
+    assert f8["mvm_energy_pj"] - f6["mvm_energy_pj"] == pytest.approx(512 * (e8 - e8 / 4))
+    assert f8["mvm_latency_ns"] - f6["mvm_latency_ns"] == pytest.approx(32 * t8 * 2 / 8)
 
 
 def test_sram_energy_follows_the_bank_size():

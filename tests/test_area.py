@@ -34,30 +34,55 @@ area:
 
 
 def test_tile_area_is_the_sum_of_its_parts():
+    """aimc-3d-moe's tiles are monolithic: the periphery sits under the array, footprint = silicon =
+    max(one tier's array, DACs + ADCs + periphery)."""
     chip = load_chip("aimc-3d-moe")
     a, ar = chip.analog, chip.area
     t = a.tile
+    assert area.stacking(chip) == "monolithic"
     array = t.rows * t.cols * t.devices_per_weight * ar.crossbar_um2_per_device
-    adc = ar.adc_um2 * 2.0 ** (a.adc.bits - (a.adc.anchor_bits or a.adc.bits))   # 40 ns > 0.833 ns: one copy
-    periphery = a.dac.per_tile * ar.dac_um2 + a.adc.per_tile * adc + ar.tile_periphery_um2
+    assert ar.adc_reference_conversion_ns == a.adc.conversion_ns and a.adc.bits == a.adc.anchor_bits  # one copy, anchor law 1
+    periphery = a.dac.per_tile * ar.dac_um2 + a.adc.per_tile * ar.adc_um2 + ar.tile_periphery_um2
     fp, si = area.tile_area_mm2(chip)
-    assert fp == pytest.approx((periphery + array) / 1e6, rel=1e-12)
-    assert si == pytest.approx((periphery + t.tiers * array) / 1e6, rel=1e-12)
+    assert fp == pytest.approx(max(array, periphery) / 1e6, rel=1e-12)
+    assert si == pytest.approx(fp, rel=1e-12)
+    big = load_chip("aimc-3d-moe", {"area": {"crossbar_um2_per_device": 10.0}})   # an array wider than the periphery
+    big_array = t.rows * t.cols * t.devices_per_weight * 10.0
+    assert area.tile_area_mm2(big)[0] == pytest.approx(big_array / 1e6, rel=1e-12)
+    assert area.chip_area(big)["breakdown"]["crossbar arrays"]["footprint_mm2"] == pytest.approx(
+        a.tile_count * (big_array - periphery) / 1e6, rel=1e-12)
+
+
+def test_planar_and_bonded_stacking_by_hand():
+    """planar: array beside periphery; bonded: tiers x (array + DACs) silicon over a base die, footprint
+    max(array + DACs, ADCs + periphery)."""
+    flat = load_chip_text(AREA_YAML.replace("    tiers: 2\n", "    tiers: 1\n"))
+    A, D, C, P = 16 * 2.0, 4 * 3.0, 4 * 40.0 * 3, 100.0       # ADC 1 ns vs reference 2.5 ns -> 3 copies
+    assert area.stacking(flat) == "planar"
+    assert area.tile_area_mm2(flat) == pytest.approx(((A + D + C + P) / 1e6,) * 2, rel=1e-12)
+    bonded = load_chip_text(AREA_YAML.replace("    tiers: 2\n", "    tiers: 3\n    stacking: bonded\n"))
+    fp, si = area.tile_area_mm2(bonded)
+    assert fp == pytest.approx(max(A + D, C + P) / 1e6, rel=1e-12)
+    assert si == pytest.approx((3 * (A + D) + C + P) / 1e6, rel=1e-12)
+    with pytest.raises(SpecError, match="stacking"):
+        load_chip_text(AREA_YAML.replace("    tiers: 2\n", "    tiers: 3\n    stacking: planar\n"))
 
 
 def test_unit_chip_totals_by_hand():
     chip = load_chip_text(AREA_YAML)
-    # 8 tiles of 4x4 x 1 device x 2 um2 x 2 tiers; 4 DACs, 4 ADCs per tile; ADC 1 ns vs reference 2.5 ns -> 3 copies
-    arrays_fp = 8 * 16 * 2.0
-    base = 8 * (4 * 3.0 + 4 * 40.0 * 3 + 100.0)
+    # 8 tiles of 4x4 x 1 device x 2 um2, 2 tiers, monolithic by default: periphery under the array;
+    # 4 DACs, 4 ADCs per tile; ADC 1 ns vs reference 2.5 ns -> 3 copies
+    array = 16 * 2.0
+    base = 4 * 3.0 + 4 * 40.0 * 3 + 100.0
+    tiles = 8 * max(array, base)
     simd = 1 * (1 * 500.0 / 1e6 + 0.5)
     sram = (1 + 16) * 0.8                     # capacity 1 MiB + default staging 16 MiB
     routers = 4 * 8 * 10.0 / 1e6             # 2x2 mesh, 8 Gbit/s links
-    fp = (arrays_fp + base) / 1e6 + simd + sram + routers + 7.0 + 1.5
-    si = (2 * arrays_fp + base) / 1e6 + simd + sram + routers + 7.0 + 1.5
+    fp = tiles / 1e6 + simd + sram + routers + 7.0 + 1.5
     got = area.chip_area(chip)
     assert got["footprint_mm2"] == pytest.approx(fp, rel=1e-12)
-    assert got["silicon_mm2"] == pytest.approx(si, rel=1e-12)
+    assert got["silicon_mm2"] == pytest.approx(fp, rel=1e-12)
+    assert got["array_layers"] == 2
 
 
 def test_doubling_sram_adds_exactly_its_area_and_leakage():
@@ -71,24 +96,84 @@ def test_doubling_sram_adds_exactly_its_area_and_leakage():
     assert leak > 0
 
 
-def test_a_tier_adds_silicon_not_footprint():
-    one = load_chip("aimc-3d-moe")
-    more = load_chip("aimc-3d-moe", {"analog": {"tile": {"tiers": one.analog.tile.tiers + 1}}})
+def test_a_tier_adds_silicon_only_when_bonded():
+    one = load_chip("aimc-3d-moe", {"analog": {"tile": {"stacking": "bonded"}}})
+    more = load_chip("aimc-3d-moe", {"analog": {"tile": {"tiers": one.analog.tile.tiers + 1, "stacking": "bonded"}}})
     a1, a2 = area.chip_area(one)["breakdown"], area.chip_area(more)["breakdown"]
-    assert a2["crossbar arrays"]["footprint_mm2"] == a1["crossbar arrays"]["footprint_mm2"]
     t = one.analog.tile
-    tier_mm2 = one.analog.tile_count * t.rows * t.cols * t.devices_per_weight * one.area.crossbar_um2_per_device / 1e6
-    assert a2["crossbar arrays"]["silicon_mm2"] - a1["crossbar arrays"]["silicon_mm2"] == pytest.approx(tier_mm2)
+    n = one.analog.tile_count
+    tier_mm2 = n * (t.rows * t.cols * t.devices_per_weight * one.area.crossbar_um2_per_device
+                    + one.analog.dac.per_tile * one.area.dac_um2) / 1e6
+    assert area.chip_area(more)["silicon_mm2"] - area.chip_area(one)["silicon_mm2"] == pytest.approx(tier_mm2)
     assert area.chip_area(more)["footprint_mm2"] == pytest.approx(area.chip_area(one)["footprint_mm2"])
+    mono = load_chip("aimc-3d-moe")
+    mono_more = load_chip("aimc-3d-moe", {"analog": {"tile": {"tiers": mono.analog.tile.tiers + 1}}})
+    assert area.chip_area(mono_more)["silicon_mm2"] == area.chip_area(mono)["silicon_mm2"]   # a deposited layer
+    assert area.chip_area(mono_more)["array_layers"] == mono.analog.tile.tiers + 1
 
 
 def test_adc_area_follows_bits_and_rate():
+    """SAR: fixed share f plus (1 - f) x 2^(bits - anchor); ramp: (1 - f) x bits / anchor; copies only when
+    faster than the cited design at the same bits."""
     chip = load_chip("aimc-3d-moe")
-    six = load_chip("aimc-3d-moe", {"analog": {"adc": {"bits": 6}}})
-    assert area.adc_area_um2(six.analog.adc, six.area) == pytest.approx(chip.area.adc_um2 / 4)
-    fast = load_chip("aimc-3d-moe", {"analog": {"adc": {"conversion_ns": 0.2}},
-                                     "area": {"adc_reference_conversion_ns": 0.833}})
-    assert area.adc_area_um2(fast.analog.adc, fast.area) == pytest.approx(chip.area.adc_um2 * math.ceil(0.833 / 0.2))
+    f, a0 = chip.area.adc_fixed_fraction, chip.area.adc_um2
+    for bits in (4, 6, 8, 10, 12):
+        sar = load_chip("aimc-3d-moe", {"analog": {"adc": {"bits": bits}}})
+        # SAR time law x bits/8 on both the converter and the cited design: never a copy
+        assert area.adc_area_um2(sar.analog.adc, sar.area) == pytest.approx(a0 * (f + (1 - f) * 2.0 ** (bits - 8)))
+        ramp = load_chip("aimc-3d-moe", {"analog": {"adc": {"bits": bits, "kind": "ramp"}}})
+        assert area.adc_area_um2(ramp.analog.adc, ramp.area) == pytest.approx(a0 * (f + (1 - f) * bits / 8))
+    four = load_chip("aimc-3d-moe", {"analog": {"adc": {"bits": 4}}})
+    assert area.adc_area_um2(four.analog.adc, four.area) >= f * a0          # the comparator-and-logic floor
+    fast = load_chip("aimc-3d-moe", {"analog": {"adc": {"conversion_ns": 0.2}}})
+    assert area.adc_area_um2(fast.analog.adc, fast.area) == pytest.approx(a0 * math.ceil(0.78125 / 0.2))
+
+
+def test_below_the_anchor_fewer_bits_convert_faster_without_copies():
+    """hermes-64's ramp ADC at 6 bits converts in 76.8 / 4 ns, which the cited CCO design also takes at 6
+    bits: no interleaved copies, and the area shrinks by the counter law (was cancelled before)."""
+    h8 = load_chip("hermes-64")
+    h6 = load_chip("hermes-64", {"analog": {"adc": {"bits": 6}}})
+    assert costs.adc_time_ns(h6.analog.adc) == pytest.approx(76.8 / 4)
+    assert area.adc_copies(h6.analog.adc, h6.area) == 1
+    f = h8.area.adc_fixed_fraction
+    assert area.adc_area_um2(h6.analog.adc, h6.area) == pytest.approx(600.0 * (f + (1 - f) * 6 / 8))
+    assert area.adc_area_um2(h6.analog.adc, h6.area) < area.adc_area_um2(h8.analog.adc, h8.area)
+
+
+def test_sharing_the_cited_converter_32_to_1():
+    """One converter per column at the cited rate, against one per 32 columns: ADC area / 32, and each pass
+    waits 32 conversions instead of one."""
+    per_col = load_chip("aimc-3d-moe", {"analog": {"adc": {"per_tile": 512}}})
+    shared = load_chip("aimc-3d-moe", {"analog": {"adc": {"per_tile": 16}}})
+    b1 = area.chip_area(per_col)["breakdown"]["ADCs"]["footprint_mm2"]
+    b32 = area.chip_area(shared)["breakdown"]["ADCs"]["footprint_mm2"]
+    assert b1 / b32 == pytest.approx(32.0)
+    a = shared.analog
+    t_conv = a.adc.conversion_ns
+    assert costs.mvm_latency_ns(a, 8, 512, 512) - costs.mvm_latency_ns(per_col.analog, 8, 512, 512) == \
+        pytest.approx(31 * t_conv)
+
+
+def test_slow_converters_are_said_to_idle():
+    """A converter asked for 40 ns where the cited design takes 0.78125 ns idles 1 - 0.78125/40 of the time;
+    floor(40 / 0.78125) = 51 columns could share one."""
+    slow = load_chip("aimc-3d-moe", {"analog": {"adc": {"per_tile": 512, "conversion_ns": 40.0}}})
+    duty = area.adc_duty(slow)
+    assert duty["idle"] == pytest.approx(1 - 0.78125 / 40)
+    assert duty["share"] == 51 and duty["per_tile"] == math.ceil(512 / 51)
+    assert area.adc_duty(load_chip("aimc-3d-moe")) is None
+    out = subprocess.run([sys.executable, "-m", "sim.cli", "hw", "show", "aimc-3d-moe", "--set", "analog.adc.per_tile=512",
+                          "--set", "analog.adc.conversion_ns=40"], capture_output=True, text=True)
+    assert out.returncode == 0 and "idles 98%" in out.stdout and "analog.adc.per_tile=11" in out.stdout
+
+
+def test_isaac_area_within_5_percent_of_published():
+    """ISAAC16's chip: 85.4 mm^2 (168 tiles with the eDRAM-to-IMA bus, routers shared by 4 tiles, and the
+    HyperTransport links)."""
+    assert area.chip_area(load_chip("isaac"))["footprint_mm2"] == pytest.approx(85.4, rel=0.05)
+    routers = area.chip_area(load_chip("isaac"))["breakdown"]["NoC routers"]["footprint_mm2"]
+    assert routers == pytest.approx(168 * 0.151 / 4, rel=1e-9)
 
 
 def test_hermes_core_density_within_10_percent_of_published():

@@ -62,6 +62,10 @@ def run_show(args: argparse.Namespace) -> int:
         return 0
     print(f"{chip.name}: {chip.description}")
     breakdown = figures.pop("area_breakdown_mm2", None)
+    duty = figures.pop("adc_duty", None)
+    if not chip.analog.tile_count:             # a digital-only chip: no tile, converter or MVM lines
+        figures = {k: v for k, v in figures.items() if k not in ANALOG_FIGURES}
+    figures = {k: v for k, v in figures.items() if v is not None}
     width = max(len(k) for k in figures)
     for key, value in figures.items():
         if key == "area_modelled":
@@ -76,9 +80,21 @@ def run_show(args: argparse.Namespace) -> int:
         else:
             text = f"{value:,.4g}" if isinstance(value, float) else str(value)
         print(f"  {key:<{width}}  {text} {unit}".rstrip())
+    if duty:
+        print(f"  ADC idle: each converter converts in {duty['conversion_ns']:.4g} ns where the cited design "
+              f"(area.adc_reference_conversion_ns) takes {duty['reference_ns']:.4g} ns, so it idles "
+              f"{duty['idle']:.0%} of the time; one converter shared by {duty['share']} columns would keep this "
+              f"pass time: --set analog.adc.per_tile={duty['per_tile']} "
+              f"--set analog.adc.conversion_ns={duty['cited_ns']:.4g}")
     if breakdown:
         print(area_table(breakdown, figures["footprint_mm2"]))
     return 0
+
+
+ANALOG_FIGURES = ("tile_rows", "tile_cols", "tiers", "crossbar_slots", "analog_capacity_weights", "input_passes",
+                  "adc_bits", "adc_energy_pj_per_conversion", "adc_conversion_ns", "adc_scaling", "mvm_latency_ns",
+                  "mvm_energy_pj", "peak_analog_tops", "analog_tops_per_w", "tile_static_power_mw",
+                  "dac_energy_pj_per_conversion", "tile_footprint_mm2", "tile_silicon_mm2", "area_stacking")
 
 
 def run_fit(args: argparse.Namespace) -> int:

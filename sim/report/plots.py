@@ -28,13 +28,14 @@ FAMILY_STYLE = {
 CATEGORIES = {
     "analog: converters": ("analog", ("adc", "dac"), "#fc9272", False),
     "analog: array + local units": ("analog", ("array", "local_digital"), "#de2d26", False),
-    "analog: static": ("analog", ("static",), "#a50f15", True),
+    "analog: static": ("analog", ("static", "local_digital_static"), "#a50f15", True),
     "digital: compute": ("digital", ("mac", "vector"), "#6baed6", False),
     "digital: static": ("digital", ("static",), "#08519c", True),
     "memory: SRAM": ("memory", ("sram",), "#a1d99b", False),
-    "memory: DRAM": ("memory", ("dram",), "#41ab5d", False),
+    "memory: DRAM": ("memory", ("dram", "dram_interface"), "#41ab5d", False),
     "memory: static": ("memory", ("sram_static", "dram_static"), "#006d2c", True),
     "NoC: links + routers": ("noc", ("links", "routers"), "#969696", False),
+    "NoC: static": ("noc", ("router_static",), "#525252", True),
 }
 
 
