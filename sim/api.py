@@ -231,7 +231,7 @@ def assemble(chip, shape, tr, st, placement, plan, mapping, engine, makespan_ps,
         "run_id": run_id, "code_fingerprint": code_fingerprint(), "config": config, "metrics": metrics,
         "hw_figures": hw_figures, "model_summary": shape.summary(),
         "energy_pj": energy, "energy_by_domain_pj": domains, "counters": counters,
-        "utilisation": util["summary"], "utilisation_rows": util["rows"],
+        "utilisation": util["summary"], "utilisation_rows": util["rows"], "bottleneck": util["bottleneck"],
         "tile_utilisation_by_node": {k: float(np.mean(v)) for k, v in node_util.items()},
         "noc": {"topology": chip.noc.topology, "width": chip.noc.width, "height": chip.noc.height,
                 "simd_node": str(net.simd_node), "dram_node": str(net.dram_node)},
@@ -257,26 +257,74 @@ def assemble(chip, shape, tr, st, placement, plan, mapping, engine, makespan_ps,
 
 
 def utilisation(chip: ChipSpec, engine: Engine, makespan_ps: int) -> dict[str, Any]:
-    """Busy fraction of every resource (tiles, local digital units, SIMD cores, DRAM channels, NoC links)."""
+    """Work delivered by every resource as a fraction of what it could deliver over the makespan.
+
+    Tiles, local digital units and the SIMD cores: busy time / makespan (they are booked only while they
+    compute; a digital operation waiting for its weights does not hold the SIMD). DRAM channels: bytes
+    delivered x 8 / (bandwidth_gbps x makespan); NoC links: bits carried / (link bandwidth x makespan). A
+    stream or message holds its channel and links at the slowest bandwidth on its way, so where that is
+    less than a resource's own, its ``booked`` fraction (calendar busy time / makespan, in the row) exceeds
+    the delivered one. ``bottleneck``: the kind with the highest delivered utilisation among tile (mean
+    over the tiles holding a matrix), local_digital (max over units), simd, dram (mean over channels) and
+    noc_link (max over links), with the DRAM bandwidths that bound a weight stream."""
     span = max(makespan_ps, 1)
+    span_ns = span / 1000
     rows = []
     net = engine.net
+    dram = chip.memory.dram
 
-    def add(kind: str, names: Any, busy: np.ndarray) -> None:
-        for name, b in zip(names, busy.tolist()):
-            rows.append({"resource": name, "kind": kind, "busy_ns": b / 1000, "utilisation": b / span})
+    def add(kind: str, names: Any, busy: np.ndarray, delivered: np.ndarray | None = None) -> None:
+        for i, (name, b) in enumerate(zip(names, busy.tolist())):
+            row = {"resource": name, "kind": kind, "busy_ns": b / 1000, "utilisation": b / span}
+            if delivered is not None:
+                row["utilisation"] = float(delivered[i])
+                row["booked"] = b / span
+            rows.append(row)
 
     add("tile", (f"tile {i}" for i in range(chip.analog.tile_count)), engine.busy_ps("tile"))
     if chip.analog.local_digital:
         add("local_digital", (f"local digital {n}" for n in net.node_names), engine.busy_ps("local_digital"))
     simd = engine.busy_ps("simd")
     add("simd", (f"simd core {c}" for c in range(chip.digital.simd.cores)), np.repeat(simd, chip.digital.simd.cores))
-    add("dram", (f"dram ch{c}" for c in range(chip.memory.dram.channels)), engine.busy_ps("dram"))
-    add("noc_link", (f"link {net.link_name(i)}" for i in range(net.link_count)), engine.busy_ps("link"))
+    ch_bytes = engine.dram_channel_bytes()
+    add("dram", (f"dram ch{c}" for c in range(dram.channels)), engine.busy_ps("dram"),
+        ch_bytes * 8 / (dram.bandwidth_gbps * span_ns))
+    link_bw = np.asarray(net.link_bandwidth, float)
+    add("noc_link", (f"link {net.link_name(i)}" for i in range(net.link_count)), engine.busy_ps("link"),
+        engine.link_bits() / (link_bw * span_ns) if net.link_count else None)
     summary = {}
+    by_kind: dict[str, np.ndarray] = {}
     for kind in ("tile", "local_digital", "simd", "dram", "noc_link"):
         vals = np.array([r["utilisation"] for r in rows if r["kind"] == kind])
+        by_kind[kind] = vals
         if vals.size:
             summary[f"{kind}_mean"] = float(vals.mean())
             summary[f"{kind}_max"] = float(vals.max())
-    return {"summary": summary, "rows": rows}
+    return {"summary": summary, "rows": rows,
+            "bottleneck": bottleneck(chip, engine, by_kind, float(ch_bytes.sum()), span)}
+
+
+def bottleneck(chip: ChipSpec, engine: Engine, by_kind: dict[str, np.ndarray], dram_bytes: float,
+               span_ps: int) -> dict[str, Any]:
+    """The binding resource kind (highest delivered utilisation) and the bandwidths a DRAM stream meets."""
+    tiles = by_kind["tile"][np.asarray(engine.map.tiles_used, bool)] if by_kind["tile"].size else by_kind["tile"]
+    score = {"tile": tiles.mean() if tiles.size else None,
+             "local_digital": by_kind["local_digital"].max() if by_kind["local_digital"].size else None,
+             "simd": by_kind["simd"].max() if by_kind["simd"].size else None,
+             "dram": by_kind["dram"].mean() if by_kind["dram"].size else None,
+             "noc_link": by_kind["noc_link"].max() if by_kind["noc_link"].size else None}
+    score = {k: float(v) for k, v in score.items() if v is not None}
+    binding = max(score, key=lambda k: score[k])          # first of equals in the order above
+    dram = chip.memory.dram
+    route = (engine.net.path_ids(engine.net.dram_id, engine.net.simd_id) if dram.attachment == "noc"
+             else np.zeros(0, np.int64))
+    path = float(np.asarray(engine.net.link_bandwidth)[route].min()) if route.size else float("inf")
+    peak = dram.channels * dram.bandwidth_gbps
+    return {"binding_resource": binding, "binding_utilisation": score[binding],
+            "binding_basis": "delivered work / capacity over the makespan: tile mean over tiles holding a "
+                             "matrix, dram mean over channels, local_digital, simd and noc_link max",
+            "dram_peak_gbps": peak, "stream_path_gbps": path,
+            "effective_stream_gbps": float(engine.q.dram_stream_gbps),
+            "effective_stream_basis": "one stream: min(one channel's bandwidth, stream_path_gbps); streams share "
+                                      "the DRAM route's links, so with a route at most one streams at a time",
+            "dram_delivered_gbps": dram_bytes * 8 / (span_ps / 1000)}

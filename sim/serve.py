@@ -129,7 +129,7 @@ def serve(hw, model, trace=None, policy: str = "maxnn", *, stream: RequestStream
     stab = (stability(a["in_system"], b["in_system"], arrivals_in) if not window["closed"] else
             {"stable": True, "basis": "closed batch"})
     busy = (b["busy"] - a["busy"]).astype(np.float64) / win_ps
-    util = _utilisation(engine, busy)
+    util = _utilisation(chip, engine, busy, b["C"] - a["C"], win_ps / 1000.0)
     log = sched.log_array()
     in_win = (log[:, 1] >= a["t_ps"]) & (log[:, 1] <= b["t_ps"]) if log.size else np.zeros(0, bool)
     offered = stream.meta.get("rate_per_s")
@@ -185,14 +185,21 @@ def _label(policy: str, fraction: float) -> str:
     return policy if policy in ("all-analog", "all-digital") else f"{policy} {fraction:.1%}".replace(".0%", "%")
 
 
-def _utilisation(engine: Engine, busy: np.ndarray) -> dict[str, Any]:
-    """Per resource kind the mean and max busy fraction over the window, and the busiest kind."""
+def _utilisation(chip: ChipSpec, engine: Engine, busy: np.ndarray, dC: np.ndarray, win_ns: float) -> dict[str, Any]:
+    """Per resource kind the mean and max delivered fraction over the window, and the busiest kind: busy
+    time for tiles, local digital units and the SIMD cores; bytes or bits carried / (bandwidth x window)
+    for DRAM channels and NoC links (as :func:`sim.api.utilisation`)."""
     q = engine.q
     spans = {"tile": (0, q.T), "local_digital": (q.r_ld0, q.r_link0), "link": (q.r_link0, q.r_simd),
              "simd": (q.r_simd, q.r_simd + 1), "dram": (q.r_dram0, q.r_dram0 + q.n_dram)}
+    delivered = {
+        "dram": dC[q.o_dram_bytes:q.o_dram_bytes + q.n_dram] * 8 / (chip.memory.dram.bandwidth_gbps * win_ns),
+        "link": dC[q.o_link_bits:q.o_link_bits + (q.r_simd - q.r_link0)]
+        / (np.asarray(engine.net.link_bandwidth, float) * win_ns),
+    }
     summary, best, best_u = {}, "", -1.0
     for kind, (lo, hi) in spans.items():
-        vals = busy[lo:hi]
+        vals = delivered[kind] if kind in delivered else busy[lo:hi]
         if kind == "tile":
             vals = vals[engine.map.tiles_used]
         if vals.size == 0:

@@ -5,7 +5,9 @@ engine loads this file twice through :func:`sim.engine.kernels.load`: compiled (
 cached on disk) for runs, and as plain Python (the reference implementation the tests compare
 the compiled one against). Nothing here keeps state between calls except the arrays it is given,
 and nothing here allocates: the compiled copy is built without numba's reference-counting runtime
-(see :mod:`sim.engine.kernels`), so an allocation would fail to compile.
+(see :mod:`sim.engine.kernels`), so an allocation would fail to compile. Besides the action
+counters, the kernel adds up the bytes each DRAM channel delivered and the bits each NoC link carried
+(delivered utilisation, :func:`sim.api.utilisation`).
 
 Time is integer picoseconds. Every resource is a reservation calendar (a row of sorted, disjoint
 busy intervals): an operation ready at ``t`` that needs it for ``d`` takes the earliest gap
@@ -16,7 +18,7 @@ made in a fixed order, so schedules are deterministic.
 
 Tie-breaks (written down because schedules depend on them): slots are booked in slot order (row
 block major), each on its own tile when its node's input has arrived; of several DRAM channels
-the one that lets the operation start first, lowest number on ties; routed experts in expert
+the one whose stream can start first, lowest number on ties; routed experts in expert
 order; column blocks in order.
 
 Per-slot analog schedule and spread reductions:
@@ -36,12 +38,24 @@ Per-slot analog schedule and spread reductions:
   activation runs on that site's unit, and the activation's columns go to the down projection's
   nodes that need them as input rows.
 
-Weight prefetch (``memory.sram.prefetch``): a digital operation whose weights stream from DRAM
-and fit one half of the staging buffer starts its stream at the earliest time, not before the
-stage starts nor before the operation two streams back has finished with that half, at which a
-channel (and the DRAM route's links) is free; its compute books the SIMD cores from when its input
-is ready for ``max(compute, weights arrived - start)``. Without prefetch the stream and the compute
-start together and the operation lasts ``max(compute, latency + bytes / bandwidth)``.
+Weight streams (a digital operation whose weights are not SRAM-resident, and attention's KV-cache
+read). The stream of ``B`` bytes holds a DRAM channel and every link of the DRAM route for
+``B / bandwidth`` (bandwidth: min(DRAM channel, the route's slowest link)) from a common start ``t``:
+
+- with prefetch (``memory.sram.prefetch``, weights that fit one half of the staging buffer): ``t`` is
+  the earliest time, not before the stage starts nor before the operation two streams back has
+  ended (its half of the buffer is free again when it ends), at which a channel and the route are
+  free;
+- otherwise (prefetch off, weights larger than a half, the KV cache): the earliest ``t >= ready``
+  (the operation's input ready) at which a channel and the route are free.
+
+Its last byte is on chip at ``arrive = t + latency + B / bandwidth + route hops``. The SIMD gang is
+booked for exactly the operation's compute time ``c`` (its on-chip duration: MACs, vector ops, SRAM
+traffic) in the earliest free gap starting at ``s >= max(ready, arrive - c)``: compute consumes the
+weights as they stream and finishes no earlier than the last byte, and the gang is never held while
+the operation waits for its weights (another operation can use it meanwhile). The operation ends at
+``s + c``; on an idle chip that is ``max(c, latency + B / bandwidth + hops)`` after ``ready``, the
+overlapped GEMM time.
 """
 
 from __future__ import annotations
@@ -267,10 +281,11 @@ def xfer(tb, st, src, dst, nbytes, ready, now, label, aux):
             t = cal_fit(st.cal, st.ivl, tb.P[0].r_link0 + S[p0 + j], t, ser)
         if t == t0:
             break
+    bits = nbytes * 8.0
     for j in range(h):
         cal_book(st.cal, st.ivl, S, tb.P[0].r_link0 + S[p0 + j], t, ser, now)
         record(st.rec, S, tb.P[0].r_link0 + S[p0 + j], t, t + ser, label, aux)
-    bits = nbytes * 8.0
+        st.C[tb.P[0].o_link_bits + S[p0 + j]] += bits
     st.C[C_BITHOPS] += bits * h
     st.C[C_ROUTER_BITS] += bits * (h + 1)
     st.C[C_NOC_PJ] += bits * e_bit
@@ -301,7 +316,9 @@ def route_book(tb, st, ch, s, d, nbytes, now, label, aux):
     for j in range(h):
         cal_book(st.cal, st.ivl, st.S, tb.P[0].r_link0 + tb.I[tb.P[0].dram_route + j], s, d, now)
         record(st.rec, st.S, tb.P[0].r_link0 + tb.I[tb.P[0].dram_route + j], s, s + d, label, aux)
+        st.C[tb.P[0].o_link_bits + tb.I[tb.P[0].dram_route + j]] += nbytes * 8.0
     st.C[C_DRAM] += nbytes
+    st.C[tb.P[0].o_dram_bytes + ch] += nbytes
     if h > 0:
         bits = nbytes * 8.0
         st.C[C_BITHOPS] += bits * h
@@ -309,49 +326,35 @@ def route_book(tb, st, ch, s, d, nbytes, now, label, aux):
         st.C[C_NOC_PJ] += bits * tb.P[0].dram_route_pj
 
 
-def simd_op(tb, st, ready, dur, dram_bytes, compute, prefetchable, now, label, aux):
-    """A gang operation on all SIMD cores. ``dur``: its duration when its weights (``dram_bytes``,
-    if any) stream with it; ``compute``: its duration once the weights are on chip."""
+def simd_op(tb, st, ready, compute, dram_bytes, prefetchable, now, label, aux):
+    """A gang operation on all SIMD cores for ``compute`` ps once its input is ready at ``ready``.
+    Its weights (``dram_bytes``, if any) stream from DRAM on a channel and the DRAM route (see the
+    module docstring): the SIMD is booked for exactly ``compute`` in the earliest free gap starting
+    at ``s >= max(ready, arrive - compute)`` (``arrive``: the last byte on chip), never for the wait."""
     rs = tb.P[0].r_simd
     if dram_bytes <= 0.0:
-        return take(st, rs, ready, dur, now, label, aux)
+        return take(st, rs, ready, compute, now, label, aux)
     d = ps(dram_bytes * 8.0 / tb.P[0].dram_stream_gbps)
-    if prefetchable and tb.P[0].prefetch and dram_bytes <= tb.P[0].staging_half_bytes:
+    staged = prefetchable and tb.P[0].prefetch != 0 and dram_bytes <= tb.P[0].staging_half_bytes
+    if staged:
         floor = now if now > st.S[8 + 1] else st.S[8 + 1]      # the half this stream fills is free again
-        best, best_ch = np.int64(-1), np.int64(0)
-        for ch in range(tb.P[0].n_dram):
-            t = route_fit(tb, st, ch, floor, d)
-            if best < 0 or t < best:
-                best, best_ch = t, ch
-        route_book(tb, st, best_ch, best, d, dram_bytes, now, label, aux)
-        arrive = best + ps(dram_ns(tb, dram_bytes))
-        s = ready
-        while True:
-            dd = compute if compute > arrive - s else arrive - s
-            s2 = cal_fit(st.cal, st.ivl, rs, s, dd)
-            if s2 == s:
-                break
-            s = s2
-        cal_book(st.cal, st.ivl, st.S, rs, s, dd, now)
-        record(st.rec, st.S, rs, s, s + dd, label, aux)
-        st.S[8 + 1] = st.S[8 + 0]
-        st.S[8 + 0] = s + dd
-        return s + dd
+    else:
+        floor = ready
     best, best_ch = np.int64(-1), np.int64(0)
     for ch in range(tb.P[0].n_dram):
-        t = ready
-        while True:
-            t0 = t
-            t = cal_fit(st.cal, st.ivl, rs, t, dur)
-            t = route_fit(tb, st, ch, t, d)
-            if t == t0:
-                break
+        t = route_fit(tb, st, ch, floor, d)
         if best < 0 or t < best:
             best, best_ch = t, ch
     route_book(tb, st, best_ch, best, d, dram_bytes, now, label, aux)
-    cal_book(st.cal, st.ivl, st.S, rs, best, dur, now)
-    record(st.rec, st.S, rs, best, best + dur, label, aux)
-    return best + dur
+    arrive = best + ps(dram_ns(tb, dram_bytes))
+    lo = arrive - compute
+    if lo < ready:
+        lo = ready
+    end = take(st, rs, lo, compute, now, label, aux)
+    if staged:
+        st.S[8 + 1] = st.S[8 + 0]                               # the op ends: its half is free again
+        st.S[8 + 0] = end
+    return end
 
 
 def vec(tb, st, ready, n_ops, now, label, aux):
@@ -360,8 +363,9 @@ def vec(tb, st, ready, n_ops, now, label, aux):
 
 
 def gemm_cost(tb, st, mi, n):
-    """Count a digital GEMM's actions; write (duration streamed, DRAM bytes, duration on chip) to
-    ``st.C[o_fbuf:o_fbuf + 3]``."""
+    """Count a digital GEMM's actions; write (duration on chip, DRAM bytes) to ``st.C[o_fbuf:o_fbuf + 2]``.
+    On chip: MACs at the SIMD rate or activations (and SRAM-resident weights) at the SRAM bandwidth,
+    whichever is slower; weights streamed from DRAM are :func:`simd_op`'s concern."""
     out, o = st.C, tb.P[0].o_fbuf
     params = tb.I[tb.P[0].m_params + mi]
     macs = n * params
@@ -377,33 +381,29 @@ def gemm_cost(tb, st, mi, n):
     if tb.I[tb.P[0].m_resident + mi]:
         st.C[C_SRAM] += wbytes
         t_w = wbytes * 8.0 / tb.P[0].sram_gbps
-        d = ps(max(t_mac, t_w, t_act))
-        out[o], out[o + 1], out[o + 2] = d, 0.0, d
+        out[o], out[o + 1] = ps(max(t_mac, t_w, t_act)), 0.0
         return
-    out[o] = ps(max(t_mac, dram_ns(tb, wbytes), t_act))
-    out[o + 1] = wbytes
-    out[o + 2] = ps(max(t_mac, t_act))
+    out[o], out[o + 1] = ps(max(t_mac, t_act)), wbytes
 
 
 def gemm(tb, st, ready, mi, n, now):
     gemm_cost(tb, st, mi, n)
     o = tb.P[0].o_fbuf
-    return simd_op(tb, st, ready, np.int64(st.C[o]), st.C[o + 1], np.int64(st.C[o + 2]), PREFETCH, now, mi, AUX_NONE)
+    return simd_op(tb, st, ready, np.int64(st.C[o]), st.C[o + 1], PREFETCH, now, mi, AUX_NONE)
 
 
 def digital_chain(tb, st, ready, g, u, d, n, now):
     """Gate, up, activation and down back to back on the SIMD gang: one booking."""
-    dur, dram, comp = np.int64(0), 0.0, np.int64(0)
+    dram, comp = 0.0, np.int64(0)
     for mi in (g, u, d):
         gemm_cost(tb, st, mi, n)
         o = tb.P[0].o_fbuf
-        dur += np.int64(st.C[o])
+        comp += np.int64(st.C[o])
         dram += st.C[o + 1]
-        comp += np.int64(st.C[o + 2])
     act_ops = n * tb.I[tb.P[0].m_out + g] * SWIGLU_OPS
     st.C[C_VEC] += act_ops
     a = ps(act_ops / tb.P[0].vec_rate)
-    return simd_op(tb, st, ready, dur + a, dram, comp + a, PREFETCH, now, g, AUX_CHAIN)
+    return simd_op(tb, st, ready, comp + a, dram, PREFETCH, now, g, AUX_CHAIN)
 
 
 # ---------------------------------------------------------------------------------------- analog
@@ -653,8 +653,8 @@ def attention_stage(tb, st, pl, ready, b, layer, n, now):
     kv = tb.P[0].kv_per_token * (pl.kv_prior[b] + n) * tb.P[0].act_bytes
     st.C[C_MACS] += macs
     st.C[C_VEC] += soft
-    dur = ps(max(macs / tb.P[0].mac_rate + soft / tb.P[0].vec_rate, dram_ns(tb, kv)))
-    t = simd_op(tb, st, t, dur, kv, dur, NO_PREFETCH, now, L_ATTN_CORE, layer)
+    t = simd_op(tb, st, t, ps(macs / tb.P[0].mac_rate + soft / tb.P[0].vec_rate), kv, NO_PREFETCH, now,
+                L_ATTN_CORE, layer)
     t = matrix_op(tb, st, t, tb.I[tb.P[0].l_oproj + layer], n, now)
     return vec(tb, st, t, n * H * RESIDUAL_OPS, now, L_RESIDUAL, layer)
 

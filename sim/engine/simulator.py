@@ -8,7 +8,7 @@ at once, admitted in order) or one for the decode loop; per layer two stages (at
 FFN/MoE) each end in one timeout. A stage's operations are laid out when the stage starts, in a
 fixed order (attention projections, core, o_proj; router, shared expert, routed experts by id,
 combine), like a compiled static schedule, by one call into :mod:`sim.engine.kernel` (its
-docstring states the per-slot, reduction, prefetch and tie-break rules).
+docstring states the per-slot, reduction, weight-stream (prefetch) and tie-break rules).
 
 Resources with contention, each a reservation calendar: every analog tile (one MVM at a time
 whatever the tier), every node's local digital unit (partial-sum adds and activations), the SIMD
@@ -130,7 +130,8 @@ SCRATCH_INT = "path mn_ready cbn_t out_t out_node disp_n disp_stamp disp_t agg_t
 # table in the float64 array F; the field of the same name is that table's offset (few arrays cross each
 # call, which keeps calls cheap). Scratch space lives in the state: int64 S (S[0:8] misc: bookings, gaps
 # closed, records, queued output nodes, router done and experts done of the last FFN stage; S[8:10] the prefetch buffers' last ends; then o_<name>
-# offsets) and float64 C (counters, then the GEMM cost buffer o_fbuf, then per-node bytes o_agg_b).
+# offsets) and float64 C (counters, then the GEMM cost buffer o_fbuf, then per-node bytes o_agg_b, then the bytes
+# each DRAM channel delivered o_dram_bytes, then the bits each NoC link carried o_link_bits).
 Tables = namedtuple("Tables", "I F P")     # P: one record holding every scalar and offset, by name
 State = namedtuple("State", "cal ivl rec S C")
 Plan = namedtuple("Plan", "counts experts mb_start context_sum kv_prior")
@@ -367,8 +368,10 @@ def build_tables(chip: ChipSpec, model: ModelShape, mapping: Mapping) -> tuple[t
         o[f"o_{name}"] = at
         at += sizes[name]
     sizes["S"] = at
-    sizes["C"] = K.N_COUNTERS + 3 + N
-    fields = dict(max_cb=max_cb, o_fbuf=K.N_COUNTERS, o_agg_b=K.N_COUNTERS + 3, **scalars, **i_off, **f_off, **o)
+    sizes["C"] = K.N_COUNTERS + 2 + N + mem.dram.channels + Lk
+    fields = dict(max_cb=max_cb, o_fbuf=K.N_COUNTERS, o_agg_b=K.N_COUNTERS + 2,
+                  o_dram_bytes=K.N_COUNTERS + 2 + N, o_link_bits=K.N_COUNTERS + 2 + N + mem.dram.channels,
+                  **scalars, **i_off, **f_off, **o)
     P = np.zeros(1, dtype=[(k, np.float64 if isinstance(v, float) else np.int64) for k, v in fields.items()])
     for k, v in fields.items():
         P[0][k] = v
@@ -479,6 +482,16 @@ class Engine:
         span = {"tile": (0, tb.T), "local_digital": (tb.r_ld0, tb.r_link0), "link": (tb.r_link0, tb.r_simd),
                 "simd": (tb.r_simd, tb.r_simd + 1), "dram": (tb.r_dram0, tb.r_dram0 + tb.n_dram)}[kind]
         return b[span[0]:span[1]]
+
+    def dram_channel_bytes(self) -> np.ndarray:
+        """Bytes each DRAM channel delivered (weights and KV cache streamed to the SIMD node)."""
+        q = self.q
+        return self.st.C[q.o_dram_bytes:q.o_dram_bytes + q.n_dram].copy()
+
+    def link_bits(self) -> np.ndarray:
+        """Bits every NoC link carried (messages and DRAM streams)."""
+        q = self.q
+        return self.st.C[q.o_link_bits:q.o_link_bits + (q.r_simd - q.r_link0)].copy()
 
     def tile_busy_ps(self) -> np.ndarray:
         """Busy time of every tile: sum over its slots' operations of ``t_mvm + (n - 1) * II``."""
