@@ -18,6 +18,44 @@ from typing import Any, Callable
 
 RUN_KEYS = {"batch": int, "context_tokens": int}
 
+# The knobs ``hetmoe whatif`` varies when no --vary is given: (key, values). A value given as a string
+# "xF" is F times the chip's own value of the key; ``{mac}`` is the chip's precision.digital_mac. The two
+# unit energies the headline ratio rests on most (one digital MAC, one ADC conversion) are among them.
+DEFAULT_VARY: tuple[tuple[str, tuple[Any, ...]], ...] = (
+    ("memory.sram.capacity_mib", (32, 512, 8192)),
+    ("memory.dram.bandwidth_gbps", (1024, 16384)),
+    ("batch", (16, 256)),
+    ("digital.simd.energy_pj_per_mac.{mac}", ("x0.25", "x4")),
+    ("analog.adc.energy_pj_per_conversion", ("x0.25", "x4")),
+    ("memory.dram.energy_pj_per_bit", ("x0.5", "x2")),
+)
+
+
+def default_vary(chip: Any) -> list[tuple[str, list[Any]]]:
+    """:data:`DEFAULT_VARY` resolved on ``chip``: ``{mac}`` filled in, relative values multiplied out (to 4
+    significant digits); a key the chip lacks, or a relative one whose value is 0 (the ADC of a digital-only
+    chip), is left out."""
+    out = []
+    for key, values in DEFAULT_VARY:
+        key = key.format(mac=chip.precision.digital_mac)
+        own = None if key in RUN_KEYS else value_of(chip, key)
+        relative = any(isinstance(v, str) for v in values)
+        if key not in RUN_KEYS and (own is None or (relative and not own)):
+            continue
+        vals = [float(f"{own * float(v[1:]):.4g}") if isinstance(v, str) else v for v in values]
+        out.append((key, vals))
+    return out
+
+
+def value_of(chip: Any, key: str) -> Any:
+    """The chip's value at a YAML key path (attributes, then mapping keys such as a precision name)."""
+    node = chip
+    for part in key.split("."):
+        if node is None:
+            return None
+        node = node.get(part) if hasattr(node, "get") and not hasattr(node, part) else getattr(node, part, None)
+    return node
+
 
 @dataclass(frozen=True)
 class BreakEven:

@@ -31,7 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_common_run_args(p, default_tokens=1024)
     p.add_argument("--fraction", type=float, default=0.125, help="maxnn digital share of routed experts (0..1)")
     p.add_argument("--vary", action="append", default=[], metavar="KEY=V1,V2,...",
-                   help="a parameter and its values (repeatable), e.g. memory.sram.capacity_mib=32,128,512,2048")
+                   help="a parameter and its values (repeatable), e.g. memory.sram.capacity_mib=32,128,512,2048; "
+                        "with neither --vary nor --break-even, the default knobs of sim/whatif.py DEFAULT_VARY (SRAM "
+                        "size, DRAM bandwidth, batch, and the digital MAC, ADC conversion and DRAM bit energies at "
+                        "x0.25-x4 of the chip's own)")
     p.add_argument("--baseline", metavar="NAME|FILE", help="a digital-only system run all-digital for comparison")
     p.add_argument("--break-even", metavar="KEY=LO:HI",
                    help="bisect KEY over [LO, HI] (geometric when HI/LO >= 8) for the smallest value reaching the target")
@@ -56,10 +59,8 @@ def run_whatif(args: argparse.Namespace) -> int:
     from ..report.whatif import write_whatif
     from ..result import load_result
     from ..sweep import point_id, run_points
-    from ..whatif import bisect, is_integer_key, parse_range, parse_vary, with_value
+    from ..whatif import bisect, default_vary, is_integer_key, parse_range, parse_vary, with_value
 
-    if not args.vary and not args.break_even:
-        raise HetmoeError("whatif needs --vary KEY=V1,V2,... and/or --break-even KEY=LO:HI")
     if args.beat_baseline and not args.baseline:
         raise HetmoeError("--beat-baseline needs --baseline NAME|FILE")
     if not 0 < args.reach:
@@ -76,7 +77,7 @@ def run_whatif(args: argparse.Namespace) -> int:
     save_npz(trace, trace_file)
     kw.update(trace=str(trace_file), fill=None)
     try:
-        varies = [parse_vary(v) for v in args.vary]
+        varies = ([parse_vary(v) for v in args.vary] if args.vary or args.break_even else default_vary(chip))
         be = parse_range(args.break_even) if args.break_even else None
     except ValueError as exc:
         raise HetmoeError(str(exc)) from None
@@ -146,7 +147,8 @@ def _row(r: dict[str, Any]) -> dict[str, Any]:
     return {"tokens_per_s_per_w": m["tokens_per_s_per_w"], "energy_per_token_uj": m["energy_per_token_uj"],
             "throughput_tokens_per_s": m["throughput_tokens_per_s"],
             "chip_footprint_mm2": m.get("chip_footprint_mm2", float("nan")),
-            "tokens_per_s_per_mm2": m.get("tokens_per_s_per_mm2", float("nan"))}
+            "tokens_per_s_per_mm2": m.get("tokens_per_s_per_mm2", float("nan")),
+            **({"bottleneck": r["bottleneck"]} if r.get("bottleneck") else {})}
 
 
 def _check_key(kw: dict[str, Any], key: str, value: Any) -> None:

@@ -10,9 +10,10 @@ from arch.safeio import write_text
 from ..result import fmt_number as _fmt
 from . import budget as area_budget
 from . import tradeoff
-from .answer import cost_answer
+from .answer import binding_line, cost_answer, ridge_line, rests_on
 from .figures import ACCURACY_PLOT
 from .plots import PLOTS, feasible, feasible_front, label
+from .whatif import load_whatif
 
 
 def _sort_key(r: dict[str, Any]) -> tuple:
@@ -38,12 +39,21 @@ def write_report(runs: list[dict[str, Any]], out_dir: str | Path, *, command: st
     if command:
         lines += [f"Produced by `{command}`.", ""]
     lines += ["## Answer", "", " ".join(cost_answer(runs)), ""]
+    lines += [x for line in (ridge_line(runs), binding_line(runs)) if line for x in (line, "")]
     if rows:
         lines += tradeoff.answer(rows, accuracy) + [""]
     else:
         lines += ["**Accuracy was not measured**: the table below prices each placement but says nothing about "
                   "the accuracy it keeps. Give `--checkpoint DIR --eval FILE` to measure it with the noise "
                   "model of the same hardware description.", ""]
+    whatif = load_whatif(out, runs)
+    rests = rests_on(runs, whatif)
+    if rests:
+        whatif_note = ([] if whatif else
+                       ["No what-if run of this chip and model is in this folder: `hetmoe whatif --out "
+                        f"{out}/whatif` (its default knobs) and then `hetmoe plot {out}` add the knobs that swing "
+                        "the ratio most."])
+        lines += ["## What the answer rests on", "", " ".join(rests + whatif_note), ""]
     lines += ["## Assumptions", "", *_chip_lines(runs),
               f"- **Model**: `{c['model']}`: {model['layers']} layers ({model['moe_layers']} MoE), hidden "
               f"{model['hidden_size']}, {model['experts']} routed experts of width {model['expert_width']}, "
@@ -186,10 +196,13 @@ def _area_section(runs: list[dict[str, Any]]) -> list[str]:
             lines += [f"- `{key}`: no area model.", ""]
             continue
         fp = hw["footprint_mm2"]
-        lines += [f"`{key}` at {hw['area_process_nm']:g} nm: footprint **{fp:,.1f} mm²**, total silicon "
-                  f"{hw['silicon_mm2']:,.1f} mm² (3D tiers counted); peak {hw['analog_tops_per_mm2']:.3g} analog "
-                  f"TOPS/mm² over the tiles, {hw['digital_tops_per_mm2']:.3g} digital TOPS/mm² over the SIMD "
-                  "cores. Unit areas and their sources: the `area:` section of the hardware YAML; formulas: "
+        node = f" at {hw['area_process_nm']:g} nm" if hw.get("area_process_nm") else ""
+        peaks = [f"{hw[k]:.3g} {what}" for k, what in
+                 (("analog_tops_per_mm2", "analog TOPS/mm² over the tiles"),
+                  ("digital_tops_per_mm2", "digital TOPS/mm² over the SIMD cores")) if hw.get(k) is not None]
+        lines += [f"`{key}`{node}: footprint **{fp:,.1f} mm²**, total silicon "
+                  f"{hw['silicon_mm2']:,.1f} mm² (3D tiers counted)" + (f"; peak {', '.join(peaks)}" if peaks else "")
+                  + ". Unit areas and their sources: the `area:` section of the hardware YAML; formulas: "
                   "`arch/area.py`.", "",
                   "| component | count | footprint (mm²) | share (%) | silicon (mm²) |", "|---|---:|---:|---:|---:|"]
         for name, p in hw["area_breakdown_mm2"].items():

@@ -8,6 +8,7 @@ parameter is a run option that applies to it too).
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,62 @@ def spans(data: dict[str, Any], ref: str) -> list[tuple[str, float, float, Any, 
     return sorted(out, key=lambda s: s[2] / s[1] if s[1] > 0 else float("inf"), reverse=True)
 
 
+def flat_knobs(data: dict[str, Any], rel: float = 1e-6) -> list[tuple[str, list[Any], str]]:
+    """Varied parameters that move no placement's tokens/s/W or tokens/s: (param, values, why or ""). The why
+    comes from the runs' ``bottleneck`` dicts when the rows carry them (``hetmoe whatif`` keeps each run's)."""
+    out = []
+    for key, values in data["varied"].items():
+        rows = [r for r in data["rows"] if r["param"] == key]
+        by: dict[str, list[dict[str, Any]]] = {}
+        for r in rows:
+            by.setdefault(r["placement"], []).append(r)
+        if not rows or not all(_same(r[m] for r in rs) for rs in by.values()
+                               for m in ("tokens_per_s_per_w", "throughput_tokens_per_s")):
+            continue
+        out.append((key, list(values), _why_flat(key, by.get(data["maxnn"], []), data["maxnn"])))
+    return out
+
+
+def _same(xs, rel: float = 1e-6) -> bool:
+    xs = [float(x) for x in xs]
+    return all(abs(x - xs[0]) <= rel * max(abs(xs[0]), 1e-300) for x in xs)
+
+
+def _why_flat(key: str, rows: list[dict[str, Any]], who: str) -> str:
+    bs = [r.get("bottleneck") or {} for r in rows]
+    if not bs or not all(bs):
+        return ""
+    eff = [b.get("effective_stream_gbps") for b in bs]
+    if "dram" in key and "bandwidth" in key and all(e is not None for e in eff) and _same(eff):
+        path = [b.get("stream_path_gbps") for b in bs]
+        peaks = [b.get("dram_peak_gbps") for b in bs]
+        if all(p is not None for p in path + peaks) and all(p < q for p, q in zip(path, peaks)):
+            return (f"{who}'s weight streams get {fmt_number(eff[0])} Gbit/s at every value: the NoC path "
+                    f"({fmt_number(path[0])} Gbit/s), not the DRAM, limits them")
+        return f"{who}'s weight streams get {fmt_number(eff[0])} Gbit/s at every value"
+    res = {b.get("binding_resource") for b in bs}
+    if len(res) == 1 and None not in res:
+        return f"{who} is bound by {str(res.pop()).replace('_', ' ')} at every value"
+    return ""
+
+
+def load_whatif(out_dir: str | Path, runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """``OUT/whatif/whatif.json`` when it is of the runs' first chip and model (None otherwise), with
+    ``source`` set to its report's path relative to OUT."""
+    path = Path(out_dir) / "whatif" / "whatif.json"
+    if not path.is_file() or not runs:
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    main = [r for r in runs if r.get("role") != "baseline"] or runs
+    model = (main[0].get("model_summary") or {}).get("name", main[0]["config"].get("model"))
+    if data.get("hw") != main[0]["config"]["hw"] or data.get("model") not in (model, main[0]["config"].get("model")):
+        return None
+    return {**data, "source": "whatif/whatif.md"}
+
+
 def sentences(data: dict[str, Any]) -> list[str]:
     rat = ratios(data)
     d = rat.get(("default", None), {})
@@ -58,7 +115,8 @@ def sentences(data: dict[str, Any]) -> list[str]:
         parts = [f"{100 * d[ref]:.3g} % of {ref}'s" if d[ref] < 1 else f"{d[ref]:.3g}× {ref}'s"
                  for ref in REFS if ref in d]
         out.append(f"At the defaults of {data['hw']}, {mx} reaches " + ", ".join(parts) + " tokens/s/W.")
-    sp = spans(data, "all-analog")
+    flat = flat_knobs(data)
+    sp = [s for s in spans(data, "all-analog") if s[0] not in {f[0] for f in flat}]
     if sp:
         key, lo, hi, vlo, vhi = sp[0]
         out.append(f"Of the parameters varied, {key} moves {mx}/all-analog most: from {100 * lo:.3g} % (at "
@@ -74,6 +132,9 @@ def sentences(data: dict[str, Any]) -> list[str]:
                 s += (f" The chip then has a {a['chip_footprint_mm2']:,.1f} mm² footprint: {add:+,.1f} mm² "
                       f"({100 * add / b['chip_footprint_mm2']:+.1f} % of the default die).")
         out.append(s)
+    for key, values, why in flat:
+        out.append(f"{key} does not move the result: every placement's tokens/s/W and tokens/s are the same at "
+                   + ", ".join(str(v) for v in values) + (f"; {why}." if why else "."))
     return out
 
 
