@@ -173,6 +173,11 @@ class AnalogSpec:
         "per-node digital unit for activations and partial sums (absent: the SIMD core does them)", default=None)
     noise: NoiseSpec = param("analog non-idealities for the accuracy side (absent: DAC/ADC quantisation "
                              "only)", default=NoiseSpec())
+    slot_order: str = param("how crossbar slots fill the tiles: spread (every tile's tier 0 before any tile's tier 1: "
+                            "matrices of one layer on different tiles, run in parallel, but every tile holds a "
+                            "matrix) or pack (a tile's tiers fill before the next tile: fewest tiles hold matrices, "
+                            "so power_gate_unused_tiles gates the rest, while slots sharing a tile run one tier at "
+                            "a time)", choices=("spread", "pack"), default="spread")
     power_gate_unused_tiles: bool = param("tiles that hold no matrix of the run are power-gated and draw no "
                                           "static power (false: every tile leaks for the whole run)", default=True)
 

@@ -3,10 +3,12 @@
 - Analog matrices take crossbar slots in model order (layer by layer: attention, router, shared
   expert, routed experts 0..E-1 with gate, up, down), each matrix on consecutive slots starting at
   a multiple of the largest power of two not above its slot count (at most 64), so matrices sit on
-  aligned groups of tiles (skipped slots stay empty and are reported). Slot ``s``
-  is tile ``s % tile_count``, tier ``s // tile_count``: every tile's tier 0 fills before any tile's
-  tier 1, so the experts of one layer sit on different tiles before sharing a tile's tiers, and one
-  expert's matrices sit on neighbouring tiles (tiles fill NoC nodes ``tiles_per_node`` at a time).
+  aligned groups of tiles (skipped slots stay empty and are reported). With ``analog.slot_order:
+  spread`` (default) slot ``s`` is tile ``s % tile_count``, tier ``s // tile_count``: every tile's tier 0
+  fills before any tile's tier 1, so the experts of one layer sit on different tiles before sharing a
+  tile's tiers, and one expert's matrices sit on neighbouring tiles (tiles fill NoC nodes
+  ``tiles_per_node`` at a time). With ``pack`` slot ``s`` is tile ``s // tiers``, tier ``s % tiers``:
+  the fewest tiles hold matrices, and the rest are power-gated when ``power_gate_unused_tiles`` is on.
 - A matrix's slots are listed row-block major (slot j is row block ``j // col_blocks``, column block
   ``j % col_blocks``); its home node is the node of its first slot. Where inputs go, where partial
   sums meet and where outputs leave is the engine's rule (``sim.engine.kernel``).
@@ -126,6 +128,14 @@ def build_mapping(chip: ChipSpec, model: ModelShape, placement: Placement, plan:
     digital = np.array([placement.is_digital(m) for m in model.matrices], bool)
     needed, pad = slots_needed(model, digital, rows, cols)
     available = T * a.tile.tiers
+    tiers = a.tile.tiers
+    pack = a.slot_order == "pack"
+
+    def tile_of(slots: np.ndarray) -> np.ndarray:
+        return slots // tiers if pack else slots % T
+
+    def tier_of(slots: np.ndarray) -> np.ndarray:
+        return slots % tiers if pack else slots // T
     if needed > 0 and available == 0:
         raise MappingError(f"{chip.name} has no analog tiles, but policy {placement.policy} puts {needed:,} crossbar "
                            "slots of matrices on analog tiles; use policy all-digital on a digital-only system")
@@ -155,15 +165,15 @@ def build_mapping(chip: ChipSpec, model: ModelShape, placement: Placement, plan:
         if slot % align:
             padding += align - slot % align
             slot += align - slot % align
-        tiles = np.arange(slot, slot + n, dtype=np.int64) % T
+        tiles = tile_of(np.arange(slot, slot + n, dtype=np.int64))
         analog[i] = AnalogMatrix(slot, tiles, mvm, ii, rb, cb, net.node_of_tile(int(tiles[0])), dac, adc, cells)
         starts.append(slot)
         sizes.append(n)
         slot += n
     if starts:
         all_slots = np.concatenate([np.arange(s0, s0 + k, dtype=np.int64) for s0, k in zip(starts, sizes)])
-        tier_count += np.bincount(all_slots // T, minlength=a.tile.tiers)[:a.tile.tiers]
-        tiles_used[all_slots % T] = True
+        tier_count += np.bincount(tier_of(all_slots), minlength=a.tile.tiers)[:a.tile.tiers]
+        tiles_used[tile_of(all_slots)] = True
     assert slot == needed and padding == pad, "slots_needed must count what the placement loop places"
     uses = matrix_uses(model, plan)
     wbytes = np.array([m.params * chip.precision.digital_weight_bits / 8 for m in model.matrices])

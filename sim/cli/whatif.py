@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fraction", type=float, default=0.125, help="maxnn digital share of routed experts (0..1)")
     p.add_argument("--vary", action="append", default=[], metavar="KEY=V1,V2,...",
                    help="a parameter and its values (repeatable), e.g. memory.sram.capacity_mib=32,128,512,2048; "
-                        "with neither --vary nor --break-even, the default knobs of sim/whatif.py DEFAULT_VARY (SRAM "
+                        "without --vary, the default knobs of sim/whatif.py DEFAULT_VARY (SRAM "
                         "size, DRAM bandwidth, batch, and the digital MAC, ADC conversion and DRAM bit energies at "
                         "x0.25-x4 of the chip's own)")
     p.add_argument("--baseline", metavar="NAME|FILE", help="a digital-only system run all-digital for comparison")
@@ -77,7 +77,7 @@ def run_whatif(args: argparse.Namespace) -> int:
     save_npz(trace, trace_file)
     kw.update(trace=str(trace_file), fill=None)
     try:
-        varies = ([parse_vary(v) for v in args.vary] if args.vary or args.break_even else default_vary(chip))
+        varies = [parse_vary(v) for v in args.vary] if args.vary else default_vary(chip)
         be = parse_range(args.break_even) if args.break_even else None
     except ValueError as exc:
         raise HetmoeError(str(exc)) from None
