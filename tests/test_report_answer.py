@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
-from sim.report.answer import binding_line, cost_answer, ridge_line, rests_on, rule_split
+from sim.report.answer import binding_line, cost_answer, operating_point_line, ridge_line, rests_on, rule_split
 from sim.report.whatif import flat_knobs, load_whatif, sentences
 from sim.whatif import DEFAULT_VARY, default_vary, with_value
 
@@ -196,3 +196,19 @@ def test_weight_bits_come_from_the_mapping_when_the_figures_do_not_state_them():
     assert f"× 2 bytes per weight ÷ 256 weight bytes/ns = {ridge:g} tokens" in ridge_line(runs)
     run["config"]["hw_overrides"] = {"precision": {"digital_weight_bits": 4}}
     assert weight_bits(run) == 4.0
+
+
+def test_operating_point_line_names_the_closed_batch_and_the_batch_swing():
+    runs = _four()
+    for r in runs:
+        r["config"].update(mode="prefill", max_inflight=4)
+    text = operating_point_line(runs)
+    assert "same closed batch (prefill, micro-batches of 64 tokens, 4 in flight" in text
+    assert "--slo-ttft-ms" in text and "what-if" not in text
+    rows = [{"param": "batch", "value": v, "placement": p, "tokens_per_s_per_w": tpw, "throughput_tokens_per_s": 1.0}
+            for v, a, m in ((16, 1000.0, 20.0), (256, 1000.0, 90.0))
+            for p, tpw in (("all-analog", a), ("maxnn 12.5%", m))]
+    data = {"maxnn": "maxnn 12.5%", "rows": rows, "varied": {"batch": [16, 256]}}
+    text = operating_point_line(runs, data)
+    assert f"batch alone moves maxnn 12.5% ÷ all-analog from {100 * 20 / 1000:.3g} % (batch 16) to " \
+           f"{100 * 90 / 1000:.3g} % (batch 256)" in text

@@ -432,5 +432,25 @@ def rests_on(runs: list[dict[str, Any]], whatif: dict[str, Any] | None = None,
     return out
 
 
+def operating_point_line(runs: list[dict[str, Any]], whatif: dict[str, Any] | None = None) -> str:
+    """Say which one operating point the closed-batch table is for, how far the what-if run's batch sizes move
+    the headline ratio (when it varied ``batch``), and how to put each design at its own point under an SLO."""
+    c = runs[0]["config"]
+    shape = (f"micro-batches of {c['batch']} tokens, {c['max_inflight']} in flight" if c["mode"] == "prefill"
+             else f"{c['batch']} sequences at context {c['context_tokens']} tokens")
+    text = (f"**Operating point**: every design above runs the same closed batch ({c['mode']}, {shape}, all "
+            "requests present at t = 0), so the ratios are for that one point, not for each design at its best")
+    if whatif:
+        from .whatif import spans
+
+        batch = [s for s in spans(whatif, "all-analog") if s[0] == "batch"]
+        if batch:
+            _, lo, hi, vlo, vhi = batch[0]
+            text += (f"; in the what-if run the batch alone moves {whatif['maxnn']} ÷ all-analog from {_pct(lo)} "
+                     f"(batch {vlo}) to {_pct(hi)} (batch {vhi})")
+    return (text + ". For each design at its own highest request rate under a latency SLO, run `hetmoe compare "
+            "--slo-ttft-ms MS --slo-tpot-ms MS` (README: Serving under load).")
+
+
 def _pct(r: float) -> str:
     return f"{100 * r:.3g} %" if r < 1 else f"{r:.3g}×"

@@ -10,7 +10,7 @@ from arch.safeio import write_text
 from ..result import fmt_number as _fmt
 from . import budget as area_budget
 from . import tradeoff
-from .answer import binding_line, cost_answer, ridge_line, rests_on
+from .answer import binding_line, cost_answer, operating_point_line, ridge_line, rests_on
 from .figures import ACCURACY_PLOT
 from .plots import PLOTS, feasible, feasible_front, label
 from .whatif import load_whatif
@@ -39,14 +39,15 @@ def write_report(runs: list[dict[str, Any]], out_dir: str | Path, *, command: st
     if command:
         lines += [f"Produced by `{command}`.", ""]
     lines += ["## Answer", "", " ".join(cost_answer(runs)), ""]
-    lines += [x for line in (ridge_line(runs), binding_line(runs)) if line for x in (line, "")]
+    whatif = load_whatif(out, runs)
+    lines += [x for line in (ridge_line(runs), binding_line(runs), operating_point_line(runs, whatif)) if line
+              for x in (line, "")]
     if rows:
         lines += tradeoff.answer(rows, accuracy) + [""]
     else:
         lines += ["**Accuracy was not measured**: the table below prices each placement but says nothing about "
                   "the accuracy it keeps. Give `--checkpoint DIR --eval FILE` to measure it with the noise "
                   "model of the same hardware description.", ""]
-    whatif = load_whatif(out, runs)
     rests = rests_on(runs, whatif)
     if rests:
         whatif_note = ([] if whatif else
