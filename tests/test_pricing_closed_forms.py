@@ -18,6 +18,7 @@ from arch import area, costs, load_chip_text
 from sim.api import simulate
 from sim.metrics import STATIC, price, steady_metrics
 from tests.conftest import UNIT_YAML
+from tests.test_engine import TINY
 from workloads.shapes import from_hf_config
 from workloads.traces.synthetic import SyntheticSpec, synthesize
 
@@ -234,10 +235,6 @@ def test_steady_metrics_of_a_hand_made_window():
     assert m["steady_tokens_per_s_per_w"] == pytest.approx(1 / 425e-12, rel=1e-12)
     nan = steady_metrics(energy, 10, 2e-6, {"reached": False})
     assert all(v != v for v in nan.values())
-
-
-TINY = {"hidden_size": 4, "num_hidden_layers": 1, "num_attention_heads": 1, "num_key_value_heads": 1,
-        "head_dim": 4, "vocab_size": 4, "num_experts": 2, "num_experts_per_tok": 1, "moe_intermediate_size": 4}
 
 
 @pytest.fixture(scope="module")

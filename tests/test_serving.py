@@ -13,18 +13,17 @@ import numpy as np
 import pytest
 import simpy
 
-from arch import load_chip_text
 from arch.errors import HetmoeError
 from arch.safeio import InputError
 from sim.api import build_run, simulate
 from sim.serving.metrics import measured_window, stability
 from sim.serving.scheduler import Scheduler, SchedulerConfig
 from sim.serving.search import RESOLUTION, RateSearch
-from tests.test_engine import TINY, TWO_NODE, expected_single_token_ns, tiny_trace
+from tests.test_engine import TINY, TWO_NODE, chip, expected_single_token_ns, tiny, tiny_trace  # noqa: F401 (fixtures)
 from workloads.checkpoints.stats import VARIANTS, ExpertStats, synthetic_stats
 from workloads.requests import (Z99, ArrivalSpec, LengthSpec, RequestStream, parse_length, read_requests,
                                 synthesize_requests)
-from workloads.shapes import from_hf_config, load_model
+from workloads.shapes import load_model
 from workloads.traces.synthetic import SyntheticSpec, synthesize
 
 
@@ -63,14 +62,6 @@ def in_system(arrival_ps: np.ndarray, finish_ps: np.ndarray, t: int) -> int:
     return int(np.searchsorted(arrival_ps, t, side="right") - ((finish_ps >= 0) & (finish_ps <= t)).sum())
 
 
-@pytest.fixture
-def chip():
-    return load_chip_text(TWO_NODE, "two_node.yaml")
-
-
-@pytest.fixture
-def tiny():
-    return from_hf_config(TINY, name="tiny")
 
 
 # ------------------------------------------------------------------------------------------ 1. M/D/1

@@ -94,6 +94,16 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
+def add_scoring_args(p: argparse.ArgumentParser, *, seed_help: str) -> None:
+    """MaxNNScore variant and scope, the checkpoint it is read from, the seed and --quiet."""
+    p.add_argument("--score", choices=VARIANTS, default="gate_rows", help="MaxNNScore variant")
+    p.add_argument("--scope", choices=SCOPES, default="layer", help="ranking scope of the budget policies")
+    p.add_argument("--checkpoint", metavar="DIR",
+                   help="safetensors checkpoint for MaxNNScore (default: seeded synthetic scores, labelled)")
+    p.add_argument("--seed", type=int, default=0, help=seed_help)
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
 def add_common_run_args(p: argparse.ArgumentParser, *, default_tokens: int, multi_hw: bool = False) -> None:
     if multi_hw:
         p.add_argument("--hw", action="append", metavar="NAME|FILE",
@@ -118,12 +128,7 @@ def add_common_run_args(p: argparse.ArgumentParser, *, default_tokens: int, mult
                    help="weights of digital matrices: 4 or 8 = symmetric per-channel integers (int4/int8 MAC "
                         "energy and rate, bytes in SRAM and DRAM), 16 = fp16; the accuracy side quantises the same "
                         "way (default: the hardware's precision.digital_weight_bits and digital_mac)")
-    p.add_argument("--score", choices=VARIANTS, default="gate_rows", help="MaxNNScore variant")
-    p.add_argument("--scope", choices=SCOPES, default="layer", help="ranking scope of the budget policies")
-    p.add_argument("--checkpoint", metavar="DIR",
-                   help="safetensors checkpoint for MaxNNScore (default: seeded synthetic scores, labelled)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic trace, scores and random policy")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    add_scoring_args(p, seed_help="seed of the synthetic trace, scores and random policy")
     add_memory_arg(p)
     add_synthetic_args(p, tokens=default_tokens)
 
@@ -265,12 +270,7 @@ def add_common_serving_inputs(p: argparse.ArgumentParser) -> None:
                    help="routing log / .npz trace whose tokens give every request token its routes, reused in "
                         "order (synthetic: a seeded trace as long as the stream, at most 131,072 tokens)")
     p.add_argument("--fill", choices=FILL_RULES, help="fill MoE layers the log did not observe by this rule")
-    p.add_argument("--score", choices=VARIANTS, default="gate_rows", help="MaxNNScore variant")
-    p.add_argument("--scope", choices=SCOPES, default="layer", help="ranking scope of the budget policies")
-    p.add_argument("--checkpoint", metavar="DIR",
-                   help="safetensors checkpoint for MaxNNScore (default: seeded synthetic scores, labelled)")
-    p.add_argument("--seed", type=int, default=0, help="seed of arrivals, lengths, the synthetic trace and scores")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    add_scoring_args(p, seed_help="seed of arrivals, lengths, the synthetic trace and scores")
 
 
 def _depths(spec: str, chip: Any) -> list[int]:
