@@ -121,13 +121,20 @@ def _blocks(a, bits: int, out_features: int, in_features: int) -> tuple:
     return rb, cb, mvm.ravel(), ii.ravel(), dac, adc, cells
 
 
+def slot_capacity(chip: ChipSpec, model: ModelShape, placement: Placement) -> tuple[int, int, int]:
+    """(crossbar slots the placement's analog matrices need, of which alignment padding, slots the chip has):
+    the check :func:`build_mapping` makes, cheap enough to run before any simulation or noisy pass."""
+    digital = np.array([placement.is_digital(m) for m in model.matrices], bool)
+    needed, pad = slots_needed(model, digital, chip.analog.tile.rows, chip.analog.tile.cols)
+    return needed, pad, chip.analog.tile_count * chip.analog.tile.tiers
+
+
 def build_mapping(chip: ChipSpec, model: ModelShape, placement: Placement, plan: WorkPlan) -> Mapping:
     net = build_network(chip.noc)
     a, bits = chip.analog, chip.precision.activation_bits
     rows, cols, T = a.tile.rows, a.tile.cols, a.tile_count
     digital = np.array([placement.is_digital(m) for m in model.matrices], bool)
-    needed, pad = slots_needed(model, digital, rows, cols)
-    available = T * a.tile.tiers
+    needed, pad, available = slot_capacity(chip, model, placement)
     tiers = a.tile.tiers
     pack = a.slot_order == "pack"
 

@@ -30,6 +30,7 @@ class EvalDataError(HetmoeError):
 class EvalData:
     ids: np.ndarray          # int64 [sequences, length]
     source: str
+    selection: str = "all sequences"   # which rows of the file were kept (max_sequences)
 
     @property
     def sequences(self) -> int:
@@ -68,9 +69,19 @@ def load_eval(path: str | Path, vocab_size: int, *, tokenizer: str | None = None
         bad = np.argwhere((ids < 0) | (ids >= vocab_size))[0]
         raise EvalDataError(f"{path}: sequence {bad[0]}, position {bad[1]}: id {int(ids[tuple(bad)])} outside the "
                             f"model's vocabulary [0, {vocab_size - 1}]")
-    if max_sequences is not None:
-        ids = ids[:max_sequences]
-    return EvalData(np.ascontiguousarray(ids, np.int64), str(path))
+    ids, selection = spread_subset(ids, max_sequences)
+    return EvalData(np.ascontiguousarray(ids, np.int64), str(path), selection)
+
+
+def spread_subset(ids: np.ndarray, n: int | None) -> tuple[np.ndarray, str]:
+    """``n`` of the ``S`` rows spread evenly over the file: rows ``floor(i * S / n)``, ``i = 0 .. n - 1``
+    (an eval file is often ordered by source, so its first rows are one source); all rows when ``n`` is
+    None or at least ``S``. Returns the rows and a sentence saying which were kept."""
+    total = ids.shape[0]
+    if n is None or n >= total:
+        return ids, "all sequences"
+    rows = (np.arange(n, dtype=np.int64) * total) // n
+    return ids[rows], f"{n} of {total} sequences, evenly spread (rows floor(i x {total} / {n}))"
 
 
 def _as_ids(a: np.ndarray, path: Path) -> np.ndarray:

@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seq-len", type=int, metavar="N",
                    help="tokens per sequence fed to the model (text: window length; ids: cut to N + 1) "
                         "(default: the file's length)")
-    p.add_argument("--max-sequences", type=int, metavar="N", help="use only the first N sequences (default: all)")
+    p.add_argument("--max-sequences", type=int, metavar="N", help="use N sequences spread evenly over the file (rows floor(i x S / N)); default: all")
     p.add_argument("--hw", default="hermes-64", metavar="NAME|FILE",
                    help=f"hardware preset ({', '.join(list_presets())}) or YAML file; its analog.noise section "
                         "and converter bits drive the noise")
@@ -101,7 +101,7 @@ def _shared_accuracy_options() -> list[tuple[tuple[str, ...], dict]]:
                                 "accuracy --help)")),
             (("--tokenizer",), dict(metavar="bytes|FILE", help="tokenise a text --eval file")),
             (("--seq-len",), dict(type=int, metavar="N", help="tokens per sequence (default: the file's)")),
-            (("--max-sequences",), dict(type=int, metavar="N", help="use only the first N sequences")),
+            (("--max-sequences",), dict(type=int, metavar="N", help="use N sequences spread evenly over the file (rows floor(i x S / N))")),
             (("--hw",), dict(default="hermes-64", metavar="NAME|FILE", help="hardware preset or YAML file")),
             (("--set",), dict(action="append", metavar="KEY.PATH=VALUE", help="override a hardware YAML key "
                                "(repeatable)"))]

@@ -55,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "placement's accuracy with the noise model of --hw and put it beside its cost")
     a.add_argument("--tokenizer", metavar="bytes|FILE", help="tokenise a text --eval file")
     a.add_argument("--seq-len", type=int, metavar="N", help="tokens per evaluation sequence (default: the file's)")
-    a.add_argument("--max-sequences", type=int, metavar="N", help="evaluate only the first N sequences")
+    a.add_argument("--max-sequences", type=int, metavar="N", help="evaluate N sequences spread evenly over the file (rows floor(i x S / N))")
     a.add_argument("--noise-seeds", type=int, default=3, metavar="N", help="noise seeds per placement (count)")
     a.add_argument("--max-loss", type=float, default=1.0, metavar="PERCENT",
                    help="accuracy budget for the report's answer: relative perplexity increase (%%)")
@@ -132,6 +132,9 @@ def run_compare(args: argparse.Namespace) -> int:
         points += [{**p, **extra} for p in compare_points({**kw, "hw": name}, args.all_scores)]
     if args.baseline and args.baseline.lower() != "none":
         points.append(baseline_point(kw, args.baseline))
+    points, excluded = _fitting(points, kw, model, trace, stats)
+    for line in excluded:
+        print(line, file=sys.stderr)
     if args.noisy_routing and not args.eval:
         raise HetmoeError("--noisy-routing needs --checkpoint and --eval (the routes come from the noisy forward pass)")
     if args.eval:
@@ -148,7 +151,7 @@ def run_compare(args: argparse.Namespace) -> int:
     write_tables(out, runs)
     draw_all(runs, out)
     command = "hetmoe " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "hetmoe compare"
-    report = write_report(runs, out, command=command, failures=status_lines(statuses))
+    report = write_report(runs, out, command=command, failures=excluded + status_lines(statuses))
     if args.trace_events:
         from ..api import simulate
         simulate(policy="maxnn", fraction=0.125, trace_events=args.trace_events, **kw)
@@ -157,6 +160,30 @@ def run_compare(args: argparse.Namespace) -> int:
     _print_table(runs)
     print(f"wrote {report} with plots, results.json and summary.csv")
     return 0 if all(s["ok"] for s in statuses) else 1
+
+
+def _fitting(points: list[dict], kw: dict, model, trace, stats) -> tuple[list[dict], list[str]]:
+    """The points whose analog matrices fit their chip's crossbar slots, and a line for each that does not,
+    checked before any noisy pass or cost run (the check the mapping makes, :func:`sim.mapping.slot_capacity`)."""
+    from ..mapping import slot_capacity
+    from ..placement import PlacementContext, place
+
+    chips: dict[str, object] = {}
+    kept, lines = [], []
+    for p in points:
+        if p.get("role") == "baseline" or p["policy"] == "all-digital":
+            kept.append(p)
+            continue
+        chip = chips.setdefault(p["hw"], load_chip(p["hw"], kw["hw_overrides"]))
+        placement = place(p["policy"], PlacementContext(model, trace, stats, p["fraction"], p.get("score") or
+                                                        kw["score"], kw["scope"], kw["seed"], None))
+        needed, _, available = slot_capacity(chip, model, placement)
+        if needed <= available:
+            kept.append(p)
+        else:
+            lines.append(f"{p['hw']}: {_label(p)} excluded before any run: its analog matrices need {needed:,} "
+                         f"crossbar slots, the chip has {available:,} (no cost run, no accuracy measured)")
+    return kept, lines
 
 
 def _measure_accuracy(args: argparse.Namespace, chip, trace, stats, points: list[dict], out: Path) -> dict:

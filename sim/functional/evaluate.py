@@ -143,7 +143,7 @@ def evaluate(arch: Architecture, checkpoint: str | Path, data: EvalData, chip: C
         "converters": {"dac_bits": chip.analog.dac.bits, "input_bits": slot_physics(chip).dac_bits,
                        "dac_encoding": chip.analog.dac.encoding, "adc_bits": chip.analog.adc.bits,
                        "tile_rows": chip.analog.tile.rows, "tile_cols": chip.analog.tile.cols},
-        "eval": {"source": data.source, "sequences": data.sequences, "length": int(data.ids.shape[1]),
+        "eval": {"source": data.source, "selection": data.selection, "sequences": data.sequences, "length": int(data.ids.shape[1]),
                  "predicted_tokens": data.predicted_tokens},
         "scores": {"source": stats.source, "synthetic": stats.synthetic, "variant": score, "scope": scope},
         "trace": trace.meta.get("source"),

@@ -39,6 +39,9 @@ def write_report(runs: list[dict[str, Any]], out_dir: str | Path, *, command: st
     if command:
         lines += [f"Produced by `{command}`.", ""]
     lines += ["## Answer", "", " ".join(cost_answer(runs)), ""]
+    if failures:
+        lines += [f"**Not in the table**: {len(failures)} placement{'s' if len(failures) > 1 else ''} excluded or "
+                  "failed (listed under Failed points), so the answer above is among the rest only.", ""]
     whatif = load_whatif(out, runs)
     lines += [x for line in (ridge_line(runs), binding_line(runs), operating_point_line(runs, whatif)) if line
               for x in (line, "")]

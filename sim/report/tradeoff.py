@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt
 
 from arch.safeio import read_json, write_text
 
+from . import seeds
 from ..result import fmt_number
 from .plots import _finish, _style, family, feasible, label, pareto, style
 
@@ -53,6 +54,7 @@ def join(runs: list[dict[str, Any]], accuracy: dict[str, Any]) -> list[dict[str,
                      "delta_bits": a["mean"]["delta_bits_per_token"], "delta_bits_std": a["std"]["delta_bits_per_token"],
                      "kl": a["mean"]["kl_nats"], "kl_std": a["std"]["kl_nats"],
                      "top1": a["mean"]["top1_agreement"], "routes_changed": a["mean"]["routes_changed"],
+                     "loss_per_seed": (a.get("per_seed") or {}).get("rel_perplexity_increase"),
                      "feasible": feasible(r)})
     return rows
 
@@ -69,18 +71,30 @@ def answer(rows: list[dict[str, Any]], accuracy: dict[str, Any]) -> list[str]:
     budget = accuracy.get("max_loss_rel_perplexity", DEFAULT_MAX_LOSS)
     by = {r["label"]: r for r in rows}
     ev = accuracy["eval"]
+    n = accuracy["noise_seeds"]
     out = [f"Accuracy budget: perplexity at most {100 * budget:g} % above the clean model's "
            f"({accuracy['clean']['perplexity']:.4g}), measured on {ev['predicted_tokens']:,} tokens of "
-           f"`{Path(ev['source']).name}` with {accuracy['noise_seeds']} noise seeds."]
-    ok = [r for r in rows if r["loss"] <= budget and r.get("feasible", True)]
+           f"`{Path(ev['source']).name}`{_selection(ev)} with {n} noise seeds; a placement is within it when the "
+           "one-sided 95 % upper confidence bound of its perplexity increase (mean + t·s/√n over the seeds) is"
+           + (" — with one seed there is no error bar, so it is judged on the mean alone (use --noise-seeds 2 or "
+              "more for a bound)." if n < 2 else ".")]
+    for r in rows:
+        r["loss_ucb"] = seeds.upper_bound(r["loss"], r["loss_std"], n) if n > 1 else r["loss"]
+    ok = [r for r in rows if r["loss_ucb"] <= budget and r.get("feasible", True)]
     if ok:
         best = max(ok, key=lambda r: r["tokens_per_s_per_w"])
         s = (f"The most efficient placement within it is **{best['label']}**: "
              f"{fmt_number(best['tokens_per_s_per_w'])} tokens/s/W at {100 * best['loss']:+.3g} % "
-             f"(± {100 * best['loss_std']:.2g}) perplexity")
+             f"(± {100 * best['loss_std']:.2g}; upper bound {100 * best['loss_ucb']:+.3g} %) perplexity")
         ratios = [f"{best['tokens_per_s_per_w'] / by[ref]['tokens_per_s_per_w']:.3g}× {ref}'s efficiency"
                   for ref in ("all-analog", "all-digital") if ref in by and ref != best["label"]]
         out.append(s + (", " + " and ".join(ratios) if ratios else "") + ".")
+        near = [r for r in rows if r["loss"] <= budget < r["loss_ucb"] and r.get("feasible", True)
+                and r["tokens_per_s_per_w"] > best["tokens_per_s_per_w"]]
+        if near:
+            out.append("Within the budget on its mean but not on its upper bound, so not chosen: "
+                       + ", ".join(f"{r['label']} ({100 * r['loss']:+.3g} %, bound {100 * r['loss_ucb']:+.3g} %)"
+                                   for r in near) + ".")
     else:
         least = min(rows, key=lambda r: r["loss"])
         out.append(f"No measured placement stays within it; the least damaging is **{least['label']}** at "
@@ -98,7 +112,33 @@ def answer(rows: list[dict[str, Any]], accuracy: dict[str, Any]) -> list[str]:
                        f"(± {100 * trio[0]['loss_std']:.2g}) under maxnn, {100 * trio[1]['loss']:+.3g} % under "
                        f"random and {100 * trio[2]['loss']:+.3g} % under maxnn-lowest.")
             break
+    out += [x for f in (0.125, 0.25) for x in [separation(by, f"maxnn {100 * f:g}%", f"random {100 * f:g}%")] if x]
     return out
+
+
+def separation(by: dict[str, dict[str, Any]], a: str, b: str) -> str | None:
+    """One sentence on the paired difference of two placements' perplexity increase over common seeds
+    (:func:`sim.report.seeds.paired`): its sign and standard error when separable at 95 %, else "not
+    separable" with the seed count that would separate a difference of this size."""
+    ra, rb = by.get(a), by.get(b)
+    if not ra or not rb or not ra.get("loss_per_seed") or not rb.get("loss_per_seed"):
+        return None
+    p = seeds.paired(ra["loss_per_seed"], rb["loss_per_seed"])
+    if p["n"] < 2:
+        return None
+    diff = (f"{a} − {b}: {100 * p['mean']:+.3g} % perplexity (SE {100 * p['se']:.2g}, paired over {p['n']} "
+            f"common seeds, t = {p['t']:.2g})")
+    if p["separable"]:
+        word = "less" if p["mean"] < 0 else "more"
+        return f"{diff}: {a} damages {word} than {b}, separable at 95 %."
+    need = p["seeds_needed"]
+    return (f"{diff}: not separable from {b} at this seed count"
+            + (f"; about {need} seeds would separate a difference this size." if need else "."))
+
+
+def _selection(ev: dict[str, Any]) -> str:
+    sel = ev.get("selection")
+    return f" ({sel})" if sel and sel != "all sequences" else ""
 
 
 def table(rows: list[dict[str, Any]]) -> list[str]:

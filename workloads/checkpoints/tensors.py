@@ -32,6 +32,7 @@ class TensorRef:
     shape: tuple[int, ...]
     offset: int      # absolute byte offset in the file
     nbytes: int
+    name: str = ""   # the tensor's name in the file (for errors)
 
 
 MAX_HEADER_BYTES = 100_000_000     # the safetensors format's own limit on the JSON header
@@ -82,7 +83,7 @@ def read_header(path: Path) -> dict[str, TensorRef]:
                                   f"(which needs {expected:,})")
         if end > data_bytes:
             raise CheckpointError(f"{path}: truncated: tensor {name} ends at byte {8 + n + end:,} of {size:,}")
-        refs[name] = TensorRef(path, dtype, tuple(shape), 8 + n + begin, end - begin)
+        refs[name] = TensorRef(path, dtype, tuple(shape), 8 + n + begin, end - begin, name)
     spans = sorted((r.offset, r.offset + r.nbytes, k) for k, r in refs.items() if r.nbytes)
     for (_, end_a, a), (begin_b, _, b) in zip(spans, spans[1:]):
         if begin_b < end_a:
@@ -95,11 +96,20 @@ def _is_count(x: object) -> bool:
 
 
 def load_tensor(ref: TensorRef) -> np.ndarray:
-    """One tensor as float32 (bf16 widened bit-exactly)."""
+    """One tensor as float32 (bf16 widened bit-exactly); a tensor holding NaN or infinity is refused with
+    its name, shard and the first bad position (nothing downstream could give a meaningful number)."""
     raw = np.memmap(ref.file, dtype=_DTYPES[ref.dtype], mode="r", offset=ref.offset, shape=ref.shape)
     if ref.dtype == "BF16":
-        return (np.asarray(raw, np.uint32) << 16).view(np.float32)
-    return np.asarray(raw, np.float32)
+        arr = (np.asarray(raw, np.uint32) << 16).view(np.float32)
+    else:
+        arr = np.asarray(raw, np.float32)
+    finite = np.isfinite(arr)
+    if not finite.all():
+        bad = int(arr.size - np.count_nonzero(finite))
+        where = tuple(int(i) for i in np.argwhere(~finite)[0])
+        raise CheckpointError(f"{ref.file}: tensor {ref.name or '?'} holds {bad:,} non-finite value"
+                              f"{'s' if bad > 1 else ''} (NaN or infinity), the first at index {list(where)}")
+    return arr
 
 
 def index_checkpoint(directory: Path) -> dict[str, TensorRef]:
@@ -126,7 +136,17 @@ def index_checkpoint(directory: Path) -> dict[str, TensorRef]:
     for name in files:
         if not (directory / name).is_file():
             raise CheckpointError(f"{directory / name}: listed in the index but missing")
-        refs.update(read_header(directory / name))
+        for tensor, ref in read_header(directory / name).items():
+            if tensor in refs:
+                raise CheckpointError(f"{directory}: tensor {tensor} is in two shards, {refs[tensor].file.name} and "
+                                      f"{name}; a checkpoint holds each tensor once")
+            refs[tensor] = ref
+    if index.is_file():
+        for tensor, shard in weight_map.items():
+            if tensor not in refs or refs[tensor].file.name != shard:
+                held = f" (it is in {refs[tensor].file.name})" if tensor in refs else ""
+                raise CheckpointError(f"{index}: weight_map puts tensor {tensor} in {shard}, which does not hold "
+                                      f"it{held}")
     return refs
 
 
