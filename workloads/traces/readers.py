@@ -241,8 +241,10 @@ def _read_vllm_logger(path: Path, model: ModelShape, keep_warmup: bool) -> Routi
             continue
         _require(path, line, row, "token_idx", "layer", "topk_ids")
         layer, idx = row["layer"], row["token_idx"]
-        if not isinstance(idx, int):
+        if not isinstance(idx, int) or isinstance(idx, bool):
             col.fail(line, "token_idx", f"{idx!r} is not an integer")
+        if not isinstance(layer, int) or isinstance(layer, bool):     # the collector checks the range
+            col.fail(line, "layer", f"{layer!r} is not a layer of {model.name} (0..{model.num_layers - 1})")
         if idx <= last_idx.get(layer, -1):
             batch[layer] = batch.get(layer, 0) + 1
         last_idx[layer] = idx
