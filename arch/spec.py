@@ -147,6 +147,10 @@ class NoiseSpec:
                            default="fixed")
     out_noise: float = param("std of additive Gaussian noise on each slot output before the ADC, "
                              "normalised output units (aihwkit out_noise)", lo=0.0, default=0.0)
+    out_noise_relative: float = param("std of Gaussian noise on each slot output before the ADC as a fraction "
+                                      "of that input vector's max |y| over the slot's noise-free outputs "
+                                      "(the 'x % of the output range' convention, e.g. 0.04); adds in "
+                                      "variance to out_noise; 0 = off", lo=0.0, default=0.0)
     w_noise: float = param("read noise: std of a fresh Gaussian on each normalised weight at every MVM "
                            "(aihwkit w_noise, ADDITIVE_CONSTANT)", lo=0.0, default=0.0)
     bound_management: str = param("iterative: a vector whose output saturates is re-run with its input "
@@ -349,6 +353,11 @@ class AreaSpec:
                                                   lo=0.0, default=0.0)
     other_mm2: float = param("everything else on the die (I/O pads, clocking, host interface), mm^2",
                              lo=0.0, default=0.0)
+    reticle_limit_mm2: float = param(
+        "largest die one lithography exposure prints, mm^2: the scanner field of 26 mm x 33 mm = 858 mm^2 (ASML "
+        "NXT and NXE scanners, the industry's standard full field). A footprint above it is not one chip: hw "
+        "show, hw fit, run, compare and the report warn and state the dies' worth of silicon it is",
+        lo=0.0, lo_open=True, default=858.0)
 
 
 NO_ANALOG = AnalogSpec(

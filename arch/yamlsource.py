@@ -93,6 +93,24 @@ def load_plain(text: str, file: str) -> Any:
     return _yaml_load(text, _bounded_loader(file), file)
 
 
+def nested_overrides(items: list[str], what: str, example: str) -> dict[str, Any]:
+    """``KEY.PATH=VALUE`` pairs (VALUE parsed as YAML by :func:`load_plain`) into the nested overrides dict of
+    ``arch.load_chip``; ``what`` names the option in errors (``--set``), ``example`` shows the form."""
+    from .errors import HetmoeError
+
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise HetmoeError(f"{what} {item!r}: expected KEY.PATH=VALUE, {example}")
+        key, value = item.split("=", 1)
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = load_plain(value, f"{what} {key.strip()}")
+    return out
+
+
 def _loader_for(file: str) -> type[yaml.SafeLoader]:
     class _Loader(_bounded_loader(file)):
         pass

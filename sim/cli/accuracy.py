@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from arch import list_presets
@@ -24,14 +26,28 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "analog.dac.bits, analog.adc.bits, crossbar slots of analog.tile.rows x cols), for "
                     "--noise-seeds seeds with common random numbers. Writes accuracy.json and accuracy.csv "
                     "to --out: cross-entropy (nats, bits/token), its increase over clean, perplexity, KL(clean "
-                    "|| noisy), top-1 agreement and routing changes, as mean and std over seeds.")
+                    "|| noisy), top-1 agreement and routing changes, as mean and std over seeds. With --tasks, "
+                    "each placement x noise seed also runs EleutherAI's lm-evaluation-harness tasks (needs "
+                    "pip install 'hetmoe[lmeval]'): per task metric mean and std over the seeds and the paired "
+                    "difference from all-digital on the same seeds, in accuracy.json and accuracy_tasks.csv.")
     p.add_argument("--checkpoint", required=True, metavar="DIR",
                    help="checkpoint folder: config.json and *.safetensors (sharded or not; fp32/fp16/bf16)")
-    p.add_argument("--eval", required=True, metavar="FILE",
+    p.add_argument("--eval", metavar="FILE",
                    help="token ids: .npy/.npz [sequences, length], JSONL {\"input_ids\": [...]}, or text with "
-                        "--tokenizer")
+                        "--tokenizer (--eval, --tasks or both)")
     p.add_argument("--tokenizer", metavar="bytes|FILE",
-                   help="tokenise a text --eval file: 'bytes' (byte-level ids 0-255) or a tokenizer.json")
+                   help="tokenise a text --eval file and the --tasks texts: 'bytes' (byte-level ids 0-255) or a "
+                        "tokenizer.json (default for --tasks: the checkpoint's tokenizer.json, else bytes)")
+    p.add_argument("--tasks", metavar="T1,T2",
+                   help="lm-eval tasks, comma-separated (hellaswag,arc_easy,piqa,winogrande,mmlu, or local ones "
+                        "with --include-path); log-likelihood tasks only")
+    p.add_argument("--include-path", metavar="DIR", help="folder of extra lm-eval task YAMLs (local tasks)")
+    p.add_argument("--limit", type=float, metavar="N",
+                   help="lm-eval examples per task: a count, or a share when below 1 (default: all)")
+    p.add_argument("--num-fewshot", type=int, metavar="N", help="lm-eval few-shot examples per prompt (count; default: the task's)")
+    p.add_argument("--chunk-tokens", type=int, metavar="N",
+                   help="--tasks: tokens per forward call (rows x longest row); the noise draws depend on it, so keep "
+                        "it fixed when comparing runs (default: 2048)")
     p.add_argument("--seq-len", type=int, metavar="N",
                    help="tokens per sequence fed to the model (text: window length; ids: cut to N + 1) "
                         "(default: the file's length)")
@@ -67,6 +83,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_memory_arg(p)
     p.set_defaults(handler=run, interrupt_note="nothing was written to {out} (accuracy.json and its tables are written "
                                              "when every placement is measured); run the command again")
+
+    le = sub.add_parser(
+        "lm-eval", formatter_class=FMT,
+        help="lm-eval's own command line with hetmoe's model registered: hetmoe lm-eval run --model hetmoe ...",
+        description="Runs lm-eval's command line (the same options) after registering the model 'hetmoe', for "
+                    "lm-eval releases that do not load models of other packages themselves. Example: hetmoe "
+                    "lm-eval run --model hetmoe --model_args checkpoint=DIR,hw=hermes-64,policy=maxnn,"
+                    "fraction=0.125,noise_seed=0 --tasks hellaswag. The model_args are listed in the docs of "
+                    "sim/functional/lmeval.py and the README. Needs pip install 'hetmoe[lmeval]'.")
+    le.add_argument("lm_eval_args", nargs=argparse.REMAINDER, metavar="run ...",
+                    help="lm-eval's arguments, starting with its subcommand (run, ls, validate)")
+    le.set_defaults(handler=run_lm_eval)
 
     s = sub.add_parser(
         "sensitivity", formatter_class=FMT,
@@ -153,9 +181,26 @@ def run(args: argparse.Namespace) -> int:
     from ..functional.architecture import read_architecture
     from ..functional.evaluate import evaluate, requests, write_accuracy
 
-    for name, value, lo in (("--noise-seeds", args.noise_seeds, 1), ("--batch-sequences", args.batch_sequences, 1)):
+    for name, value, lo in (("--noise-seeds", args.noise_seeds, 1), ("--batch-sequences", args.batch_sequences, 1),
+                            ("--chunk-tokens", args.chunk_tokens or 1, 1)):
         if value < lo:
             raise HetmoeError(f"{name} {value}: allowed >= {lo}")
+    tasks = [t.strip() for t in (args.tasks or "").split(",") if t.strip()]
+    if not args.eval and not tasks:
+        raise HetmoeError("give --eval FILE (perplexity on token ids), --tasks T1,T2 (lm-eval benchmark tasks) or both")
+    if args.limit is not None and args.limit <= 0:
+        raise HetmoeError(f"--limit {args.limit:g}: allowed > 0")
+    tm = None
+    if tasks:
+        require_lmeval("--tasks")
+        import logging
+
+        from ..functional.lmeval import check_tasks, task_manager
+
+        logging.getLogger("lm_eval").setLevel(logging.ERROR if args.quiet else logging.WARNING)
+
+        tm = task_manager(tasks, args.include_path)      # unknown and generation tasks: refused before any pass
+        check_tasks(tasks, tm)
     policies = args.policy or DEFAULT_POLICIES
     for name in policies:
         if name not in POLICIES:
@@ -167,32 +212,156 @@ def run(args: argparse.Namespace) -> int:
     chip = load_chip(args.hw, precision_overrides(args))
     arch = read_architecture(args.checkpoint)
     check_checkpoint_memory(args)
-    data = load_eval(args.eval, arch.shape.vocab_size, tokenizer=args.tokenizer, seq_len=args.seq_len,
-                     max_sequences=args.max_sequences)
+    data = (load_eval(args.eval, arch.shape.vocab_size, tokenizer=args.tokenizer, seq_len=args.seq_len,
+                      max_sequences=args.max_sequences) if args.eval else None)
     stats = compute_stats(args.checkpoint, arch.shape, progress=not args.quiet)
     if stats.meta.get("cached"):
         print(f"hetmoe: using cached scores {stats.meta['cache']}", file=sys.stderr)
     trace = (read_trace(args.trace, arch.shape) if args.trace
              else synthesize(SyntheticSpec(tokens=1024, seed=args.seed), arch.shape))
-    result = evaluate(arch, args.checkpoint, data, chip, requests(policies, fractions), stats, trace,
-                      noise_seeds=args.noise_seeds, seed=args.seed, score=args.score, scope=args.scope,
-                      placement_file=args.placement_file,
-                      device=args.device, batch_sequences=args.batch_sequences, progress=not args.quiet,
-                      routes_dir=Path(args.out) / "routes")
-    js, csv = write_accuracy(result, args.out)
-    c = result["clean"]
-    print(f"{arch.family} checkpoint {args.checkpoint} on {chip.name}: {data.sequences} sequences, "
-          f"{data.predicted_tokens} predicted tokens, {args.noise_seeds} noise seeds")
-    print(f"clean: {c['ce_nats']:.5f} nats/token = {c['bits_per_token']:.5f} bits/token, "
-          f"perplexity {c['perplexity']:.4f}")
-    rows = [[r["label"], f"{r['analog_weight_share']:.3f}",
-             f"{r['mean']['delta_bits_per_token']:+.5f} ± {r['std']['delta_bits_per_token']:.5f}",
-             f"{r['mean']['rel_perplexity_increase'] * 100:+.3f} %",
-             f"{r['mean']['kl_nats']:.5f} ± {r['std']['kl_nats']:.5f}",
-             f"{r['mean']['top1_agreement']:.4f}", f"{r['mean']['routes_changed']:.4f}"]
-            for r in result["placements"]]
-    print(fmt_table(["placement", "analog weights", "Δ bits/token", "Δ perplexity", "KL nats",
-                     "top-1 agree", "routes changed"], rows))
-    print(f"wrote {js}, {csv} and the routes each placement took (noise seed 0) under {Path(args.out) / 'routes'}/ "
-          f"(price them with hetmoe run --trace FILE)")
+    wanted = requests(policies, fractions)
+    out = Path(args.out)
+    if data is not None:
+        result = evaluate(arch, args.checkpoint, data, chip, wanted, stats, trace,
+                          noise_seeds=args.noise_seeds, seed=args.seed, score=args.score, scope=args.scope,
+                          placement_file=args.placement_file,
+                          device=args.device, batch_sequences=args.batch_sequences, progress=not args.quiet,
+                          routes_dir=out / "routes")
+    else:
+        result = {"kind": "accuracy", "checkpoint": str(args.checkpoint), "family": arch.family,
+                  "model": arch.shape.summary(), "hw": chip.name, "hw_source": chip.source,
+                  "noise": asdict(chip.analog.noise), "seed": args.seed, "noise_seeds": args.noise_seeds,
+                  "device": args.device, "digital_weight_bits": chip.precision.digital_weight_bits}
+    if tasks:
+        result["tasks"] = _run_tasks(args, tasks, tm, chip, wanted, stats, trace)
+    print(f"{arch.family} checkpoint {args.checkpoint} on {chip.name}: {args.noise_seeds} noise seeds"
+          + (f"; {data.sequences} sequences, {data.predicted_tokens} predicted tokens" if data is not None else ""))
+    written = []
+    if data is not None:
+        js, csv = write_accuracy(result, out)
+        written += [str(js), str(csv)]
+        c = result["clean"]
+        print(f"clean: {c['ce_nats']:.5f} nats/token = {c['bits_per_token']:.5f} bits/token, "
+              f"perplexity {c['perplexity']:.4f}")
+        rows = [[r["label"], f"{r['analog_weight_share']:.3f}",
+                 f"{r['mean']['delta_bits_per_token']:+.5f} ± {r['std']['delta_bits_per_token']:.5f}",
+                 f"{r['mean']['rel_perplexity_increase'] * 100:+.3f} %",
+                 f"{r['mean']['kl_nats']:.5f} ± {r['std']['kl_nats']:.5f}",
+                 f"{r['mean']['top1_agreement']:.4f}", f"{r['mean']['routes_changed']:.4f}"]
+                for r in result["placements"]]
+        print(fmt_table(["placement", "analog weights", "Δ bits/token", "Δ perplexity", "KL nats",
+                         "top-1 agree", "routes changed"], rows))
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text(out / "accuracy.json", json.dumps(result, indent=2, allow_nan=False) + "\n")
+        written.append(str(out / "accuracy.json"))
+    if tasks:
+        print(_tasks_table(result["tasks"]))
+        write_text(out / "accuracy_tasks.csv", _tasks_csv(result["tasks"]))
+        written.append(str(out / "accuracy_tasks.csv"))
+    routes = (f" and the routes each placement took (noise seed 0) under {out / 'routes'}/ (price them with hetmoe run "
+              f"--trace FILE)") if data is not None else ""
+    print(f"wrote {', '.join(written)}{routes}")
+    return 0
+
+
+LMEVAL_MISSING = "needs lm-eval, an optional extra: pip install 'hetmoe[lmeval]'"
+
+
+def require_lmeval(what: str) -> None:
+    """One line and exit status 2 when lm-eval (or tokenizers) is not installed."""
+    import importlib.util
+
+    from arch.errors import HetmoeError
+
+    if importlib.util.find_spec("lm_eval") is None:
+        raise HetmoeError(f"{what} {LMEVAL_MISSING}")
+
+
+def _run_tasks(args: argparse.Namespace, tasks: list[str], tm, chip, wanted: list, stats, trace) -> dict:
+    """Every placement x noise seed (and all-digital, the reference of the paired differences) through lm-eval."""
+    from ..functional.evaluate import PlacementRequest
+    from ..functional.lmeval import DEFAULT_CHUNK_TOKENS, HetmoeModel, evaluate_tasks, finite
+
+    ref = next((i for i, r in enumerate(wanted) if r.policy == "all-digital"), None)
+    if ref is None:
+        wanted, ref = [PlacementRequest("all-digital", 0.0)] + list(wanted), 0
+    model = HetmoeModel(args.checkpoint, chip, wanted, list(range(args.noise_seeds)), seed=args.seed, score=args.score,
+                        scope=args.scope, placement_file=args.placement_file, device=args.device,
+                        batch_sequences=args.batch_sequences, chunk_tokens=args.chunk_tokens or DEFAULT_CHUNK_TOKENS,
+                        tokenizer=args.tokenizer, progress=not args.quiet, stats=stats, routes=trace)
+    limit = None if args.limit is None else (int(args.limit) if args.limit >= 1 else args.limit)
+    return finite(evaluate_tasks(model, tasks, include_path=args.include_path, limit=limit,
+                                 num_fewshot=args.num_fewshot, reference=ref, tm=tm))
+
+
+def _pm(v, e) -> str:
+    return "n/a" if v is None else (f"{v:.4f}" if e is None else f"{v:.4f} ± {e:.4f}")
+
+
+def _tasks_table(t: dict) -> str:
+    seeds = len(t["noise_seeds"])
+    head = (f"lm-eval {t['lm_eval_version']} tasks ({', '.join(t['tasks'])}): mean ± std over {seeds} noise seeds; "
+            f"Δ = paired difference from {t['reference']} on the same seeds, mean ± standard error")
+    rows = []
+    for task, metric in t["metrics"]:
+        rows.append(["clean (exact weights)", task, metric, _pm(t["clean"][task][metric], None), ""])
+        for r in t["placements"]:
+            d = r["delta"].get(task, {}).get(metric)
+            delta = "" if d is None or r["label"] == t["reference"] else \
+                (f"{d['mean']:+.4f}" + (f" ± {d['se']:.4f}" if d["se"] is not None else "") if d["mean"] is not None
+                 else "n/a")
+            rows.append([r["label"], task, metric, _pm(r["mean"][task][metric], r["std"][task][metric]), delta])
+    return head + "\n" + fmt_table(["placement", "task", "metric", "value", f"Δ vs {t['reference']}"], rows)
+
+
+def _tasks_csv(t: dict) -> str:
+    cols = ["label", "policy", "fraction", "task", "metric", "mean", "std", "delta_mean", "delta_std", "delta_se",
+            "examples_stderr", "noise_seeds", "per_seed"]
+
+    def f(v) -> str:
+        return "" if v is None else f"{v:.8g}"
+
+    lines = [",".join(cols)]
+    for task, metric in t["metrics"]:
+        lines.append(",".join(["clean", "clean", "", task, metric, f(t["clean"][task][metric]), "", "", "", "",
+                               f(t["clean_examples_stderr"].get(task, {}).get(metric)), "0", ""]))
+        for r in t["placements"]:
+            d = r["delta"].get(task, {}).get(metric) or {}
+            lines.append(",".join([r["label"], r["policy"], f"{r['fraction']:g}", task, metric,
+                                   f(r["mean"][task][metric]), f(r["std"][task][metric]), f(d.get("mean")),
+                                   f(d.get("std")), f(d.get("se")),
+                                   f(r["examples_stderr"].get(task, {}).get(metric)), str(len(t["noise_seeds"])),
+                                   " ".join(f(v) for v in r["per_seed"][task][metric])]))
+    return "\n".join(lines) + "\n"
+
+
+def run_lm_eval(args: argparse.Namespace) -> int:
+    """lm-eval's command line with the model ``hetmoe`` registered (lm-eval releases without plugin loading)."""
+    require_lmeval("hetmoe lm-eval")
+    from lm_eval.__main__ import cli_evaluate
+
+    from ..functional import lmeval  # noqa: F401 - registers the model 'hetmoe'
+
+    import logging
+
+    import lm_eval.utils
+
+    argv = list(args.lm_eval_args or [])
+    saved = sys.argv
+    # lm-eval's command line installs a stream handler on its logger once per process: undo it afterwards
+    log = logging.getLogger("lm_eval")
+    saved_log = (list(log.handlers), log.level, log.propagate, getattr(lm_eval.utils, "_LOGGING_CONFIGURED", None))
+    sys.argv = ["lm-eval", *(argv or ["--help"])]
+    try:
+        cli_evaluate()
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv = saved
+        log.handlers[:] = saved_log[0]
+        log.setLevel(saved_log[1])
+        log.propagate = saved_log[2]
+        if saved_log[3] is not None:
+            lm_eval.utils._LOGGING_CONFIGURED = saved_log[3]
     return 0

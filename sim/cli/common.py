@@ -10,7 +10,7 @@ from typing import Any
 
 from arch import list_presets, load_chip
 from arch.errors import HetmoeError
-from arch.yamlsource import load_plain
+from arch.yamlsource import nested_overrides
 from workloads.checkpoints.stats import SCOPES, VARIANTS
 from workloads.shapes import list_model_presets
 from workloads.traces.format import FILL_RULES
@@ -81,17 +81,7 @@ def print_json(data: object) -> None:
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     """``KEY.PATH=VALUE`` pairs (VALUE parsed as YAML) into a nested dict."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise HetmoeError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. analog.tile.tiers=8")
-        key, value = item.split("=", 1)
-        node = out
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = load_plain(value, f"--set {key.strip()}")
-    return out
+    return nested_overrides(items or [], "--set", "e.g. analog.tile.tiers=8")
 
 
 def add_scoring_args(p: argparse.ArgumentParser, *, seed_help: str) -> None:
@@ -295,7 +285,7 @@ def run_serving(args: argparse.Namespace, chips: list[str], policies: list[str],
     from ..report.serving import write_serving_report
     from ..serve import fixed_rates, merge_depths, search_designs, write_study
     from ..serving.scheduler import SchedulerConfig
-    from ..sweep import _stop, make_executor
+    from ..sweep import _stop, make_executor, shutdown_executor
 
     slo = (args.slo_ttft_ms, args.slo_tpot_ms)
     for name, v in zip(("--slo-ttft-ms", "--slo-tpot-ms"), slo):
@@ -380,7 +370,7 @@ def run_serving(args: argparse.Namespace, chips: list[str], policies: list[str],
     finally:
         if bar is not None:
             bar.close()
-        executor.shutdown(wait=True, cancel_futures=True)
+        shutdown_executor(executor)
         if client is not None:
             client.close()
     out = write_study(args.out, found, stream, searching=searching, slo=slo, notes=notes,

@@ -1,7 +1,8 @@
 """Array backends: numpy (default, always present) or torch on CPU/CUDA through ``array_api_compat``.
 
-Every random draw is made by numpy generators and moved to the backend, so a given seed gives the
-same noise on every backend (results agree within float tolerance).
+Every random draw is made on the host by :class:`arch.noise.NormalStream` and moved to the backend,
+so a given seed gives the same noise on every backend (results agree within float tolerance). On
+numpy the stream itself is handed to the noise model, whose compiled kernels draw from it inline.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any, Callable
 import numpy as np
 
 from arch.errors import HetmoeError
+from arch.noise import NormalStream, as_stream
 
 DEVICES = ("numpy", "cpu", "cuda")
 
@@ -35,9 +37,13 @@ class Backend:
             return a
         return a.detach().cpu().numpy()
 
-    def normal(self, rng: np.random.Generator) -> Callable[[tuple[int, ...]], Any]:
-        """``normal(shape)``: standard normal float32 draws from ``rng``, on this backend."""
-        return lambda shape: self.asarray(rng.standard_normal(tuple(int(s) for s in shape), dtype=np.float32))
+    def normal(self, rng: np.random.Generator | NormalStream) -> Callable[[tuple[int, ...]], Any]:
+        """``normal(shape)``: standard normal float32 draws from ``rng`` (a stream, or a numpy generator
+        that seeds one), on this backend; on numpy, the stream itself."""
+        stream = as_stream(rng)
+        if self.device is None:
+            return stream
+        return lambda shape: self.asarray(stream(tuple(int(s) for s in shape)))
 
 
 def backend(device: str = "numpy") -> Backend:

@@ -7,9 +7,11 @@ then every variant's hidden states pass through the layer. Memory therefore stay
 weights (clean plus one seed's programmed copy) plus the hidden states ``[sequences, length,
 hidden]`` of each variant.
 
-Common random numbers: the programming draw of a matrix comes from a generator seeded by
-``(seed, noise seed, matrix index, 0)`` and its per-MVM draws from ``(seed, noise seed, matrix
-index, 1)``, whatever the placement; so two placements differ only in which matrices are analog.
+Common random numbers: the programming draw of a matrix comes from a stream
+(:class:`arch.noise.NormalStream`) seeded by ``(seed, noise seed, matrix index, 0)`` and its per-MVM
+draws from ``(seed, noise seed, matrix index, 1)``, whatever the placement; so two placements differ
+only in which matrices are analog. A matrix is programmed once per noise seed, and that copy serves
+every placement that puts it on tiles and every batch.
 
 Weight-static matrices run as the placement says: digital ones exact (or ``digital_weight_bits``
 wide, per output channel), analog ones through :mod:`arch.noise` per crossbar slot. Embedding
@@ -18,16 +20,18 @@ lookup, norms, RoPE, attention products, softmax, routing top-k and activations 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from math import sqrt
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from arch.noise import SlotPhysics
+from arch.noise import NormalStream, SlotPhysics
 from workloads.checkpoints.tensors import CheckpointError, TensorRef, index_checkpoint, load_tensor
-from workloads.shapes import LM_HEAD, Matrix
+from workloads.shapes import ATTENTION, LM_HEAD, Matrix
 from workloads.traces.format import PHASES, RoutingTrace, empty_arrays
 
 from ..placement import Placement
@@ -79,6 +83,10 @@ class ForwardRun:
     def __post_init__(self) -> None:
         self.checkpoint = Path(self.checkpoint)
         self.quant_error_ratio = 0.0
+        # wall and CPU seconds of the clean pass, of programming, and of the noisy variants' passes
+        self.seconds = {"clean": 0.0, "program": 0.0, "noisy": 0.0}
+        self.cpu_seconds = dict(self.seconds)
+        self._attended: list[tuple[Any, Any]] = []
         self.refs = index_checkpoint(self.checkpoint)
         self.index = {m.name: i for i, m in enumerate(self.arch.shape.matrices)}
         for m in self.arch.shape.matrices:
@@ -155,16 +163,30 @@ class ForwardRun:
         be = self.be
         weights = {m.name: self._load(self.arch.tensor(m)) for m in mats}
         exact = {name: be.asarray(w) for name, w in weights.items()}
-        low = ({name: be.asarray(self._lowbit(w)) for name, w in weights.items()}
+        digital = {m.name for m in mats for p in self.placements if p.is_digital(m)}
+        low = ({name: be.asarray(self._lowbit(w)) for name, w in weights.items() if name in digital}
                if self.digital_weight_bits < 16 else exact)
         prefix = f"model.layers.{layer}."
         extra = {name[len(prefix):]: be.asarray(load_tensor(ref)) for name, ref in self.refs.items()
                  if name.startswith(prefix) and name.endswith(("norm.weight", ".bias"))}
-        self._advance(Variant(None, None), layer, {m.name: _dense(exact[m.name]) for m in mats}, states, extra)
+        # a variant whose states are still the clean ones and whose attention matrices are exact digital
+        # gets this layer's attention output from the clean pass (only its feed-forward half differs)
+        attention = [m for m in mats if m.module == ATTENTION]
+
+        def shares(v: Variant) -> bool:
+            return (v in self._aliased and self.digital_weight_bits >= 16
+                    and all(self.placements[v.placement].is_digital(m) for m in attention))
+        keep = any(shares(Variant(p, k)) for k in range(len(self.noise_seeds)) for p in range(len(self.placements)))
+        t0 = _clock()
+        self._advance(Variant(None, None), layer, {m.name: _dense(exact[m.name]) for m in mats}, states, extra,
+                      keep=keep)
+        self._add("clean", t0)
         bar.update(1)
         for k, noise_seed in enumerate(self.noise_seeds):
             needed = {m.name for m in mats for p in self.placements if not p.is_digital(m)}
+            t0 = _clock()
             programmed = {m.name: self._program(m, weights[m.name], noise_seed) for m in mats if m.name in needed}
+            t1 = self._add("program", t0)
             for p, placement in enumerate(self.placements):
                 v = Variant(p, k)
                 if v in self._aliased and all(placement.is_digital(m) for m in mats):
@@ -173,17 +195,26 @@ class ForwardRun:
                         self.routes[v][layer] = self.routes[Variant(None, None)][layer]
                     bar.update(1)
                     continue
+                reuse = shares(v)
                 self._aliased.discard(v)
                 ops = {}
                 for m in mats:
                     if placement.is_digital(m):
                         ops[m.name] = _dense(low[m.name])
                     else:
-                        rng = np.random.default_rng([self.seed, noise_seed, self.index[m.name], 1])
+                        rng = NormalStream([self.seed, noise_seed, self.index[m.name], 1])
                         ops[m.name] = _analog(programmed[m.name], self.phys, be.normal(rng), be)
-                self._advance(Variant(p, k), layer, ops, states, extra)
+                self._advance(Variant(p, k), layer, ops, states, extra, reuse=reuse)
                 bar.update(1)
+            self._add("noisy", t1)
             del programmed
+        self._attended = []
+
+    def _add(self, key: str, since: tuple[float, float]) -> tuple[float, float]:
+        now = _clock()
+        self.seconds[key] += now[0] - since[0]
+        self.cpu_seconds[key] += now[1] - since[1]
+        return now
 
     def _lowbit(self, w: np.ndarray) -> np.ndarray:
         """Per-channel integer weights; records the worst |W - Q(W)| over its bound (<= 1 by construction;
@@ -196,16 +227,24 @@ class ForwardRun:
         return q.astype(np.float32)
 
     def _program(self, m: Matrix, w: np.ndarray, noise_seed: int) -> AnalogMatrix:
-        rng = np.random.default_rng([self.seed, noise_seed, self.index[m.name], 0])
+        rng = NormalStream([self.seed, noise_seed, self.index[m.name], 0])
         return program_matrix(w, self.phys, rng, self.be)
 
-    def _advance(self, v: Variant, layer: int, ops: dict[str, Op], states: dict, extra: dict) -> None:
+    def _advance(self, v: Variant, layer: int, ops: dict[str, Op], states: dict, extra: dict,
+                 keep: bool = False, reuse: bool = False) -> None:
+        """One layer for variant ``v``, batch by batch. ``keep``: remember each batch's attention output
+        (the clean pass, for variants that share it); ``reuse``: take it from there instead."""
         self._current = v
         h = states[v]
         b = self.batch_sequences
         parts, routes = [], []
-        for start in range(0, h.shape[0], b):
-            out, route = self._block(h[start:start + b], layer, ops, extra)
+        if keep:
+            self._attended = []
+        for i, start in enumerate(range(0, h.shape[0], b)):
+            attended = self._attended[i] if reuse else self._attend(h[start:start + b], layer, ops, extra)
+            if keep:
+                self._attended.append(attended)
+            out, route = self._feed_forward(*attended, layer, ops)
             parts.append(out)
             if route is not None:
                 routes.append(route)
@@ -215,6 +254,11 @@ class ForwardRun:
 
     # ------------------------------------------------------------------ one decoder layer
     def _block(self, h: Any, layer: int, ops: dict[str, Op], extra: dict) -> tuple[Any, tuple | None]:
+        return self._feed_forward(*self._attend(h, layer, ops, extra), layer, ops)
+
+    def _attend(self, h: Any, layer: int, ops: dict[str, Op], extra: dict) -> tuple[Any, Any]:
+        """The attention half of a decoder layer: the residual stream after it, and the normalised input
+        of the feed-forward half ``[b * T, H]``."""
         xp, a, shape = self.be.xp, self.arch, self.arch.shape
         b, T, H = h.shape
         L = f"L{layer}"
@@ -244,6 +288,12 @@ class ForwardRun:
         o = ops[f"{L}.attn.o_proj"](xp.reshape(ctx, (b * T, nh * hd)))
         h = h + xp.reshape(o, (b, T, H))
         x2 = xp.reshape(_rms(h, extra["post_attention_layernorm.weight"], a.rms_norm_eps, xp), (b * T, H))
+        return h, x2
+
+    def _feed_forward(self, h: Any, x2: Any, layer: int, ops: dict[str, Op]) -> tuple[Any, tuple | None]:
+        xp, shape = self.be.xp, self.arch.shape
+        b, T, H = h.shape
+        L = f"L{layer}"
         route = None
         if layer in shape.moe_layers:
             y, route = self._moe(x2, L, ops)
@@ -255,17 +305,21 @@ class ForwardRun:
         xp, be, shape = self.be.xp, self.be, self.arch.shape
         logits = ops[f"{L}.router"](x2)
         probs = _softmax(logits, xp)
-        top = xp.argsort(-probs, axis=1, stable=True)[:, : shape.top_k]
+        top = _top_k(probs, shape.top_k, xp)
         w = xp.take_along_axis(probs, top, axis=1)
         if shape.norm_topk_prob:
             w = w / xp.sum(w, axis=1, keepdims=True)
         w = w * self.arch.routed_scaling_factor
         top_np = be.numpy(top)
         out = xp.zeros(x2.shape, dtype=x2.dtype, **({} if be.device is None else {"device": be.device}))
+        # tokens grouped by expert (ascending token order within each, as np.nonzero(top == e) gives)
+        order = np.argsort(top_np.reshape(-1), kind="stable")
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(top_np.reshape(-1), minlength=shape.num_experts))])
         for e in range(shape.num_experts):
-            tok, slot = np.nonzero(top_np == e)
-            if tok.size == 0:
+            pos = order[bounds[e]:bounds[e + 1]]
+            if pos.size == 0:
                 continue
+            tok, slot = np.divmod(pos, shape.top_k)
             ti = tok if be.device is None else xp.asarray(tok, device=be.device)
             si = slot if be.device is None else xp.asarray(slot, device=be.device)
             if self.capture_expert_inputs and self._current.placement is None:
@@ -300,10 +354,12 @@ class ForwardRun:
         low = be.asarray(self._lowbit(w)) if self.digital_weight_bits < 16 else exact
         ops: dict[Variant, Op] = {variants[0]: _dense(exact)}
         for k, noise_seed in enumerate(self.noise_seeds):
+            t0 = _clock()
             am = (self._program(lm, w, noise_seed)
                   if any(not p.is_digital(lm) for p in self.placements) else None)
+            self._add("program", t0)
             for p, placement in enumerate(self.placements):
-                rng = np.random.default_rng([self.seed, noise_seed, self.index[lm.name], 1])
+                rng = NormalStream([self.seed, noise_seed, self.index[lm.name], 1])
                 ops[Variant(p, k)] = (_dense(low) if placement.is_digital(lm)
                                       else _analog(am, self.phys, be.normal(rng), be))
         tallies = {v: Tally() for v in variants}
@@ -318,6 +374,7 @@ class ForwardRun:
             rows = xp.arange(tgt.size, **({} if be.device is None else {"device": be.device}))
             clean_lp = None
             for v in variants:
+                t0 = _clock()
                 h = states[v][start:start + per]
                 x = xp.reshape(_rms(h, norm, self.arch.rms_norm_eps, xp), (-1, shape.hidden_size))
                 logits = ops[v](x)
@@ -328,16 +385,22 @@ class ForwardRun:
                 t.ce_nats += -float(xp.sum(lp[rows, tgt_b]))
                 t.tokens += int(tgt.size)
                 if clean_lp is None:
-                    clean_lp, clean_arg = lp, xp.argmax(lp, axis=1)
+                    clean_lp, clean_arg, clean_p = lp, xp.argmax(lp, axis=1), xp.exp(lp)
                     t.agree += int(tgt.size)
+                    self._add("clean", t0)
                     continue
-                t.kl_nats += float(xp.sum(xp.exp(clean_lp) * (clean_lp - lp)))
+                t.kl_nats += float(xp.sum(clean_p * (clean_lp - lp)))
                 t.agree += int(xp.sum(xp.astype(xp.argmax(lp, axis=1) == clean_arg, xp.int64)))
+                self._add("noisy", t0)
         bar.update(len(variants))
         return tallies
 
 
 # ----------------------------------------------------------------------------- exact building blocks
+
+def _clock() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
 
 def _dense(w: Any) -> Op:
     return lambda x: x @ w.T
@@ -347,7 +410,27 @@ def _analog(m: AnalogMatrix, phys: SlotPhysics, normal: Callable, be: Backend) -
     return lambda x: analog_apply(x, m, phys, normal, be)
 
 
+def _top_k(probs: Any, k: int, xp: Any) -> Any:
+    """Indices of each row's ``k`` largest probabilities, largest first, ties to the lower index (a
+    stable descending sort's first ``k``). On numpy: ``k`` arg-max passes, each masking its pick
+    (probabilities are >= 0, so -1 masks), which is the same selection and order."""
+    if not isinstance(probs, np.ndarray):
+        return xp.argsort(-probs, axis=1, stable=True)[:, :k]
+    p = probs.copy()
+    rows = np.arange(p.shape[0])
+    top = np.empty((p.shape[0], k), np.int64)
+    for j in range(k):
+        top[:, j] = a = np.argmax(p, axis=1)
+        p[rows, a] = -1.0
+    return top
+
+
 def _rms(x: Any, weight: Any, eps: float, xp: Any) -> Any:
+    if isinstance(x, np.ndarray):
+        ms = np.einsum("...i,...i->...", x, x)[..., None] / np.float32(x.shape[-1])
+        out = x / np.sqrt(ms + np.float32(eps))
+        out *= weight
+        return out
     var = xp.mean(x * x, axis=-1, keepdims=True)
     return weight * (x / xp.sqrt(var + eps))
 
@@ -355,24 +438,81 @@ def _rms(x: Any, weight: Any, eps: float, xp: Any) -> Any:
 def _rotate(x: Any, cos: Any, sin: Any, xp: Any) -> Any:
     """RoPE on ``x [b, T, heads, hd]`` (Hugging Face ``rotate_half`` convention)."""
     half = x.shape[-1] // 2
+    if isinstance(x, np.ndarray) and x.dtype == np.float32:
+        out = np.empty_like(x)
+        _rope_kernel()(np.ascontiguousarray(x), np.ascontiguousarray(cos, np.float32),
+                       np.ascontiguousarray(sin, np.float32), out)
+        return out
+    c, s = cos[None, :, None, :], sin[None, :, None, :]
     rot = xp.concat([-x[..., half:], x[..., :half]], axis=-1)
-    return x * cos[None, :, None, :] + rot * sin[None, :, None, :]
+    return x * c + rot * s
+
+
+def _rope_loop(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, out: np.ndarray) -> None:
+    """:func:`_rotate` in one pass: ``out = x * cos + rotate_half(x) * sin``, the same float32 products
+    and sums (``rotate_half(x) * sin`` is ``-x2 * sin`` in the first half, exactly)."""
+    b, T, nh, hd = x.shape
+    half = hd // 2
+    for i in range(b):
+        for t in range(T):
+            c, s = cos[t], sin[t]
+            for h in range(nh):
+                xi, oi = x[i, t, h], out[i, t, h]
+                for j in range(half):
+                    oi[j] = xi[j] * c[j] + (-xi[j + half]) * s[j]
+                    oi[j + half] = xi[j + half] * c[j + half] + xi[j] * s[j + half]
+
+
+@lru_cache(maxsize=None)
+def _rope_kernel() -> Callable:
+    import numba
+
+    return numba.njit(cache=True, error_model="numpy")(_rope_loop)
+
+
+ATTENTION_SCORES = 1 << 20      # scores per block of the causal attention (4 MiB in float32: cache-sized)
 
 
 def _attention(q: Any, k: Any, v: Any, xp: Any) -> Any:
-    """Causal grouped-query attention; ``q [b, T, nh, hd]``, ``k, v [b, T, nkv, hd]`` -> ``[b, T, nh*hd]``."""
+    """Causal grouped-query attention; ``q [b, T, nh, hd]``, ``k, v [b, T, nkv, hd]`` -> ``[b, T, nh*hd]``.
+
+    Queries go in blocks of rows (as many as keep a block's scores near :data:`ATTENTION_SCORES`, at
+    least 16), each against the keys up to its last row (the causal triangle, about half of the
+    ``T x T`` scores, is never computed); the scale ``1/sqrt(hd)`` is applied to the queries, the mask
+    only to each block's diagonal square."""
     b, T, nh, hd = q.shape
+    rows = max(16, ATTENTION_SCORES // max(1, b * nh * T) // 16 * 16)
     nkv = k.shape[2]
     g = nh // nkv
-    qh = xp.reshape(xp.permute_dims(q, (0, 2, 1, 3)), (b, nkv, g, T, hd))
-    kh = xp.permute_dims(k, (0, 2, 1, 3))[:, :, None]
-    vh = xp.permute_dims(v, (0, 2, 1, 3))[:, :, None]
-    scores = (qh @ xp.matrix_transpose(kh)) * (1.0 / sqrt(hd))
-    mask = xp.asarray(np.tril(np.ones((T, T), bool)), **_dev(scores))
-    scores = xp.where(mask, scores, xp.asarray(-np.inf, dtype=scores.dtype, **_dev(scores)))
-    p = _softmax(scores, xp)
-    ctx = xp.reshape(p @ vh, (b, nh, T, hd))
+    qh = xp.reshape(xp.permute_dims(q, (0, 2, 1, 3)), (b, nkv, g, T, hd)) * (1.0 / sqrt(hd))
+    kt = xp.permute_dims(k, (0, 2, 3, 1))[:, :, None]                   # [b, nkv, 1, hd, T]
+    vh = xp.permute_dims(v, (0, 2, 1, 3))[:, :, None]                   # [b, nkv, 1, T, hd]
+    numpy = isinstance(q, np.ndarray)
+    parts = []
+    for c0 in range(0, T, rows):
+        c1 = min(T, c0 + rows)
+        scores = qh[..., c0:c1, :] @ kt[..., :c1]                       # [b, nkv, g, c1 - c0, c1]
+        keep = np.arange(c1)[None, :] <= np.arange(c0, c1)[:, None]
+        if numpy:
+            diag = scores[..., c0:c1]
+            diag += np.where(keep[:, c0:c1], np.float32(0.0), np.float32(-np.inf))
+            p = _softmax_inplace(scores)
+        else:
+            scores = xp.where(xp.asarray(keep, **_dev(scores)), scores,
+                              xp.asarray(-np.inf, dtype=scores.dtype, **_dev(scores)))
+            p = _softmax(scores, xp)
+        parts.append(p @ vh[..., :c1, :])
+    ctx = parts[0] if len(parts) == 1 else xp.concat(parts, axis=3)
+    ctx = xp.reshape(ctx, (b, nh, T, hd))
     return xp.reshape(xp.permute_dims(ctx, (0, 2, 1, 3)), (b, T, nh * hd))
+
+
+def _softmax_inplace(x: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis of a numpy array, overwriting it."""
+    np.subtract(x, x.max(axis=-1, keepdims=True), out=x)
+    np.exp(x, out=x)
+    x *= np.float32(1.0) / x.sum(axis=-1, keepdims=True)
+    return x
 
 
 def _dev(a: Any) -> dict:
