@@ -24,6 +24,10 @@ what overhangs its periphery). Unit areas:
 - SRAM: ``(capacity_mib + staging_mib) x sram_mm2_per_mib``;
 - NoC routers: ``nodes x (router_mm2_per_node + link_bandwidth_gbps x router_um2_per_gbps)``;
 - DRAM interface: ``channels x dram_interface_mm2_per_channel``; other: ``other_mm2``.
+
+One die cannot be larger than the lithography field (``area.reticle_limit_mm2``, default 26 mm x 33 mm =
+858 mm^2): a footprint above it is ``footprint / limit`` dies' worth of silicon, which a system of several
+chips would have to build. :func:`reticle_warning` words that once for every place a chip is shown or used.
 """
 
 from __future__ import annotations
@@ -182,24 +186,46 @@ def parts(chip: ChipSpec) -> list[Part]:
 
 
 ANALOG_PARTS = ("crossbar arrays", "DACs", "ADCs", "tile periphery")
+RETICLE_MM2 = 858.0     # 26 mm x 33 mm scanner field (the AreaSpec default)
+
+
+def reticle_warning(footprint_mm2: float, limit_mm2: float = RETICLE_MM2) -> str | None:
+    """The one wording of a footprint above one reticle (None when it fits): every place that shows or uses
+    a chip (hw show, hw fit, run, compare, the report, result.json) prints this text."""
+    if not footprint_mm2 > limit_mm2:
+        return None
+    return (f"footprint {footprint_mm2:,.1f} mm^2 exceeds one reticle ({limit_mm2:,.6g} mm^2): this is "
+            f"{footprint_mm2 / limit_mm2:,.1f} dies' worth of silicon; no single die can be "
+            "built this large: split the design over several chips (hetmoe models one chip today)")
+
+
+def chip_reticle_warning(chip: ChipSpec) -> str | None:
+    """:func:`reticle_warning` for ``chip`` (None without an ``area`` section or when it fits one reticle)."""
+    ar = chip_area(chip)
+    return ar["reticle_warning"] if ar["modelled"] else None
 
 
 def chip_area(chip: ChipSpec) -> dict:
-    """Footprint and silicon totals with the breakdown, and the densities ``hw show`` prints:
-    peak analog TOPS per mm^2 of tile footprint, peak digital TOPS per mm^2 of SIMD cores.
+    """Footprint and silicon totals with the breakdown, the footprint in reticles (``footprint /
+    reticle_limit_mm2``) with :func:`reticle_warning`, and the analog footprint (tiles).
     ``{"modelled": False}`` when the system has no ``area`` section."""
     ps = parts(chip)
     if not ps:
         return {"modelled": False}
     by = {p.name: p for p in ps}
     analog_fp = sum(by[k].footprint_mm2 for k in ANALOG_PARTS)
+    footprint = sum(p.footprint_mm2 for p in ps)
+    limit = chip.area.reticle_limit_mm2
     return {
         "modelled": True,
         "process_nm": chip.area.process_nm,
         "stacking": stacking(chip),
         "array_layers": chip.analog.tile.tiers if stacking(chip) == "monolithic" else 0,
-        "footprint_mm2": sum(p.footprint_mm2 for p in ps),
+        "footprint_mm2": footprint,
         "silicon_mm2": sum(p.silicon_mm2 for p in ps),
+        "reticle_limit_mm2": limit,
+        "reticles": footprint / limit,
+        "reticle_warning": reticle_warning(footprint, limit),
         "tile_footprint_mm2": tile_area_mm2(chip)[0],
         "tile_silicon_mm2": tile_area_mm2(chip)[1],
         "analog_footprint_mm2": analog_fp,

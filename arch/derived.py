@@ -86,7 +86,9 @@ def derived_figures(chip: ChipSpec) -> dict[str, Any]:
 
 def area_figures(chip: ChipSpec, peak_analog_tops: float, peak_digital_tops: float) -> dict[str, Any]:
     """Footprint and silicon (mm^2), the breakdown, and peak TOPS per mm^2: analog over the tiles' footprint
-    (arrays of one tier, converters, periphery), digital over the SIMD cores' area (:mod:`arch.area`)."""
+    (arrays of one tier, converters, periphery), digital over the SIMD cores' area (:mod:`arch.area`);
+    ``reticles`` = footprint / ``area.reticle_limit_mm2`` and ``reticle_warning`` (None when one reticle holds
+    the footprint), the text of :func:`arch.area.reticle_warning`."""
     ar = area.chip_area(chip)
     if not ar["modelled"]:
         return {"area_modelled": False}
@@ -99,6 +101,9 @@ def area_figures(chip: ChipSpec, peak_analog_tops: float, peak_digital_tops: flo
         "area_process_nm": ar["process_nm"],
         "footprint_mm2": ar["footprint_mm2"],
         "silicon_mm2": ar["silicon_mm2"],
+        "reticle_limit_mm2": ar["reticle_limit_mm2"],
+        "reticles": ar["reticles"],
+        "reticle_warning": ar["reticle_warning"],
         "tile_footprint_mm2": ar["tile_footprint_mm2"],
         "tile_silicon_mm2": ar["tile_silicon_mm2"],
         "analog_tops_per_mm2": _div(peak_analog_tops, ar["analog_footprint_mm2"]) if chip.analog.tile_count else None,
@@ -121,7 +126,9 @@ UNITS = {
     "digital_mac_energy_pj": "pJ (at the digital node)", "dac_energy_pj_per_conversion": "pJ",
     "digital_process_nm": "nm", "digital_energy_reference_nm": "nm (where the digital energies are cited)",
     "digital_weight_bits": "bits", "area_process_nm": "nm", "footprint_mm2": "mm^2 (what the package sees)",
-    "silicon_mm2": "mm^2 (every 3D tier counted)", "tile_footprint_mm2": "mm^2", "tile_silicon_mm2": "mm^2",
+    "silicon_mm2": "mm^2 (every 3D tier counted)",
+    "reticle_limit_mm2": "mm^2 (largest die one lithography exposure prints)",
+    "reticles": "(footprint / reticle_limit_mm2; above 1: not one chip)", "tile_footprint_mm2": "mm^2", "tile_silicon_mm2": "mm^2",
     "analog_tops_per_mm2": "TOPS/mm^2 (peak, over the tiles' footprint)",
     "digital_tops_per_mm2": "TOPS/mm^2 (peak, over the SIMD cores)",
 }

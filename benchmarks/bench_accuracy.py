@@ -12,7 +12,8 @@ metrics, writing) in a fresh process, at least 3 times, and prints min/median/ma
 predicted tokens per second (per variant: clean + placement = 2 forward passes) and the peak
 resident memory against the largest decoder layer's weights in fp32.
 
-Run: ``python benchmarks/bench_accuracy.py [--repeats 3] [--devices numpy,cpu]``.
+Run: ``python benchmarks/bench_accuracy.py [--repeats 3] [--devices numpy,cpu]``. The noisy pass
+against IBM aihwkit on the same weights and tokens, one thread each: ``benchmarks/bench_noisy_pass.py``.
 """
 
 from __future__ import annotations

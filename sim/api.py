@@ -24,7 +24,7 @@ from workloads.traces.synthetic import SyntheticSpec, synthesize
 
 from .engine.simulator import Engine, Timeline
 from .engine.workplan import WorkPlan, build_plan
-from .mapping import Mapping, build_mapping
+from .mapping import Mapping, build_mapping, plan_kv_tokens
 from .metrics import area_metrics, exposure, percentiles_us, price, steady_metrics, steady_state
 from .placement import POLICIES, Placement, PlacementContext, place
 from .resources import MemoryLimit, check_reader, check_run
@@ -172,7 +172,8 @@ def build_run(hw, model, trace=None, policy: str = "maxnn", *, fraction: float =
     ptr = read_trace(placement_trace, shape) if placement_trace else tr
     placement = place(policy, PlacementContext(shape, ptr, st, fraction, score, scope, seed, placement_file))
     plan = build_plan(tr, shape, mode, batch, context_tokens)
-    mapping = build_mapping(chip, shape, placement, plan)
+    kv_tokens, kv_rule = plan_kv_tokens(plan)
+    mapping = build_mapping(chip, shape, placement, plan, kv_tokens=kv_tokens, kv_rule=kv_rule)
     engine = Engine(chip, shape, mapping, plan, Timeline() if timeline else None, max_inflight)
     return Run(chip, shape, tr, st, placement, plan, mapping, engine)
 

@@ -3,12 +3,12 @@ mesh grown to hold the tiles (``hetmoe hw fit``). Pure: returns the numbers and 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from math import ceil, sqrt
 
 import numpy as np
 
-from arch.spec import ChipSpec
+from arch.spec import AnalogSpec, ChipSpec, NocSpec, TileSpec
 from workloads.shapes import ModelShape
 
 from .mapping import slots_needed
@@ -31,28 +31,51 @@ class Fit:
         return self.tile_count * self.tiers
 
 
+def spec_max(cls: type, name: str) -> int:
+    """The upper bound the loader allows for field ``name`` of spec class ``cls`` (its ``hi`` metadata)."""
+    return int(next(f for f in fields(cls) if f.name == name).metadata["hi"])
+
+
 def fit_chip(chip: ChipSpec, model: ModelShape, placement: Placement, scale: str = "tiles") -> Fit:
     """``scale="tiles"``: ``tile_count = ceil(slots / tiers)`` at the given tiers; ``"tiers"``: ``tiers =
     ceil(slots / tile_count)`` at the given tiles. The mesh (``topology: mesh`` only) becomes the smallest
     near-square ``w x h`` with ``w * h * tiles_per_node >= tile_count`` (``w = ceil(sqrt(nodes))``,
     ``h = ceil(nodes / w)``); the SIMD and DRAM nodes keep their places when they still lie on the mesh,
-    else move to the centre and to [0, 0]."""
+    else move to the centre and to [0, 0]. A fit past a range the loader allows (``analog.tile.tiers``,
+    ``analog.tile_count``, ``noc.width``/``height``) is a ``ValueError`` that says what would fit instead."""
     a = chip.analog
     if a.tile_count == 0 and scale == "tiers":
         raise ValueError("the system has no analog tiles to stack tiers on; fit by tiles")
     digital = np.array([placement.is_digital(m) for m in model.matrices], bool)
     needed, pad = slots_needed(model, digital, a.tile.rows, a.tile.cols)
     needed = max(needed, 1)
+    max_tiers, max_tiles = spec_max(TileSpec, "tiers"), spec_max(AnalogSpec, "tile_count")
     if scale == "tiers":
         tiles, tiers = a.tile_count, ceil(needed / a.tile_count)
+        if tiers > max_tiers:
+            raise ValueError(
+                f"{model.name} needs {needed:,} crossbar slots: at {chip.name}'s {tiles:,} tiles that is {tiers:,} "
+                f"tiers per tile, above the {max_tiers:,} analog.tile.tiers allows; fit by tiles (--scale tiles), "
+                f"or start from a system of at least {ceil(needed / max_tiers):,} tiles; nothing written")
     else:
         tiles, tiers = ceil(needed / a.tile.tiers), a.tile.tiers
+        if tiles > max_tiles:
+            raise ValueError(
+                f"{model.name} needs {needed:,} crossbar slots: at {tiers} tiers that is {tiles:,} tiles, above the "
+                f"{max_tiles:,} analog.tile_count allows; fit by tiers (--scale tiers) or start from a system with "
+                f"at least {ceil(needed / max_tiles):,} tiers; nothing written")
     noc = chip.noc
     if noc.topology != "mesh":
         raise ValueError("hw fit grows mesh NoCs only; edit a graph NoC's tile_nodes by hand")
     nodes = ceil(tiles / noc.tiles_per_node)
     w = ceil(sqrt(nodes))
     h = ceil(nodes / w)
+    side = min(spec_max(NocSpec, "width"), spec_max(NocSpec, "height"))
+    if max(w, h) > side:
+        raise ValueError(
+            f"{tiles:,} tiles at {noc.tiles_per_node} per node need a {w:,} x {h:,} mesh, above the {side:,} nodes "
+            f"per side noc.width and noc.height allow; start from a system with more noc.tiles_per_node (at least "
+            f"{ceil(tiles / side**2):,}) or more tiers; nothing written")
 
     def on_mesh(node, fallback):
         return tuple(node) if node is not None and node[0] < w and node[1] < h else fallback

@@ -15,6 +15,10 @@
 - Digital matrices are SRAM-resident greedily by expected use (micro-batch operations that need
   them, from the work plan), largest use first, ties in model order, while they fit in
   ``memory.sram.capacity_mib``; the rest stream from DRAM at every use.
+- DRAM capacity (``memory.dram.capacity_gib``, when given) must hold the digital weights that are not
+  SRAM-resident (``params x precision.digital_weight_bits / 8`` bytes each) plus the KV cache the run
+  needs at once (:func:`plan_kv_tokens` for a closed batch; a serving run's scheduler checks each request
+  against what the weights leave): else a :class:`MappingError` with needed and available GiB.
 """
 
 from __future__ import annotations
@@ -129,7 +133,71 @@ def slot_capacity(chip: ChipSpec, model: ModelShape, placement: Placement) -> tu
     return needed, pad, chip.analog.tile_count * chip.analog.tile.tiers
 
 
-def build_mapping(chip: ChipSpec, model: ModelShape, placement: Placement, plan: WorkPlan) -> Mapping:
+def kv_bytes_per_token(chip: ChipSpec, model: ModelShape) -> float:
+    """KV-cache bytes one token keeps over all layers: ``kv_elements_per_token x layers x activation_bits / 8``
+    (the engine's attention streams and the serving KV capacity use the same count)."""
+    return model.kv_elements_per_token() * model.num_layers * chip.precision.activation_bits / 8
+
+
+def plan_kv_tokens(plan: WorkPlan) -> tuple[int, str]:
+    """The most KV-cache tokens a closed-batch run holds at once, and the rule: decode, the largest step's
+    ``sum(position + 1)`` over the sequences decoding together; prefill, the longest request's cache at its
+    last chunk (a lower bound: requests whose micro-batches overlap hold theirs too)."""
+    if plan.n_mb == 0:
+        return 0, "no micro-batches"
+    if plan.mode == "decode":
+        b = int(np.argmax(plan.context_sum))
+        return int(plan.context_sum[b]), (f"the {int(plan.mb_tokens[b])} sequences decoding together at their "
+                                          "longest context")
+    tokens = int((plan.kv_prior + plan.mb_tokens).max())
+    return tokens, "the longest request's prompt, at least one request's cache at a time"
+
+
+def check_dram_capacity(chip: ChipSpec, model: ModelShape, digital: np.ndarray, resident: np.ndarray,
+                        kv_tokens: int = 0, kv_rule: str = "") -> dict[str, Any]:
+    """Refuse (:class:`MappingError`, needed vs available GiB and what to change) when the digital weights held
+    in DRAM plus ``kv_tokens`` of KV cache exceed ``memory.dram.capacity_gib``; return the figures (also
+    when the capacity is not given: then nothing is checked)."""
+    bits = chip.precision.digital_weight_bits
+    in_dram = np.flatnonzero(digital & ~resident).tolist()
+    weights = sum(model.matrices[i].params for i in in_dram) * bits / 8
+    per_token = kv_bytes_per_token(chip, model)
+    kv = kv_tokens * per_token
+    cap = chip.memory.dram.capacity_gib
+    info = {"dram_weight_bytes": weights, "dram_weight_matrices": len(in_dram), "kv_tokens": kv_tokens,
+            "kv_bytes": kv, "dram_needed_bytes": weights + kv,
+            "dram_capacity_bytes": None if cap is None else cap * 2**30}
+    if cap is None or weights + kv <= cap * 2**30:
+        return info
+    need, over = weights + kv, weights + kv - cap * 2**30
+    kv_text = (f" plus {_size(kv)} of KV cache ({kv_tokens:,} tokens x {per_token:,.0f} B: {kv_rule})"
+               if kv_tokens else "")
+    changes = [f"set memory.dram.capacity_gib >= {need / 2**30:,.2f}"]
+    weights_fix, kv_fix = over <= weights, over <= kv       # would either side alone be enough?
+    if weights and (weights_fix or not kv_fix):
+        changes += [f"hold {_size(min(over, weights))} more of the digital weights in SRAM (memory.sram.capacity_mib, "
+                    f"now {chip.memory.sram.capacity_mib:g} MiB)",
+                    "put fewer experts on the digital side (a lower --fraction, with analog tiles to hold the rest)",
+                    f"store them in fewer bits (precision.digital_weight_bits, now {bits})"]
+    if kv >= 0.05 * need and (kv_fix or not weights_fix):
+        changes.append("run a shorter context (fewer tokens per request, --context-tokens, --batch)")
+    changes.append("or spread the model over several chips (hetmoe models one chip today)")
+    raise MappingError(
+        f"{model.name} on {chip.name} needs {_size(need)} of DRAM: {_size(weights)} of digital weights not held in "
+        f"SRAM ({len(in_dram):,} matrices at precision.digital_weight_bits {bits}){kv_text}, but "
+        f"memory.dram.capacity_gib is {cap:g} GiB ({need / 2**30 / cap:,.2f}x); " + "; ".join(changes))
+
+
+def _size(n_bytes: float) -> str:
+    """Bytes in GiB (MiB below 0.1 GiB), for capacity messages."""
+    return f"{n_bytes / 2**30:,.2f} GiB" if n_bytes >= 0.1 * 2**30 else f"{n_bytes / 2**20:,.2f} MiB"
+
+
+def build_mapping(chip: ChipSpec, model: ModelShape, placement: Placement, plan: WorkPlan, *,
+                  kv_tokens: int = 0, kv_rule: str = "") -> Mapping:
+    """Slots, homes and SRAM residency; refuses a placement that needs more crossbar slots than the chip has,
+    or more DRAM than ``memory.dram.capacity_gib`` for its digital weights plus ``kv_tokens`` of KV cache
+    (:func:`check_dram_capacity`)."""
     net = build_network(chip.noc)
     a, bits = chip.analog, chip.precision.activation_bits
     rows, cols, T = a.tile.rows, a.tile.cols, a.tile_count
@@ -191,6 +259,7 @@ def build_mapping(chip: ChipSpec, model: ModelShape, placement: Placement, plan:
         if uses[i] > 0 and used + wbytes[i] <= capacity:
             resident[i] = True
             used += wbytes[i]
+    dram = check_dram_capacity(chip, model, digital, resident, kv_tokens, kv_rule)
     report = {
         "analog_matrices": len(analog), "digital_matrices": int(digital.sum()),
         "crossbar_slots_used": slot, "crossbar_slots_available": available,
@@ -204,4 +273,5 @@ def build_mapping(chip: ChipSpec, model: ModelShape, placement: Placement, plan:
         "unused_digital_matrices": int((digital & (uses == 0)).sum()),
     }
     report["alignment_padding_slots"] = padding
+    report["dram_capacity"] = dram
     return Mapping(net, analog, tiles_used, resident, digital, uses, report)

@@ -5,13 +5,14 @@ Plots and reports read these files only (they never import the engine).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from arch.safeio import InputError, atomic_open, read_json, write_text
+from arch.safeio import InputError, atomic_open, atomic_path, read_json, write_text
 
 
 @dataclass(frozen=True, eq=False)
@@ -32,10 +33,16 @@ class Result:
         """Write ``result.json``, ``summary.csv``, ``energy.csv`` and ``utilisation.csv``."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        write_csv(out / "summary.csv", [summary_row(self.data)])
-        write_csv(out / "energy.csv", energy_rows(self.data))
-        write_csv(out / "utilisation.csv", [{"run": self.data["run_id"], **r} for r in self.data["utilisation_rows"]])
-        write_text(out / "result.json", self.to_json() + "\n")   # last: its presence marks a finished run
+        # every file goes to a temporary beside it first; only when all four are written are they renamed into
+        # place, result.json last (its presence marks a finished run), so an interrupt leaves the folder as it was
+        with contextlib.ExitStack() as stack:
+            tmp = {name: stack.enter_context(atomic_path(out / name))
+                   for name in ("result.json", "utilisation.csv", "energy.csv", "summary.csv")}
+            write_csv(tmp["summary.csv"], [summary_row(self.data)])
+            write_csv(tmp["energy.csv"], energy_rows(self.data))
+            write_csv(tmp["utilisation.csv"],
+                      [{"run": self.data["run_id"], **r} for r in self.data["utilisation_rows"]])
+            write_text(tmp["result.json"], self.to_json() + "\n")
         return out
 
 

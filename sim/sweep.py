@@ -10,13 +10,21 @@ scheduler address is given (``pip install 'hetmoe[dask]'``).
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import functools
 import hashlib
 import itertools
 import json
 import math
+import os
+import shutil
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Iterable
+import uuid
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -52,15 +60,26 @@ def _finished(path: Path) -> bool:
     return stored == code_fingerprint()
 
 
-def run_point(point: dict[str, Any], out_dir: str) -> dict[str, Any]:
-    """Run one point in a worker; write its files; return a status dict (never raises)."""
+# ----------------------------------------------------------------------------- running points
+
+PARTIAL = ".partial"        # OUT/.partial/<id>.<sweep token>.<random>: a point's folder while it is written
+
+
+def run_point(point: dict[str, Any], out_dir: str, token: str = "local", stop: str | None = None) -> dict[str, Any]:
+    """Run one point in a worker; write its files; return a status dict (never raises for a failing point).
+
+    The files (``point.json``, then ``result.json`` with its tables, or ``error.txt``) are written into
+    ``OUT/.partial/<id>.<token>.*`` and that folder is renamed to ``OUT/runs/<id>`` only once it is whole,
+    so a point stopped while it writes (Ctrl-C, SIGTERM, ``kill -9``) leaves no half-written run folder.
+    ``stop`` names the Dask event an interrupted sweep sets: a point still computing on the cluster then
+    writes nothing (Dask cannot stop a running task; it can only drop its result)."""
     from workloads.traces.synthetic import SyntheticSpec
 
     from .api import point_accuracy, simulate
 
     pid = point_id(point)
-    folder = Path(out_dir) / "runs" / pid
-    folder.mkdir(parents=True, exist_ok=True)
+    if _stopped(stop):
+        return _cancelled(pid)
     kwargs = dict(point)
     trace = kwargs.get("trace")
     if isinstance(trace, dict):
@@ -69,6 +88,7 @@ def run_point(point: dict[str, Any], out_dir: str) -> dict[str, Any]:
     shown = {k: kwargs.pop(k) for k in ("show_hw", "role") if k in kwargs}
     eval_file = kwargs.pop("eval", None)
     noise_seeds = int(kwargs.pop("noise_seeds", 3))
+    result, message = None, ""
     try:
         result = simulate(**kwargs)
         if tag:
@@ -76,17 +96,92 @@ def run_point(point: dict[str, Any], out_dir: str) -> dict[str, Any]:
         result.data.update(shown)
         if eval_file:
             result.data["accuracy"] = point_accuracy(eval_file=eval_file, noise_seeds=noise_seeds, **kwargs)
-        write_text(folder / "point.json", json.dumps(point, indent=2, sort_keys=True, default=str))
-        (folder / "error.txt").unlink(missing_ok=True)
-        result.write(folder)          # result.json last: it marks the point finished
-        return {"id": pid, "ok": True, "wall_s": result.wall_s}
     except HetmoeError as exc:
-        message = str(exc)
+        result, message = None, str(exc)
     except Exception as exc:  # noqa: BLE001 - a failed point must not take the sweep down
-        message = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
-    write_text(folder / "error.txt", message + "\n")
-    write_text(folder / "point.json", json.dumps(point, indent=2, sort_keys=True, default=str))
-    return {"id": pid, "ok": False, "error": message.splitlines()[0]}
+        result, message = None, f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+    if _stopped(stop):
+        return _cancelled(pid)
+
+    def write(folder: Path) -> None:
+        write_text(folder / "point.json", json.dumps(point, indent=2, sort_keys=True, default=str))
+        if result is not None:
+            result.write(folder)
+        else:
+            write_text(folder / "error.txt", message + "\n")
+
+    try:
+        published = _publish(Path(out_dir), pid, token, write, stop)
+    except (OSError, HetmoeError) as exc:
+        if _stopped(stop):
+            return _cancelled(pid)
+        return {"id": pid, "ok": False, "error": f"cannot write {Path(out_dir) / 'runs' / pid}: {exc}"}
+    if not published:
+        return _cancelled(pid)
+    if result is None:
+        return {"id": pid, "ok": False, "error": message.splitlines()[0]}
+    return {"id": pid, "ok": True, "wall_s": result.wall_s, "code_fingerprint": result.data.get("code_fingerprint")}
+
+
+def _cancelled(pid: str) -> dict[str, Any]:
+    return {"id": pid, "ok": False, "cancelled": True, "error": "cancelled (the sweep was interrupted)"}
+
+
+def _publish(out: Path, pid: str, token: str, write: Any, stop: str | None) -> bool:
+    """Write a point's files into a staging folder, then rename it to ``OUT/runs/<id>`` (replacing an
+    earlier failed or stale attempt). False, with nothing published, when the sweep was stopped or the
+    staging folder was removed under the writer (the interrupted sweep clears its staging folders)."""
+    staging = out / PARTIAL / f"{pid}.{token}.{uuid.uuid4().hex[:8]}"
+    old = staging.with_name(staging.name + ".old")
+    staging.mkdir(parents=True)          # parents: another worker may just have removed an empty .partial
+    try:
+        write(staging)
+        # point.json is written first: if the folder was cleared and recreated under us, it is missing
+        if _stopped(stop) or not (staging / "point.json").is_file():
+            return False
+        final = out / "runs" / pid
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.exists():
+            os.rename(final, old)        # an earlier failed or stale attempt, replaced whole
+        try:
+            os.rename(staging, final)
+        except OSError as exc:           # another sweep into this folder published the point first
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+        return True
+    finally:
+        for path in (staging, old):
+            shutil.rmtree(path, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            (out / PARTIAL).rmdir()      # only when empty
+
+
+def _stopped(event: str | None) -> bool:
+    """Whether the interrupted sweep has set the Dask event ``event`` (never, without one)."""
+    if not event:
+        return False
+    try:
+        from distributed import Event
+
+        return bool(Event(event).is_set())
+    except Exception:  # noqa: BLE001 - no scheduler to ask: the staging checks still hold
+        return False
+
+
+def _clear_partial(out: Path, *, ids: Iterable[str] = (), token: str | None = None) -> None:
+    """Remove staging folders: those of the points ``ids`` (left by a killed sweep) or of sweep ``token``."""
+    partial = out / PARTIAL
+    if not partial.is_dir():
+        return
+    prefixes = tuple(f"{pid}." for pid in ids)        # a point id holds dots (maxnn-0.125-...): match whole
+    for path in partial.iterdir():
+        if path.name.startswith(prefixes) or (token is not None and f".{token}." in path.name):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        partial.rmdir()
 
 
 def make_executor(jobs: int, scheduler: str | None) -> tuple[Executor, Any]:
@@ -100,29 +195,54 @@ def make_executor(jobs: int, scheduler: str | None) -> tuple[Executor, Any]:
         except OSError as exc:
             raise HetmoeError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
         return client.get_executor(), client
-    return ProcessPoolExecutor(max_workers=max(1, jobs), initializer=_ignore_sigint), None
+    return ProcessPoolExecutor(max_workers=max(1, jobs), initializer=_worker_signals), None
 
 
-def _ignore_sigint() -> None:
-    """Workers leave Ctrl-C to the parent, which stops them and says what was kept."""
-    import signal
-
+def _worker_signals() -> None:
+    """Workers leave Ctrl-C to the parent, which stops them and says what was kept; SIGTERM (the parent's
+    stop) ends a worker at once, whatever handler the parent had when it forked."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+
+def _is_dask(executor: Executor) -> bool:
+    return type(executor).__module__.split(".")[0] == "distributed"
 
 
 def _stop(executor: Executor) -> None:
-    """Cancel queued points and stop running ones (a stopped point leaves no result.json, so it reruns)."""
+    """Cancel queued points and stop running ones (a stopped point leaves no result.json, so it reruns).
+    Local worker processes are terminated; on Dask every future of the executor is cancelled (a task
+    already running there cannot be stopped: it finishes and its result is dropped)."""
+    if _is_dask(executor):
+        executor.shutdown(wait=False)      # ClientExecutor: client.cancel on every future it submitted
+        return
     procs = list((getattr(executor, "_processes", None) or {}).values())   # shutdown() forgets them
     executor.shutdown(wait=False, cancel_futures=True)
     for proc in procs:
         proc.terminate()
     for proc in procs:
         proc.join(timeout=5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(timeout=5)
+
+
+def shutdown_executor(executor: Executor, wait: bool = True) -> None:
+    """``executor.shutdown`` for a local pool or a Dask ClientExecutor (which has no ``cancel_futures``)."""
+    if _is_dask(executor):
+        executor.shutdown(wait=wait)
+    else:
+        executor.shutdown(wait=wait, cancel_futures=True)
 
 
 def run_points(points: list[dict[str, Any]], out_dir: str | Path, *, jobs: int = 2, scheduler: str | None = None,
                quiet: bool = False, executor: Executor | None = None) -> list[dict[str, Any]]:
-    """Run every unfinished point; returns one status per point, in input order."""
+    """Run every unfinished point; returns one status per point, in input order.
+
+    Ctrl-C (or SIGTERM, which the command line turns into the same interrupt) stops the workers, or
+    cancels the points on a Dask cluster, removes the staging folders, and raises
+    :class:`~arch.errors.Interrupted` saying how many points are finished and kept."""
     if jobs < 1:
         raise HetmoeError(f"--jobs {jobs}: allowed an integer >= 1 (worker processes)")
     out = Path(out_dir)
@@ -136,13 +256,23 @@ def run_points(points: list[dict[str, Any]], out_dir: str | Path, *, jobs: int =
         else:
             todo.append(p)
     if todo:
+        from .provenance import code_fingerprint
+
+        code_fingerprint()             # read once here: forked workers inherit what the counts compare with
+        token = uuid.uuid4().hex[:12]
+        _clear_partial(out, ids={point_id(p) for p in todo})      # what a killed sweep left half-written
         client = None
         own = executor is None
         if own:
             executor, client = make_executor(jobs, scheduler)
+        dask = _is_dask(executor)
+        stop = f"hetmoe-stop-{token}" if dask else None
         interrupted = False
+        futures: dict[Any, str] = {}
+        warned: list[str] = []
         try:
-            futures = {executor.submit(run_point, p, str(out)): point_id(p) for p in todo}
+            for p in todo:
+                futures[executor.submit(run_point, p, str(out), token, stop)] = point_id(p)
             bar = _progress(len(futures), quiet)
             for fut in as_completed(futures):
                 try:
@@ -150,23 +280,81 @@ def run_points(points: list[dict[str, Any]], out_dir: str | Path, *, jobs: int =
                 except Exception as exc:  # noqa: BLE001 - worker died
                     status = {"id": futures[fut], "ok": False, "error": f"worker failed: {exc}"}
                 statuses[status["id"]] = status
+                _check_code(status, out, warned)
                 bar.update(1)
             bar.close()
         except KeyboardInterrupt:
             interrupted = True
-            if own:
-                _stop(executor)
-            # counted on disk once the workers are stopped: a worker may have written its result.json just
-            # before the interrupt, without the parent having heard back yet
-            done = sum(1 for p in points if _finished(out / "runs" / point_id(p) / "result.json"))
-            raise Interrupted(f"{done} of {len(points)} points are finished and kept in {out / 'runs'}; run the same "
-                              "command again to resume (finished points are reused, the rest are computed)") from None
+            with _signals_ignored():
+                raise _interrupt(out, points, executor, futures, own=own, stop=stop, token=token) from None
         finally:
             if own and not interrupted:
                 executor.shutdown(wait=True)
             if own and client is not None:
-                client.close()
+                with contextlib.suppress(Exception):
+                    client.close()
     return [statuses[point_id(p)] for p in points]
+
+
+@contextlib.contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """Ctrl-C and SIGTERM are ignored while an interrupted sweep stops its workers and clears its staging
+    folders (seconds at most): ``timeout`` sends SIGTERM to the command and then to its whole process
+    group, and a second Ctrl-C must not leave the cleanup half done."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+def _check_code(status: dict[str, Any], out: Path, warned: list[str]) -> None:
+    """Say once when a worker ran other hetmoe code than this command (a Dask worker started before an
+    edit): its points are kept and tabled, but a rerun does not count them as finished."""
+    from .provenance import code_fingerprint
+
+    theirs = status.get("code_fingerprint")
+    if not status["ok"] or not theirs or theirs == code_fingerprint() or warned:
+        return
+    warned.append(theirs)
+    print(f"hetmoe: warning: a worker runs other hetmoe code than this command (code fingerprint {theirs}, here "
+          f"{code_fingerprint()}): its points are written to {out / 'runs'} but a rerun computes them again; restart "
+          "the Dask workers after changing the code", file=sys.stderr)
+
+
+def _interrupt(out: Path, points: list[dict[str, Any]], executor: Executor, futures: dict[Any, str], *,
+               own: bool, stop: str | None, token: str) -> Interrupted:
+    """Stop what runs, clear this sweep's staging folders, and say what is kept."""
+    pending = sum(1 for f in futures if not f.done())
+    if stop:
+        with contextlib.suppress(Exception):
+            from distributed import Event
+
+            Event(stop, client=getattr(executor, "_client", None)).set()   # a point computing there writes nothing
+    for fut in futures:
+        fut.cancel()                   # queued points (on Dask: queued and running ones)
+    if own:
+        _stop(executor)
+    _clear_partial(out, token=token)
+    # counted on disk once the workers are stopped: a worker may have written its result.json just
+    # before the interrupt, without the parent having heard back yet
+    done = sum(1 for p in points if _finished(out / "runs" / point_id(p) / "result.json"))
+    other = sum(1 for p in points if (out / "runs" / point_id(p) / "result.json").is_file()) - done
+    if other:
+        done_text = (f"{done} of {len(points)} points are finished (and {other} more computed by other hetmoe code, "
+                     "which a rerun computes again: restart the Dask workers after changing the code)")
+    else:
+        done_text = f"{done} of {len(points)} points are finished"
+    dropped = (f"; cancelled on the Dask cluster: {pending} queued or running point{'s' if pending > 1 else ''} "
+               "(a point already computing there runs to its end but writes nothing)") if stop and pending else ""
+    return Interrupted(f"{done_text} and kept in {out / 'runs'}; run the same "
+                       "command again to resume (finished points are reused, the rest are computed)" + dropped)
 
 
 def _progress(total: int, quiet: bool):
@@ -182,14 +370,74 @@ def collect(out_dir: str | Path) -> list[dict[str, Any]]:
         data = load_result(path)
         data["folder"] = path.parent.name
         runs.append(data)
+    add_hw_base(runs)
     return runs
 
 
+def add_hw_base(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Store on each run ``hw_base``: for every hw override key any of the runs sets, the value its own
+    hardware description gives without overrides (what a run that does not set the key ran with), so the
+    tables and plots can name it (``sram.capacity_mib=32 (preset)``); a description that no longer loads,
+    or a key it does not have, is left out."""
+    from .report.axes import flat
+
+    keys = sorted({k for r in runs for k in flat((r.get("config") or {}).get("hw_overrides"))})
+    for r in runs:
+        c = r.get("config") or {}
+        source = str(c.get("hw_source") or c.get("hw"))
+        r["hw_base"] = {k: v for k in keys if (v := _chip_value(source, k)) is not None}
+    return runs
+
+
+@functools.lru_cache(maxsize=256)
+def _chip_value(source: str, key: str) -> Any:
+    try:
+        from arch import load_chip
+
+        obj: Any = load_chip(source)
+        for part in key.split("."):
+            obj = obj[part] if isinstance(obj, dict) else getattr(obj, part)
+    except Exception:  # noqa: BLE001 - a moved or changed description: the tables say "(preset)"
+        return None
+    return None if hasattr(obj, "__dataclass_fields__") or isinstance(obj, (list, dict)) else obj
+
+
 def write_tables(out_dir: str | Path, runs: list[dict[str, Any]]) -> None:
+    """``summary.csv`` (one row per run, named by its label with every swept value; ``hw`` carries the run's
+    overrides; a column per hw override key, the chip's own value where a run does not set it, and per swept
+    workload key) and ``results.json``."""
     out = Path(out_dir)
-    rows = [{"label": r.get("label", r["folder"]), **summary_row(r)} for r in runs]
-    write_csv(out / "summary.csv", rows)
+    write_csv(out / "summary.csv", summary_rows(runs))
     write_text(out / "results.json", json.dumps(runs, indent=2, sort_keys=True) + "\n")
+
+
+def summary_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per run, ordered by workload, design, policy and fraction (as the report's table)."""
+    from .report import axes
+    from .report.markdown import _sort_key
+    from .report.plots import label
+
+    axes.annotate(runs)
+    _, workload = axes.swept(runs)
+    keys = sorted({k for r in runs for k in axes.flat(r["config"].get("hw_overrides"))})
+    rows = []
+    for r in sorted(runs, key=_sort_key):
+        base = summary_row(r)
+        own = axes.flat(r["config"].get("hw_overrides"))
+        row = {"label": r.get("label") or label(r)}
+        for k, v in base.items():
+            if k == "hw" and own:
+                v = f"{v} + " + ", ".join(f"{key}={_csv_value(val)}" for key, val in own.items())
+            row[k] = v
+            if k == "hw":
+                row.update({key: _csv_value(axes.override_value(r, key)) for key in keys})
+                row.update({key: _csv_value(axes.value(r, key)) for key in workload if key not in base})
+        rows.append(row)
+    return rows
+
+
+def _csv_value(v: Any) -> Any:
+    return json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else v
 
 
 # ----------------------------------------------------------------------------- sweep specs

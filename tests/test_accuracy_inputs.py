@@ -103,3 +103,27 @@ def test_compare_excludes_placements_that_do_not_fit_before_any_run(tmp_path):
     assert "**Not in the table**: 15 placements" in report and "maxnn 0% excluded before any run" in report
     assert sorted(json.loads((out / "results.json").read_text())[i]["placement"]["policy"]
                   for i in range(2)) == ["all-digital", "maxnn"]
+
+
+def test_an_interrupted_result_write_leaves_no_tables(tmp_path, monkeypatch):
+    """Ctrl-C while `hetmoe run` writes: no summary.csv or energy.csv without result.json, no temporaries."""
+    from sim import result as result_mod
+    from sim.api import simulate
+    from workloads.traces.synthetic import SyntheticSpec
+
+    r = simulate("aimc-3d-moe", "olmoe-1b-7b", SyntheticSpec(tokens=32, seed=0), "maxnn", batch=32)
+    real = result_mod.write_csv
+
+    def interrupted(path, rows):
+        if "energy" in path.name:
+            raise KeyboardInterrupt
+        real(path, rows)
+
+    monkeypatch.setattr(result_mod, "write_csv", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        r.write(tmp_path / "run")
+    assert list((tmp_path / "run").iterdir()) == []
+    monkeypatch.setattr(result_mod, "write_csv", real)
+    r.write(tmp_path / "run")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["energy.csv", "result.json", "summary.csv",
+                                                                    "utilisation.csv"]

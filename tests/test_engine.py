@@ -249,7 +249,7 @@ def test_digital_weight_bytes_scale_with_weight_bits():
     dram, rate = {}, {}
     for bits, mac in ((16, "fp16"), (8, "int8"), (4, "int4")):
         over = {"precision": {"digital_weight_bits": bits, "digital_mac": mac},
-                "memory": {"sram": {"capacity_mib": 0}}}
+                "memory": {"sram": {"capacity_mib": 0}, "dram": {"capacity_gib": 16}}}   # 16-bit weights: 12.7 GiB
         run = build_run("aimc-3d-moe", model, trace, "all-digital", batch=64, hw_overrides=over)
         run.engine.run()
         dram[bits], rate[bits] = run.engine.c.dram_bytes, run.engine.q.mac_rate

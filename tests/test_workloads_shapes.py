@@ -138,3 +138,20 @@ def test_qwen2_moe_without_shared_width_takes_the_transformers_default():
            "vocab_size": 100}
     assert from_hf_config(cfg).shared_expert_width == 5632
     assert from_hf_config({**cfg, "model_type": "qwen3_moe"}).shared_expert_width == 0
+
+
+def test_a_checkpoint_folder_names_its_model(tmp_path):
+    """A model read from a folder called "checkpoint" is named after the folder above it, or after the hub id a
+    saved config carries (issue 29, item 7)."""
+    import json
+
+    from tests.moe_checkpoints import write_olmoe
+    from workloads.shapes import load_model
+
+    d = write_olmoe(tmp_path / "tiny-moe" / "checkpoint")
+    assert load_model(d).name == "tiny-moe-checkpoint"
+    plain = write_olmoe(tmp_path / "my-moe")
+    assert load_model(plain).name == "my-moe"
+    cfg = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**cfg, "_name_or_path": "allenai/OLMoE-1B-7B-0924"}))
+    assert load_model(d).name == "OLMoE-1B-7B-0924"

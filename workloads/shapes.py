@@ -272,6 +272,22 @@ def list_model_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
+GENERIC_FOLDERS = {"checkpoint", "checkpoints", "model", "models", "weights", "hf", "snapshot", "main", "."}
+
+
+def config_model_name(cfg: dict, config_path: Path) -> str:
+    """A model's name from its config file: the last part of ``_name_or_path`` (written by Hugging Face's
+    save_pretrained), else the folder's name unless it is a generic one ("checkpoint", "model", ...), then
+    the folder above it joined to it ("tiny-moe/checkpoint" -> "tiny-moe-checkpoint")."""
+    hub = cfg.get("_name_or_path")
+    if isinstance(hub, str) and hub.strip("/ "):
+        return Path(hub.rstrip("/")).name
+    folder = config_path.parent.resolve()
+    if folder.name.lower() in GENERIC_FOLDERS and folder.parent.name:
+        return f"{folder.parent.name}-{folder.name}"
+    return folder.name or config_path.stem
+
+
 def load_model(name_or_path: str | Path) -> ModelShape:
     """A preset name (``olmoe-1b-7b``, ...), a ``config.json`` path, or a directory holding one."""
     text = str(name_or_path)
@@ -288,4 +304,4 @@ def load_model(name_or_path: str | Path) -> ModelShape:
     cfg = read_json(path, "Hugging Face config.json")
     if not isinstance(cfg, dict):
         raise ModelError(f"{path}: expected a JSON object")
-    return from_hf_config(cfg, name=path.parent.name or path.stem, source=str(path))
+    return from_hf_config(cfg, name=config_model_name(cfg, path), source=str(path))

@@ -9,10 +9,13 @@ lazily inside their handlers so that ``hetmoe --help`` starts fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import gc
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 
 from arch.errors import HetmoeError, Interrupted
 
@@ -28,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Simulate Mixture-of-Experts inference on heterogeneous analog-digital chips.",
         epilog="Exit status: 0 done; 1 some runs of a compare or sweep failed (the others are kept); 2 bad "
                "input (one line naming the file, line and field); 70 internal error (one line, the traceback "
-               "in a log file; --debug shows it); 130 interrupted (one line saying what was kept).",
+               "in a log file; --debug shows it); 130 interrupted by Ctrl-C or SIGTERM (one line saying what was "
+               "kept).",
         formatter_class=FMT)
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback of an internal error instead of writing it to a log file")
@@ -56,9 +60,16 @@ def _command_modules() -> list:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command. Exit status: 0 done, 1 some runs failed, 2 bad input (one line naming the file,
     line and field), 70 an internal error (one line; the traceback goes to a log file, or to the
-    terminal with ``--debug``), 130 interrupted (one line saying what was kept and how to resume)."""
+    terminal with ``--debug``), 130 interrupted by Ctrl-C or SIGTERM (one line saying what was kept and
+    how to resume)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    received: list[str] = []
+    with _sigterm_as_ctrl_c(received):
+        return _run(args, argv, received)
+
+
+def _run(args: argparse.Namespace, argv: Sequence[str] | None, received: list[str]) -> int:
     try:
         return int(args.handler(args) or 0)
     except HetmoeError as exc:
@@ -77,10 +88,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as exc:
         note = str(exc) if isinstance(exc, Interrupted) and str(exc) else _format_note(args)
-        print(f"hetmoe: interrupted; {note}", file=sys.stderr)
+        by = f" by {received[0]}" if received else ""
+        print(f"hetmoe: interrupted{by}; {note}", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the one place every other exception ends
         return _internal_error(exc, args, argv)
+
+
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c(received: list[str]) -> Iterator[None]:
+    """SIGTERM (what ``timeout``, ``kill`` and batch schedulers send) stops a command as Ctrl-C does: the
+    same cleanup, the same one line saying what was kept, exit status 130. A second SIGTERM does not
+    interrupt that cleanup. The earlier handler is put back afterwards (``main`` may be called from
+    Python, e.g. by the tests)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        received.append(signal.Signals(signum).name)
+        if len(received) == 1:         # timeout sends it twice: to the command, then to its process group
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def entry() -> int:

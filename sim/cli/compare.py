@@ -14,6 +14,7 @@ from workloads.traces.format import save_npz
 
 from .common import (FMT, RESUME_NOTE, add_budget_arg, add_common_run_args, add_memory_arg, add_serving_args,
                      baseline_point, check_budget, memory_limit, run_kwargs, run_serving)
+from .hw import warn_reticle
 
 SWEEP_FRACTIONS = (0.0, 0.125, 0.25, 0.5, 0.75, 1.0)
 BASELINE_FRACTIONS = (0.125, 0.25, 0.5)
@@ -75,10 +76,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     sw = sub.add_parser(
         "sweep", formatter_class=FMT, help="run a grid from a YAML spec",
-        description="Run policies x fractions x hw_overrides x traces x modes from SPEC.yaml (keys: hw, model, "
-                    "trace or traces, tokens, policies, fractions, hw_overrides (list of {KEY.PATH: value}), modes, "
-                    "seed, batch, score, scope, checkpoint, context_tokens, fill, area_budget_mm2). Finished points are skipped "
-                    "when re-run into the same folder; a failed point is reported and the others go on.")
+        description="Run policies x fractions x hw_overrides x traces x modes from SPEC.yaml. Keys: hw, model, "
+                    "trace or traces (files or 'synthetic'), tokens, policies, fractions, hw_overrides (list of "
+                    "{KEY.PATH: value}), modes (prefill, decode), seed, batch, score, scope, checkpoint (a folder: "
+                    "real MaxNNScores), context_tokens, fill, eval (evaluation token ids: measure each point's "
+                    "accuracy with its chip's noise model; needs checkpoint), noise_seeds (noise seeds per "
+                    "accuracy point, count, default 3), area_budget_mm2 (mm^2; marks designs over it in the "
+                    "tables and plots). Every output names each point by its placement and every swept value "
+                    "(summary.csv: a column per hw_overrides key and for the mode; plots: one panel per mode or "
+                    "trace, a colour per swept hardware design, lines only across digital fractions). Finished "
+                    "points are skipped when re-run into the same folder; a failed point is reported and the "
+                    "others go on. Writes OUT/report.md, summary.csv, results.json and the plots.")
     sw.add_argument("spec", metavar="SPEC.yaml")
     sw.add_argument("--out", default="reports/sweep", metavar="DIR", help="output folder")
     sw.add_argument("--jobs", type=int, default=2, help="local worker processes")
@@ -120,8 +128,9 @@ def run_compare(args: argparse.Namespace) -> int:
     chip, model, trace, stats = resolve_inputs(kw["hw"], kw["model"], kw["trace"], seed=args.seed, fill=args.fill,
                                                checkpoint=args.checkpoint, hw_overrides=kw["hw_overrides"],
                                                memory=memory_limit(args), processes=max(1, args.jobs))
+    warn_reticle(chip)
     for other in chips[1:]:
-        load_chip(other, kw["hw_overrides"])          # validate every chip before any run starts
+        warn_reticle(load_chip(other, kw["hw_overrides"]))     # validate every chip before any run starts
     trace_file = out / "trace.npz"
     save_npz(trace, trace_file)
     kw["trace"] = str(trace_file)
@@ -132,6 +141,7 @@ def run_compare(args: argparse.Namespace) -> int:
         points += [{**p, **extra} for p in compare_points({**kw, "hw": name}, args.all_scores)]
     if args.baseline and args.baseline.lower() != "none":
         points.append(baseline_point(kw, args.baseline))
+        warn_reticle(load_chip(args.baseline))
     points, excluded = _fitting(points, kw, model, trace, stats)
     for line in excluded:
         print(line, file=sys.stderr)
@@ -230,23 +240,52 @@ def _apply_budget(out: Path, runs: list[dict], budget: float | None, keep_saved:
 
 
 def _print_table(runs: list[dict]) -> None:
+    """The console table: one row per run, a column per swept axis (mode, each swept hw override, ...)."""
+    from ..report import axes
     from ..report import budget as area_budget
     from ..report.markdown import _sort_key
-    from ..report.plots import label
+    from ..report.plots import placement_label
 
-    w = max([20] + [len(label(r)) for r in runs])
-    print(f"{'placement':<{w}} {'tokens/s':>12} {'uJ/token':>10} {'tokens/s/W':>11} {'exposure':>9} "
-          f"{'mm^2':>8} {'tokens/s/mm^2':>14}")
+    axes.annotate(runs)
+    design, workload = axes.swept(runs)
+    names = axes.short_names([k for k in design if k != "hw"])
+    cols = workload + [k for k in design if k != "hw"]
+
+    def name(r: dict) -> str:
+        p = r["placement"]
+        text = placement_label(p["policy"], p.get("fraction", 0.0), p.get("score"))
+        return f"{r['config']['hw']}: {text}" if r.get("show_hw") or "hw" in design else text
+
+    def cell(r: dict, k: str) -> str:
+        if r.get("role") == "baseline":
+            return "-"
+        v = axes.value(r, k)
+        text = f"{v:g}" if isinstance(v, float) else str(v)
+        return text if k in workload or k in axes.flat(r["config"].get("hw_overrides")) else f"{text} {axes.PRESET}"
+
+    heads = [names.get(k, k) for k in cols]
+    widths = [max([len(h)] + [len(cell(r, k)) for r in runs]) for h, k in zip(heads, cols)]
+    w = max([20] + [len(name(r)) for r in runs])
+    print(f"{'placement':<{w}} " + "".join(f"{h:<{cw}} " for h, cw in zip(heads, widths))
+          + f"{'tokens/s':>12} {'uJ/token':>10} {'tokens/s/W':>11} {'exposure':>9} {'mm^2':>8} {'tokens/s/mm^2':>14}")
     for r in sorted(runs, key=_sort_key):
         m = r["metrics"]
         over = "" if area_budget.feasible(r) else "  over area budget"
-        print(f"{label(r):<{w}} {m['throughput_tokens_per_s']:>12,.0f} {m['energy_per_token_uj']:>10.4g} "
-              f"{m['tokens_per_s_per_w']:>11,.0f} {100 * m['analog_exposure_macs']:>8.1f}% "
-              f"{m.get('chip_footprint_mm2', float('nan')):>8,.1f} "
-              f"{m.get('tokens_per_s_per_mm2', float('nan')):>14,.1f}{over}")
+        print(f"{name(r):<{w}} " + "".join(f"{cell(r, k):<{cw}} " for k, cw in zip(cols, widths))
+              + f"{m['throughput_tokens_per_s']:>12,.0f} {_sig(m['energy_per_token_uj']):>10} "
+              f"{_sig(m['tokens_per_s_per_w']):>11} {100 * m['analog_exposure_macs']:>8.1f}% "
+              f"{_sig(m.get('chip_footprint_mm2', float('nan'))):>8} "
+              f"{_sig(m.get('tokens_per_s_per_mm2', float('nan'))):>14}{over}")
     line = area_budget.summary(runs)
     if line:
         print(line)
+
+
+def _sig(x: float) -> str:
+    """A table cell: thousands separators from 100 up, four significant digits below (0.00053, not 0.0)."""
+    if x != x:
+        return "n/a"
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.4g}"
 
 
 def run_plot(args: argparse.Namespace) -> int:
@@ -296,13 +335,17 @@ def run_sweep(args: argparse.Namespace) -> int:
     skipped = sum(1 for s in statuses if s.get("skipped"))
     _apply_budget(Path(args.out), runs, options.get("area_budget_mm2"), keep_saved=False)
     if runs:
+        from ..report.markdown import write_report
+
         write_tables(args.out, runs)
         draw_all(runs, args.out)
+        command = "hetmoe " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "hetmoe sweep"
+        write_report(runs, args.out, command=command, failures=status_lines(statuses))
         _print_table(runs)
     for line in status_lines(statuses):
         print(line, file=sys.stderr)
     print(f"{len(statuses)} points: {len(done) - skipped} run, {skipped} already done, "
-          f"{len(statuses) - len(done)} failed; wrote {args.out}/summary.csv")
+          f"{len(statuses) - len(done)} failed; wrote {args.out}/report.md, summary.csv and plots")
     return 0 if len(done) == len(statuses) else 1
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 
 from arch import list_presets, load_chip
 from arch.derived import UNITS, derived_figures
-from arch.safeio import write_text
+from arch.safeio import atomic_path
 from arch.yamlsource import to_plain
 
 from .common import FMT, add_model_arg, parse_overrides, print_json
@@ -63,6 +64,7 @@ def run_show(args: argparse.Namespace) -> int:
     print(f"{chip.name}: {chip.description}")
     breakdown = figures.pop("area_breakdown_mm2", None)
     duty = figures.pop("adc_duty", None)
+    reticle = figures.pop("reticle_warning", None)
     if not chip.analog.tile_count:             # a digital-only chip: no tile, converter or MVM lines
         figures = {k: v for k, v in figures.items() if k not in ANALOG_FIGURES}
     figures = {k: v for k, v in figures.items() if v is not None}
@@ -86,6 +88,8 @@ def run_show(args: argparse.Namespace) -> int:
               f"{duty['idle']:.0%} of the time; one converter shared by {duty['share']} columns would keep this "
               f"pass time: --set analog.adc.per_tile={duty['per_tile']} "
               f"--set analog.adc.conversion_ns={duty['cited_ns']:.4g}")
+    if reticle:
+        print(f"  warning: {reticle}")
     if breakdown:
         print(area_table(breakdown, figures["footprint_mm2"]))
     return 0
@@ -118,15 +122,32 @@ def run_fit(args: argparse.Namespace) -> int:
     out = Path(args.out)
     label = placement_label(args.policy, args.fraction)
     base = chip.source if chip.source and not Path(chip.source).is_file() else str(Path(chip.source).resolve())
-    write_text(out, fit_yaml(fit, base, model.name, label, args.scale, out.stem))
-    fitted = load_chip(out)
+    # never leave a file the loader rejects: load the YAML from a temporary beside --out, rename only if it loads
+    with atomic_path(out) as tmp:
+        tmp.write_text(fit_yaml(fit, base, model.name, label, args.scale, out.stem), encoding="utf-8")
+        try:
+            fitted = load_chip(tmp)
+        except HetmoeError as exc:
+            raise HetmoeError(f"hw fit: the sized system would not load, so {out} was not written: "
+                              f"{str(exc).replace(str(tmp), str(out))}") from None
     figures = derived_figures(fitted)
     area = (f"; footprint {figures['footprint_mm2']:,.1f} mm^2, silicon {figures['silicon_mm2']:,.1f} mm^2"
             if figures.get("area_modelled") else "")
     print(f"{model.name} ({label}) needs {fit.slots_needed:,} crossbar slots: {fit.tile_count:,} tiles x "
           f"{fit.tiers} tiers on a {fit.width}x{fit.height} mesh{area}")
     print(f"wrote {out} (extends {base})")
+    warn_reticle(fitted)
     return 0
+
+
+def warn_reticle(chip) -> None:
+    """One stderr line when ``chip``'s footprint exceeds one reticle (:func:`arch.area.reticle_warning`);
+    hw fit, run and compare call it once per chip they use."""
+    from arch.area import chip_reticle_warning
+
+    note = chip_reticle_warning(chip)
+    if note:
+        print(f"hetmoe: warning: {chip.name}: {note}", file=sys.stderr)
 
 
 def area_table(breakdown: dict, footprint_mm2: float) -> str:

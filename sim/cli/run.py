@@ -7,6 +7,7 @@ import argparse
 from ..placement import POLICIES
 from ..result import fmt_number
 from .common import FMT, add_budget_arg, add_common_run_args, check_budget, memory_limit, run_kwargs
+from .hw import warn_reticle
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,13 +28,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from arch import load_chip
+
     from ..api import simulate
     from ..report import budget as area_budget
 
     limit = check_budget(args.area_budget_mm2)
+    kw = run_kwargs(args)
+    warn_reticle(load_chip(kw["hw"], kw["hw_overrides"]))
     result = simulate(policy=args.policy, fraction=args.fraction, placement_file=args.placement_file,
-                      trace_events=args.trace_events, progress=not args.quiet, memory=memory_limit(args),
-                      **run_kwargs(args))
+                      trace_events=args.trace_events, progress=not args.quiet, memory=memory_limit(args), **kw)
     area_budget.annotate([result.data], limit)
     result.write(args.out)
     m = result.metrics

@@ -15,6 +15,7 @@ import math
 from typing import Any
 
 from ..result import fmt_number
+from . import axes
 from .plots import feasible_front, label
 
 DEFAULT_FRACTION = 0.125
@@ -95,11 +96,35 @@ def fraction_name(fraction: float) -> str:
 
 
 def _same_chip(runs: list[dict[str, Any]]) -> tuple[str | None, list[dict[str, Any]]]:
-    """The first chip's name and its runs under the default score (no baseline)."""
+    """The chip the answer speaks of and its runs under the default score (no baseline): the first chip's,
+    or, when the folder sweeps a design or workload axis (:mod:`sim.report.axes`), the runs of the one
+    design and workload that holds the most efficient point of the first panel's Pareto front, so the
+    answer quotes the point it marks."""
+    group = reference_group(runs)
+    chip = group[0]["config"]["hw"] if group else None
+    return chip, [r for r in group if r["placement"].get("score", "gate_rows") in ("gate_rows", None)]
+
+
+def reference_group(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """See :func:`_same_chip` (every score)."""
     main = [r for r in runs if r.get("role") != "baseline"]
-    chip = main[0]["config"]["hw"] if main else None
-    return chip, [r for r in main if r["config"]["hw"] == chip
-                  and r["placement"].get("score", "gate_rows") in ("gate_rows", None)]
+    if not main:
+        return []
+    if not any(k != "hw" for r in main for k in r.get("swept") or {}):
+        return [r for r in main if r["config"]["hw"] == main[0]["config"]["hw"]]
+    pts = [(r["metrics"]["energy_per_token_uj"], r["metrics"]["throughput_tokens_per_s"]) for r in runs]
+    first = set(axes.facets(runs)[0])
+    front = [i for i in feasible_front(runs, pts) if i in first and runs[i].get("role") != "baseline"]
+    ref = (max((runs[i] for i in front), key=lambda r: r["metrics"]["tokens_per_s_per_w"]) if front else
+           next(runs[i] for i in sorted(first) if runs[i].get("role") != "baseline"))
+    key = (axes.design_key(ref), axes.workload_key(ref))
+    return [r for r in main if (axes.design_key(r), axes.workload_key(r)) == key]
+
+
+def _where(chip: str | None, group: list[dict[str, Any]]) -> str:
+    """``aimc-3d-moe`` or, in a sweep, ``aimc-3d-moe [sram.capacity_mib=512, prefill]``."""
+    swept = [v for k, v in (group[0].get("swept") or {}).items() if k != "hw"] if group else []
+    return f"{chip} [{', '.join(swept)}]" if swept else str(chip)
 
 
 def _find(runs: list[dict[str, Any]], policy: str, fraction: float | None = None) -> dict[str, Any] | None:
@@ -166,9 +191,7 @@ def rule_split(runs: list[dict[str, Any]], fraction: float = DEFAULT_FRACTION) -
 def cost_answer(runs: list[dict[str, Any]], fraction: float = DEFAULT_FRACTION) -> list[str]:
     """Three to six sentences; ``runs`` as written by compare (any order)."""
     pts = [(r["metrics"]["energy_per_token_uj"], r["metrics"]["throughput_tokens_per_s"]) for r in runs]
-    front = [label(runs[i]) for i in feasible_front(runs, pts)]
-    out = [f"On the throughput–energy Pareto front: {', '.join(front)}." if front else
-           "No placement is within the area budget, so none is on a Pareto front."]
+    out = [front_sentence(runs, pts)]
     chip, same = _same_chip(runs)
     m = _find(same, "maxnn", fraction)
     name = fraction_name(fraction)
@@ -180,7 +203,7 @@ def cost_answer(runs: list[dict[str, Any]], fraction: float = DEFAULT_FRACTION) 
             if r is not None:
                 tpw = r["metrics"]["tokens_per_s_per_w"]
                 parts.append(f"{_ratio(mm['tokens_per_s_per_w'], tpw, ref + chr(39) + 's')} ({fmt_number(tpw)})")
-        out.append(f"On {chip}, {name} reaches {fmt_number(mm['tokens_per_s_per_w'])} tokens/s/W"
+        out.append(f"On {_where(chip, same)}, {name} reaches {fmt_number(mm['tokens_per_s_per_w'])} tokens/s/W"
                    + (": " + " and ".join(parts) if parts else "") + ".")
         split = rule_split(runs, fraction)
         if split:
@@ -193,7 +216,7 @@ def cost_answer(runs: list[dict[str, Any]], fraction: float = DEFAULT_FRACTION) 
                 per_mm2 = (f", and {_ratio(mm['tokens_per_s_per_mm2'], bm['tokens_per_s_per_mm2'], 'its')} tokens/s/mm² "
                            f"({fmt_number(mm['tokens_per_s_per_mm2'])} vs {fmt_number(bm['tokens_per_s_per_mm2'])})")
             out.append(f"Against the baseline {b['config']['hw']} (all-digital, "
-                       f"{fmt_number(bm['tokens_per_s_per_w'])} tokens/s/W), {name} on {chip} gives "
+                       f"{fmt_number(bm['tokens_per_s_per_w'])} tokens/s/W), {name} on {_where(chip, same)} gives "
                        f"{_ratio(mm['tokens_per_s_per_w'], bm['tokens_per_s_per_w'], 'its')} tokens/s/W and "
                        f"{_ratio(mm['throughput_tokens_per_s'], bm['throughput_tokens_per_s'], 'its')} tokens/s"
                        f"{per_mm2}.")
@@ -202,6 +225,40 @@ def cost_answer(runs: list[dict[str, Any]], fraction: float = DEFAULT_FRACTION) 
             words, share, volume = dominant_term(run)
             out.append(f"{100 * share:.0f} % of {who}'s energy is {words}{volume}.")
     return out
+
+
+def front_sentence(runs: list[dict[str, Any]], pts: list[tuple[float, float]]) -> str:
+    """The throughput–energy Pareto front in words: its labels; in a folder that sweeps a design or workload
+    axis, each front point with its tokens/s/W, one front per workload panel (mode, ...)."""
+    idx = feasible_front(runs, pts)
+    if not idx:
+        return "No placement is within the area budget, so none is on a Pareto front."
+    swept = any(k != "hw" for r in runs for k in r.get("swept") or {})
+    if not swept:
+        return f"On the throughput–energy Pareto front: {', '.join(label(runs[i]) for i in idx)}."
+
+    groups = axes.facets(runs)
+
+    def point(i: int) -> str:
+        m = runs[i]["metrics"]
+        name = label(runs[i], workload=len(groups) == 1)
+        return f"{name} ({_num(m['tokens_per_s_per_w'])} tokens/s/W, {_num(m['throughput_tokens_per_s'])} tokens/s)"
+
+    if len(groups) == 1:
+        return f"On the throughput–energy Pareto front: {'; '.join(point(i) for i in idx)}."
+    parts = []
+    for group in groups:
+        mine = [i for i in idx if i in set(group)]
+        where = axes.workload_text(runs[group[0]])
+        parts.append(f"{where}: " + ("; ".join(point(i) for i in mine) if mine else "none within the area budget"))
+    return "On the throughput–energy Pareto front of each workload (a front per panel: " + \
+        f"{_panels(runs)} never compete) — " + " — ".join(parts) + "."
+
+
+def _panels(runs: list[dict[str, Any]]) -> str:
+    _, workload = axes.swept(runs)
+    return " and ".join(f"different {k.replace('_', ' ')}s" if k != "mode" else "prefill and decode"
+                        for k in workload)
 
 
 # ----------------------------------------------------------------------------- the ridge point
@@ -433,13 +490,17 @@ def rests_on(runs: list[dict[str, Any]], whatif: dict[str, Any] | None = None,
 
 
 def operating_point_line(runs: list[dict[str, Any]], whatif: dict[str, Any] | None = None) -> str:
-    """Say which one operating point the closed-batch table is for, how far the what-if run's batch sizes move
-    the headline ratio (when it varied ``batch``), and how to put each design at its own point under an SLO."""
-    c = runs[0]["config"]
-    shape = (f"micro-batches of {c['batch']} tokens, {c['max_inflight']} in flight" if c["mode"] == "prefill"
-             else f"{c['batch']} sequences at context {c['context_tokens']} tokens")
-    text = (f"**Operating point**: every design above runs the same closed batch ({c['mode']}, {shape}, all "
-            "requests present at t = 0), so the ratios are for that one point, not for each design at its best")
+    """Say which one operating point the closed-batch table is for (one per mode in a mixed sweep), how far
+    the what-if run's batch sizes move the headline ratio (when it varied ``batch``), and how to put each
+    design at its own point under an SLO."""
+    shapes = list(dict.fromkeys(_shape(r["config"]) for r in runs))
+    if len(shapes) == 1:
+        text = (f"**Operating point**: every design above runs the same closed batch ({shapes[0]}, all "
+                "requests present at t = 0), so the ratios are for that one point, not for each design at its best")
+    else:
+        text = (f"**Operating points**: the designs above run {len(shapes)} closed batches ({'; '.join(shapes)}; "
+                "all requests present at t = 0), and each ratio is for one of them, named beside it, not for each "
+                "design at its best")
     if whatif:
         from .whatif import spans
 
@@ -450,6 +511,12 @@ def operating_point_line(runs: list[dict[str, Any]], whatif: dict[str, Any] | No
                      f"(batch {vlo}) to {_pct(hi)} (batch {vhi})")
     return (text + ". For each design at its own highest request rate under a latency SLO, run `hetmoe compare "
             "--slo-ttft-ms MS --slo-tpot-ms MS` (README: Serving under load).")
+
+
+def _shape(c: dict[str, Any]) -> str:
+    return f"{c['mode']}, " + (f"micro-batches of {c['batch']} tokens, {c['max_inflight']} in flight"
+                               if c["mode"] == "prefill" else f"{c['batch']} sequences at context "
+                               f"{c['context_tokens']} tokens")
 
 
 def _pct(r: float) -> str:

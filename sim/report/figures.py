@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from . import tradeoff
+from . import axes, tradeoff
 from .plots import PLOTS, _subtitle, caveats
 
 ACCURACY_PLOT = "accuracy_vs_efficiency.png"
@@ -14,6 +14,7 @@ ACCURACY_PLOT = "accuracy_vs_efficiency.png"
 
 def draw_all(runs: list[dict[str, Any]], out_dir: str | Path) -> list[Path]:
     out = Path(out_dir)
+    axes.annotate(runs)               # every figure names the folder's swept axes the same way
     paths = []
     for name, fn in PLOTS.items():
         fn(runs, out / name)

@@ -8,8 +8,8 @@ from typing import Any
 from arch.safeio import write_text
 
 from ..result import fmt_number as _fmt
+from . import axes, tradeoff
 from . import budget as area_budget
-from . import tradeoff
 from .answer import binding_line, cost_answer, operating_point_line, ridge_line, rests_on
 from .figures import ACCURACY_PLOT
 from .plots import PLOTS, feasible, feasible_front, label
@@ -21,15 +21,15 @@ def _sort_key(r: dict[str, Any]) -> tuple:
     p = r["placement"]
     variant = p.get("score") if p["policy"] in ("maxnn", "maxnn-lowest") and p.get("score") != "gate_rows" else ""
     chip = (r.get("role") == "baseline", r["config"]["hw"] if r.get("show_hw") else "")
-    return (*chip, order.get(p["policy"], 9), variant or "", p.get("fraction", 0.0))
+    return (*chip, axes.sort_value(r), order.get(p["policy"], 9), variant or "", p.get("fraction", 0.0))
 
 
 def write_report(runs: list[dict[str, Any]], out_dir: str | Path, *, command: str = "",
                  failures: list[str] | None = None) -> Path:
     out = Path(out_dir)
-    runs = sorted(runs, key=_sort_key)
+    runs = sorted(axes.annotate(runs), key=_sort_key)
     first = runs[0]
-    c, model, tr = first["config"], first["model_summary"], first["trace"]
+    c, model = first["config"], first["model_summary"]
     pts = [(r["metrics"]["energy_per_token_uj"], r["metrics"]["throughput_tokens_per_s"]) for r in runs]
     front = {id(runs[i]) for i in feasible_front(runs, pts)}
     accuracy = tradeoff.load_accuracy(out, runs)
@@ -64,18 +64,10 @@ def write_report(runs: list[dict[str, Any]], out_dir: str | Path, *, command: st
               f"top-{model['top_k']}."
               + (f" Routing keys not modelled: {'; '.join(model['unmodelled_routing'])}."
                  if model.get("unmodelled_routing") else ""),
-              f"- **Trace**: {tr['tokens']:,} tokens in {tr['requests']} requests, format `{tr['format']}`, "
-              f"source `{tr['source']}`"
-              + (f"; synthetic parameters {tr['synthetic']}" if tr.get("synthetic") else "")
-              + (f"; warm-up rows dropped: {tr['warmup_rows_dropped']}" if tr.get("warmup_rows_dropped") else "")
-              + (f"; layers filled: {tr['filled_layers']}" if tr.get("filled_layers") else "") + "."
-              + "".join(f" **{w}**." for w in tr.get("warnings") or []),
+              *_trace_lines(runs),
               f"- **MaxNNScore**: variant `{c['score']}`, ranking scope `{c['scope']}`, from "
               f"{'**synthetic stand-in scores** (no checkpoint given)' if c['scores_synthetic'] else c['scores']}.",
-              f"- **Run**: mode `{c['mode']}`, "
-              + (f"micro-batch {c['batch']} tokens, {c['max_inflight']} micro-batches in flight"
-                 if c["mode"] == "prefill" else f"{c['batch']} sequences, context {c['context_tokens']} tokens")
-              + f", seed {c['seed']}.",
+              *_run_lines(runs),
               *(_accuracy_assumptions(accuracy) if rows else []),
               "- Budget policies (`maxnn`, `frequency`, `random`, `maxnn-lowest`) put the given fraction of each "
               "MoE layer's routed experts plus attention, router, shared experts, dense FFNs and lm_head on the "
@@ -84,7 +76,7 @@ def write_report(runs: list[dict[str, Any]], out_dir: str | Path, *, command: st
     short = [label(r) for r in runs if not r.get("steady_state", {}).get("reached", True)]
     if short:
         need = max(r["steady_state"]["needed_micro_batches"] for r in runs if "steady_state" in r)
-        lines += [f"**Too short for steady state**: {', '.join(short)} never fill the pipeline; run at least "
+        lines += [f"**Too short for steady state**: {axes.join_labels(short)} never fill the pipeline; run at least "
                   f"{need} micro-batches ({need} x --batch tokens) for steady-state figures.", ""]
     budget_line = area_budget.summary(runs)
     if budget_line:
@@ -156,10 +148,51 @@ def write_report(runs: list[dict[str, Any]], out_dir: str | Path, *, command: st
     return path
 
 
+def _trace_lines(runs: list[dict[str, Any]]) -> list[str]:
+    """One line per distinct trace of the runs (a sweep over traces or token counts has several)."""
+    seen: dict[str, dict[str, Any]] = {}
+    # compare --noisy-routing prices each placement on its own routes (said under the accuracy assumptions)
+    for r in [r for r in runs if not r["config"].get("placement_trace")] or runs[:1]:
+        seen.setdefault(repr(sorted((r.get("trace") or {}).items(), key=str)), r["trace"])
+    out = []
+    for tr in seen.values():
+        out.append(f"- **Trace**: {tr['tokens']:,} tokens in {tr['requests']} requests, format `{tr['format']}`, "
+                   f"source `{tr['source']}`"
+                   + (f"; synthetic parameters {tr['synthetic']}" if tr.get("synthetic") else "")
+                   + (f"; warm-up rows dropped: {tr['warmup_rows_dropped']}" if tr.get("warmup_rows_dropped") else "")
+                   + (f"; layers filled: {tr['filled_layers']}" if tr.get("filled_layers") else "") + "."
+                   + "".join(f" **{w}**." for w in tr.get("warnings") or []))
+    return out
+
+
+def _run_lines(runs: list[dict[str, Any]]) -> list[str]:
+    """One line per distinct run shape (mode, batch, in flight, context, seed), naming the runs it covers
+    when there are several."""
+    shapes: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:
+        c = r["config"]
+        text = (f"mode `{c['mode']}`, "
+                + (f"micro-batch {c['batch']} tokens, {c['max_inflight']} micro-batches in flight"
+                   if c["mode"] == "prefill" else f"{c['batch']} sequences, context {c['context_tokens']} tokens")
+                + f", seed {c['seed']}")
+        shapes.setdefault(text, []).append(r)
+    if len(shapes) == 1:
+        return [f"- **Run**: {next(iter(shapes))}."]
+    return [f"- **Run** ({_which(rs)}): {text}." for text, rs in shapes.items()]
+
+
+def _which(runs: list[dict[str, Any]]) -> str:
+    """The runs a line covers, by the swept values they share (``decode``), else their count."""
+    common = set.intersection(*(set((r.get("swept") or {}).items()) for r in runs))
+    words = [v for k, v in (runs[0].get("swept") or {}).items() if (k, v) in common]
+    return ", ".join(words) + " runs" if words else f"{len(runs)} runs"
+
+
 def _chip_lines(runs: list[dict[str, Any]]) -> list[str]:
     """One assumptions line per chip in the runs, each from that chip's own figures."""
     seen: dict[str, dict[str, Any]] = {}
-    for r in runs:
+    # compare --noisy-routing prices each placement on its own routes (said under the accuracy assumptions)
+    for r in [r for r in runs if not r["config"].get("placement_trace")] or runs[:1]:
         seen.setdefault(f"{r['config']['hw']}|{r['config'].get('hw_overrides')}", r)
     return [_chip_line(r) for r in seen.values()]
 
@@ -175,13 +208,15 @@ def _chip_line(r: dict[str, Any]) -> str:
                   f"{hw['mvm_energy_pj']:,.4g} pJ; peak analog {hw['peak_analog_tops']:,.4g} TOPS at "
                   f"{hw['analog_tops_per_w']:.4g} TOPS/W")
     area = (f"; footprint {hw['footprint_mm2']:,.1f} mm²" if hw.get("area_modelled") else "; area not modelled")
+    reticle = hw.get("reticle_warning")       # arch.area.reticle_warning's text, written with the run
     return (f"- **Chip{role}**: `{c['hw']}` (source: {c['hw_source']}); {analog}; peak digital "
             f"{hw['peak_digital_tops']:.4g} TOPS; SRAM {hw['sram_capacity_mib']:g} MiB; DRAM "
             f"{hw['dram_bandwidth_gbps']:,.0f} Gbit/s; NoC {hw['noc_nodes']} nodes, bisection "
             f"{hw['noc_bisection_bandwidth_gbps']:,.0f} Gbit/s; static power {hw['static_power_mw'] / 1e3:,.3g} W"
             f"{area}." + (f" Overrides: `{c['hw_overrides']}`." if c.get("hw_overrides") else "")
             + (" **Tile static power is 0 in this description**: idle tiles cost nothing, so energies "
-               "exclude tile leakage." if hw["tile_count"] and hw.get("tile_static_power_mw", 1.0) == 0 else ""))
+               "exclude tile leakage." if hw["tile_count"] and hw.get("tile_static_power_mw", 1.0) == 0 else "")
+            + (f" **Not one chip**: {reticle}." if reticle else ""))
 
 
 def _area_section(runs: list[dict[str, Any]]) -> list[str]:

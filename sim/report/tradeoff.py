@@ -18,9 +18,9 @@ import matplotlib.pyplot as plt
 
 from arch.safeio import read_json, write_text
 
-from . import seeds
+from . import axes, seeds
 from ..result import fmt_number
-from .plots import _finish, _style, family, feasible, label, pareto, style
+from .plots import _finish, _style, family, family_label, feasible, label, log_ticks, pareto, run_style, style
 
 ACCURACY_FILE = "accuracy.json"
 DEFAULT_MAX_LOSS = 0.01          # 1 % relative perplexity increase
@@ -40,6 +40,7 @@ def load_accuracy(out_dir: str | Path, runs: list[dict[str, Any]] | None = None)
 def join(runs: list[dict[str, Any]], accuracy: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per placement measured on both sides, in the cost runs' order."""
     acc = {p["label"]: p for p in accuracy["placements"]}
+    designs = axes.designs(runs)
     rows = []
     for r in runs:
         a = r["accuracy"]["placement"] if "accuracy" in r else acc.get(label(r))
@@ -55,15 +56,19 @@ def join(runs: list[dict[str, Any]], accuracy: dict[str, Any]) -> list[dict[str,
                      "kl": a["mean"]["kl_nats"], "kl_std": a["std"]["kl_nats"],
                      "top1": a["mean"]["top1_agreement"], "routes_changed": a["mean"]["routes_changed"],
                      "loss_per_seed": (a.get("per_seed") or {}).get("rel_perplexity_increase"),
-                     "feasible": feasible(r)})
+                     "feasible": feasible(r), "family": family_label(r), "panel": axes.workload_text(r),
+                     "style": run_style(r, designs)})
     return rows
 
 
 def front(rows: list[dict[str, Any]]) -> list[int]:
-    """Indices of rows within the area budget that no other such row beats on both loss (lower) and
-    tokens/s/W (higher)."""
-    ok = [i for i, r in enumerate(rows) if r.get("feasible", True)]
-    return [ok[j] for j in pareto([(rows[i]["loss"], rows[i]["tokens_per_s_per_w"]) for i in ok])]
+    """Indices of rows within the area budget that no other such row of the same workload panel (mode, ...)
+    beats on both loss (lower) and tokens/s/W (higher)."""
+    out = []
+    for panel in dict.fromkeys(r.get("panel", "") for r in rows):
+        ok = [i for i, r in enumerate(rows) if r.get("feasible", True) and r.get("panel", "") == panel]
+        out += [ok[j] for j in pareto([(rows[i]["loss"], rows[i]["tokens_per_s_per_w"]) for i in ok])]
+    return out
 
 
 def answer(rows: list[dict[str, Any]], accuracy: dict[str, Any]) -> list[str]:
@@ -92,9 +97,10 @@ def answer(rows: list[dict[str, Any]], accuracy: dict[str, Any]) -> list[str]:
         near = [r for r in rows if r["loss"] <= budget < r["loss_ucb"] and r.get("feasible", True)
                 and r["tokens_per_s_per_w"] > best["tokens_per_s_per_w"]]
         if near:
+            sep = "; " if any(", " in r["label"] for r in near) else ", "
             out.append("Within the budget on its mean but not on its upper bound, so not chosen: "
-                       + ", ".join(f"{r['label']} ({100 * r['loss']:+.3g} %, bound {100 * r['loss_ucb']:+.3g} %)"
-                                   for r in near) + ".")
+                       + sep.join(f"{r['label']} ({100 * r['loss']:+.3g} %, bound {100 * r['loss_ucb']:+.3g} %)"
+                                  for r in near) + ".")
     else:
         least = min(rows, key=lambda r: r["loss"])
         out.append(f"No measured placement stays within it; the least damaging is **{least['label']}** at "
@@ -104,7 +110,7 @@ def answer(rows: list[dict[str, Any]], accuracy: dict[str, Any]) -> list[str]:
         out.append(f"All-analog costs {100 * a['loss']:+.3g} % (± {100 * a['loss_std']:.2g}) perplexity at "
                    f"{fmt_number(a['tokens_per_s_per_w'])} tokens/s/W.")
     pf = [rows[i]["label"] for i in front(rows)]
-    out.append(f"On the accuracy–efficiency Pareto front: {', '.join(pf)}.")
+    out.append(f"On the accuracy–efficiency Pareto front: {axes.join_labels(pf)}.")
     for f in (0.125, 0.25):
         trio = [by.get(f"{p} {100 * f:g}%") for p in ("maxnn", "random", "maxnn-lowest")]
         if all(trio):
@@ -171,39 +177,65 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
 def plot_accuracy_efficiency(rows: list[dict[str, Any]], accuracy: dict[str, Any], subtitle: str,
                              path: Path | None, caveat: str = ""):
     """Perplexity increase against tokens/s/W; each policy a line over its fractions; front marked."""
-    fig, ax = plt.subplots(figsize=(7.8, 5.2), dpi=150)
-    fam: dict[str, list[dict[str, Any]]] = {}
-    for r in rows:
-        fam.setdefault(family(r["label"]), []).append(r)
-    for policy, rs in fam.items():
-        rs = sorted(rs, key=lambda r: r["fraction"])
-        color, marker, ls = style(policy)
-        ax.errorbar([r["tokens_per_s_per_w"] for r in rs], [100 * r["loss"] for r in rs],
-                    yerr=[100 * r["loss_std"] for r in rs], marker=marker, color=color, ms=6, lw=1, capsize=2.5,
-                    linestyle=ls if len(rs) > 1 else "none", label=policy, alpha=0.9)
-        if policy == "maxnn":
-            for r in rs:
-                ax.annotate(f"{100 * r['fraction']:g}%", (r["tokens_per_s_per_w"], 100 * r["loss"]),
-                            textcoords="offset points", xytext=(6, 4), fontsize=7, color=color)
-    idx = sorted(front(rows), key=lambda i: rows[i]["tokens_per_s_per_w"])
-    fx = [rows[i]["tokens_per_s_per_w"] for i in idx]
-    fy = [100 * rows[i]["loss"] for i in idx]
-    ax.plot(fx, fy, color="k", lw=2.5, alpha=0.25, zorder=0, drawstyle="steps-post", label="Pareto front")
-    ax.scatter(fx, fy, s=150, facecolors="none", edgecolors="k", linewidths=1.0, zorder=3)
+    from .plots import _grid
+
+    panels_of = list(dict.fromkeys(r.get("panel", "") for r in rows))
+    fig, panels = _grid(len(panels_of), (7.8, 5.2), (6.2, 4.6))
+    wide = len(panels_of) > 1 or any(", " in r.get("family", "") for r in rows)
+    handles: dict[str, Any] = {}
     budget = 100 * accuracy.get("max_loss_rel_perplexity", DEFAULT_MAX_LOSS)
-    ax.axhline(budget, color="#555555", lw=0.8, ls="--")
-    ax.annotate(f"budget {budget:g} %", (1, budget), xycoords=("axes fraction", "data"), xytext=(-4, 3),
-                textcoords="offset points", ha="right", fontsize=7, color="#555555")
-    ax.set_xscale("log")
-    ax.set_xlabel("tokens/s/W (tokens per joule)")
-    ax.set_ylabel("perplexity increase over clean (%), mean ± std over noise seeds")
-    ax.set_title(f"Accuracy lost vs efficiency\n{subtitle}", fontsize=10)
-    _style(ax)
-    ax.legend(fontsize=8, frameon=False, loc="best")
+    star = set(front(rows))
+    for ax, panel in zip(panels, panels_of):
+        mine = [r for r in rows if r.get("panel", "") == panel]
+        fam: dict[str, list[dict[str, Any]]] = {}
+        for r in mine:
+            fam.setdefault(r.get("family") or family(r["label"]), []).append(r)
+        for name, rs in fam.items():
+            rs = sorted(rs, key=lambda r: r["fraction"])
+            color, marker, ls = rs[0].get("style") or style(name)
+            bars = ax.errorbar([r["tokens_per_s_per_w"] for r in rs], [100 * r["loss"] for r in rs],
+                               yerr=[100 * r["loss_std"] for r in rs], marker=marker, color=color, ms=6, lw=1,
+                               capsize=2.5, linestyle=ls if len(rs) > 1 else "none", label=name, alpha=0.9)
+            handles.setdefault(name, bars)
+            if rs[0]["policy"] == "maxnn":
+                for r in rs:
+                    ax.annotate(f"{100 * r['fraction']:g}%", (r["tokens_per_s_per_w"], 100 * r["loss"]),
+                                textcoords="offset points", xytext=(6, 4), fontsize=7, color=color)
+        idx = sorted((i for i in star if rows[i].get("panel", "") == panel),
+                     key=lambda i: rows[i]["tokens_per_s_per_w"])
+        fx = [rows[i]["tokens_per_s_per_w"] for i in idx]
+        fy = [100 * rows[i]["loss"] for i in idx]
+        # the boundary of what the front dominates (less efficient and more loss: up and to the left)
+        (line,) = ax.plot(fx, fy, color="k", lw=2.5, alpha=0.25, zorder=0, drawstyle="steps-pre",
+                          label="Pareto front")
+        handles.setdefault("Pareto front", line)
+        ax.scatter(fx, fy, s=150, facecolors="none", edgecolors="k", linewidths=1.0, zorder=3)
+        ax.axhline(budget, color="#555555", lw=0.8, ls="--")
+        ax.annotate(f"budget {budget:g} %", (1, budget), xycoords=("axes fraction", "data"), xytext=(-4, 3),
+                    textcoords="offset points", ha="right", fontsize=7, color="#555555")
+        ax.set_xscale("log")
+        ax.autoscale_view()
+        log_ticks(ax, "x")
+        ax.set_xlabel("tokens/s/W (tokens per joule)")
+        ax.set_ylabel("perplexity increase over clean (%)\nmean ± std over noise seeds")
+        if len(panels_of) > 1:
+            ax.set_title(panel, fontsize=10)
+        _style(ax)
+    title = f"Accuracy lost vs efficiency\n{subtitle}"
+    if len(panels_of) > 1:
+        fig.suptitle(title + "; one panel per workload, each with its own Pareto front", fontsize=10)
+    else:
+        panels[0].set_title(title, fontsize=10)
+    if not wide:
+        panels[0].legend(fontsize=8, frameon=False, loc="best")
     noise = accuracy["noise"]["programming"]["model"]
     fig.tight_layout(rect=(0, 0.035, 1, 1))
+    if wide:
+        fig.legend(list(handles.values()), list(handles), fontsize=8, frameon=False, loc="upper left",
+                   bbox_to_anchor=(1.0, 0.92), title="placement (lines join digital fractions only)",
+                   title_fontsize=8, alignment="left")
     fig.text(0.01, 0.005, f"noise: {noise} programming, out_noise {accuracy['noise']['out_noise']:g}, "
              f"DAC {accuracy['converters']['input_bits']} b, ADC {accuracy['converters']['adc_bits']} b; "
              f"eval {Path(accuracy['eval']['source']).name}" + (f"\n{caveat}" if caveat else ""),
              fontsize=6, color="#666666")
-    return _finish(fig, path)
+    return _finish(fig, path, **({"bbox_inches": "tight"} if wide else {}))
