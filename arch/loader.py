@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from .errors import SpecError
-from .spec import ChipSpec, NocSpec
+from .spec import MAX_STEP_NS, SPAN_TEXT, ChipSpec, NocSpec
 from .yamlsource import Located, load_with_extends, merge, parse_text
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
@@ -88,15 +88,24 @@ def _show(v: Any) -> str:
 
 # ----------------------------------------------------------------------------- generic build
 
+# an integer key without its own upper bound: at most 2^53, the largest integer float64 arithmetic holds exactly
+# (rates and sizes are multiplied in float64, indices kept in int64)
+INT_MAX = 2 ** 53
+
+
 def _describe(meta: dict) -> str:
     if meta.get("choices"):
         return "one of " + ", ".join(meta["choices"])
     lo, hi = meta.get("lo"), meta.get("hi")
     if lo is not None and hi is not None:
-        return f"in [{lo:g}, {hi:g}]"
-    if lo is not None:
-        return f"> {lo:g}" if meta.get("lo_open") else f">= {lo:g}"
-    return "any value"
+        text = f"in {'(' if meta.get('lo_open') else '['}{lo:g}, {hi:g}]"
+    elif lo is not None:
+        text = f"> {lo:g}" if meta.get("lo_open") else f">= {lo:g}"
+    elif hi is not None:
+        text = f"<= {hi:g}"
+    else:
+        text = "any value"
+    return f"{text} ({meta['note']})" if meta.get("note") else text
 
 
 def _type_name(tp: Any) -> str:
@@ -104,22 +113,35 @@ def _type_name(tp: Any) -> str:
 
 
 def _check_scalar(value: Any, tp: Any, meta: dict, where: tuple[str, int | None], path: str) -> Any:
+    """One value of a field: its type, then (numbers) finiteness, sign and range, each refusal naming file, line,
+    key path, value and the allowed range (with why the range is what it is, where the field says)."""
     file, line = where
     if tp is bool:
         if not isinstance(value, bool):
             raise SpecError(file, line, path, f"{value!r} is not a boolean (true/false)")
         return value
     if tp is int:
+        if meta.get("hi") is None:
+            meta = {**meta, "hi": INT_MAX, "note": meta.get("note") or "at most 2^53, the largest integer "
+                    "float64 arithmetic holds exactly"}
         if isinstance(value, bool) or not isinstance(value, int):
-            raise SpecError(file, line, path, f"{value!r} is not an integer")
+            raise SpecError(file, line, path, f"{value!r} is not an integer; allowed: an integer {_describe(meta)}")
     elif tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise SpecError(file, line, path, f"{value!r} is not a number")
-        value = float(value)
-        if math.isnan(value):
-            raise SpecError(file, line, path, "NaN is not allowed; give a number")
-        if value in (float("inf"), float("-inf")) and meta.get("hi") is not None:
-            raise SpecError(file, line, path, f"{value!r} is outside the allowed range: {_describe(meta)}")
+            desc = _describe(meta)
+            raise SpecError(file, line, path, f"{value!r} is not a number; allowed: "
+                            + ("any finite number" if desc.startswith("any value") else f"a finite number {desc}"))
+        try:
+            value = float(value)
+        except OverflowError:           # an integer literal beyond float64 (10**400)
+            raise SpecError(file, line, path, f"an integer of {len(str(abs(value)))} digits is beyond float64; "
+                            f"allowed: a finite number {_describe(meta)}") from None
+        if not math.isfinite(value):
+            # one rule for every number of the schema: NaN and infinities are never a quantity
+            shown = "NaN" if math.isnan(value) else f"{value!r}"
+            desc = _describe(meta)
+            allowed = "any finite number" if desc.startswith("any value") else f"a finite number {desc}"
+            raise SpecError(file, line, path, f"{shown} is not allowed; allowed: {allowed}")
     elif tp is str:
         if not isinstance(value, str):
             raise SpecError(file, line, path, f"{value!r} is not a string")
@@ -127,6 +149,8 @@ def _check_scalar(value: Any, tp: Any, meta: dict, where: tuple[str, int | None]
             raise SpecError(file, line, path, f"{value!r} is not allowed; {_describe(meta)}")
         return value
     if tp in (int, float):
+        if meta.get("positive") and value <= 0:
+            raise SpecError(file, line, path, f"{value!r} is not > 0; allowed: {_describe(meta)}")
         lo, hi = meta.get("lo"), meta.get("hi")
         bad = (lo is not None and (value <= lo if meta.get("lo_open") else value < lo)) or \
               (hi is not None and value > hi)
@@ -167,7 +191,8 @@ def _build_value(tp: Any, value: Any, meta: dict, where: tuple[str, int | None],
     if dict in origin and isinstance(value, Located):
         out = {}
         for key, item in value.items():
-            out[key] = _check_scalar(item, float, {"lo": 0.0}, value.where[key], f"{path}.{key}")
+            out[key] = _check_scalar(item, float, meta.get("items") or {"lo": 0.0}, value.where[key],
+                                     f"{path}.{key}")
         return types.MappingProxyType(out)
     scalar = [o for o in options if o in (int, float, str, bool)]
     if not scalar:
@@ -242,11 +267,36 @@ def _check_consistency(chip: ChipSpec, data: Located) -> None:
             if v is None:
                 fail(("digital", name), "node scaling needs energy_reference_nm, energy_reference_vdd_v, "
                      "process_nm and vdd_v together (or none of them)")
+    if a.tile_count > 0:
+        _check_mvm_time(chip, fail)
     _check_noc(chip.noc, a.tile_count, data, fail)
     if chip.area is not None and a.tile_count > 0:
         for key in ("crossbar_um2_per_device", "dac_um2", "adc_um2"):
             if getattr(chip.area, key) is None:
                 fail(("area",), f"missing required key area.{key} (the system has {a.tile_count} analog tiles)")
+
+
+def _check_mvm_time(chip: ChipSpec, fail: Any) -> None:
+    """One MVM of a full tile (arch.costs.mvm_latency_ns: passes x (row groups x (input + integration) +
+    conversions)) must fit the engine's clock like any single time: at most MAX_STEP_NS; the key whose term is
+    largest is named."""
+    from . import costs
+
+    a, bits = chip.analog, chip.precision.activation_bits
+    t = costs.mvm_latency_ns(a, bits, a.tile.rows, a.tile.cols)
+    if t <= MAX_STEP_NS:
+        return
+    passes = costs.input_passes(a, bits)
+    groups = math.ceil(a.tile.rows / a.dac.per_tile)
+    t_in = ((2 ** (min(bits, a.dac.bits) - 1) - 1) if a.dac.encoding == "pwm" else 1) * a.dac.step_ns
+    t_conv = costs.conversion_ns(a, a.tile.cols)
+    terms = {("analog", "dac", "step_ns"): passes * groups * t_in,
+             ("analog", "tile", "integration_ns"): passes * groups * a.tile.integration_ns,
+             ("analog", "adc", "conversion_ns"): passes * t_conv}
+    key = max(terms, key=lambda k: terms[k])
+    fail(key, f"one MVM of a full {a.tile.rows}x{a.tile.cols} tile takes {t:.4g} ns ({passes} input passes x "
+         f"({groups} row groups x (input {t_in:.4g} + integration {a.tile.integration_ns:.4g}) + conversions "
+         f"{t_conv:.4g}) ns); allowed: at most {MAX_STEP_NS:g} ns per MVM ({SPAN_TEXT})")
 
 
 def _check_noc(noc: NocSpec, tile_count: int, data: Located, fail: Any) -> None:

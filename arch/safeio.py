@@ -15,7 +15,12 @@ Every reader of a user file goes through here, so one set of rules holds everywh
   recursion limit is a clear error rather than a crash.
 
 Writers replace files **atomically** (a temporary file in the same folder, then ``os.replace``),
-so an interrupted run never leaves a truncated file that a later resume would trust.
+so an interrupted run never leaves a truncated file that a later resume would trust. A written file
+gets the mode the umask gives a new file (0644 under umask 022), not the temporary's 0600. A write the
+system refuses (a full disk, a quota, ``ulimit -f``, a read-only file system) is an
+:class:`OutputError` naming the file, the reason and what was kept. Temporaries are named
+``.NAME.~PID@HOST.XXXXXXXX.tmp``, so that :func:`remove_stale_temporaries` can remove those of a killed
+writer (its process gone from this host) without touching a live one's.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import contextlib
 import gzip
 import json
 import os
+import re
 import tempfile
 import zlib
 from collections.abc import Iterator
@@ -194,24 +200,91 @@ def read_json(path: str | Path, what: str, max_bytes: int = MAX_TEXT_BYTES, *, a
 
 # ----------------------------------------------------------------------------- atomic writes
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (``/proc/self/status``)."""
+    try:
+        with open("/proc/self/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode a new file gets under the current umask (``open`` would give it): 0o666 & ~umask."""
+    return 0o666 & ~_umask()
+
+
+def _host_tag() -> str:
+    import hashlib
+
+    try:
+        node = os.uname().nodename
+    except AttributeError:  # pragma: no cover - Windows
+        node = os.environ.get("COMPUTERNAME", "")
+    return hashlib.sha256(node.encode()).hexdigest()[:6]
+
+
+_HOST = _host_tag()
+# .NAME.~PID@HOST.XXXXXXXX.tmp (this version); .NAME.XXXXXXXX.tmp (earlier versions, no writer named)
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.~(?P<pid>\d+)@(?P<host>[0-9a-f]+)\.[a-z0-9_]{8}\.tmp$")
+_LEGACY_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$")
+LEGACY_TEMP_AGE_S = 3600.0       # an unnamed writer's temporary this old is not being written any more
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name[:180]}.~{os.getpid()}@{_HOST}."
+
+
+def _final_name(path: Path) -> Path:
+    """The file a temporary stands for (``.result.json.~12@ab12cd.x1y2z3w4.tmp`` -> ``result.json``), nested
+    temporaries unwrapped; any other path unchanged."""
+    while (m := _TEMP_NAME.match(path.name) or _LEGACY_TEMP_NAME.match(path.name)) is not None:
+        path = path.with_name(m["name"])
+    return path
+
+
+def write_failed(path: str | Path, exc: OSError, existed: bool | None = None) -> str:
+    """One line for a write the system refused: which file, why, and what was kept."""
+    import errno
+
+    path = _final_name(Path(path))
+    why = exc.strerror or str(exc)
+    if exc.errno == errno.EFBIG:
+        why += " (the file size limit, ulimit -f)"
+    elif exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+        why += " (free some space or write elsewhere with --out)"
+    existed = path.exists() if existed is None else existed
+    kept = (f"the earlier {path.name} is kept unchanged" if existed else
+            "nothing was written to it (no partial file is left)")
+    return f"{path}: cannot write: {why}; {kept}"
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """A temporary path beside ``path``; renamed onto ``path`` when the block ends without error."""
+    """A temporary path beside ``path``; renamed onto ``path`` (with the umask's mode) when the block ends
+    without error. An ``OSError`` in the block or the rename becomes an :class:`OutputError` naming ``path``."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        raise OutputError(f"{path}: cannot write here: {exc.strerror or exc}") from None
+        raise OutputError(f"{_final_name(path)}: cannot write here: {exc.strerror or exc}") from None
     os.close(fd)
+    existed = _final_name(path).exists()
     try:
-        yield Path(tmp)
         try:
+            yield Path(tmp)
+            os.chmod(tmp, file_mode())
             os.replace(tmp, path)
         except OSError as exc:
-            raise OutputError(f"{path}: cannot write here: {exc.strerror or exc}") from None
+            raise OutputError(write_failed(path, exc, existed)) from None
     finally:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
 
 
@@ -228,6 +301,103 @@ def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
     with atomic_path(path) as tmp, open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8",
                                                                                 "newline": ""})) as fh:
         yield fh
+
+
+def _writer_gone(pid: int) -> bool:
+    """Whether no process ``pid`` runs on this host (POSIX; elsewhere every writer is taken as alive)."""
+    if os.name != "posix" or pid == os.getpid() or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:                     # another user's process: alive
+        return False
+    return False
+
+
+def remove_stale_temporaries(folder: str | Path, *, depth: int = 2, name: str | None = None,
+                             max_entries: int = 100_000) -> int:
+    """Remove the temporaries hetmoe's writers left in ``folder`` (and ``depth`` levels of sub-folders) when
+    killed: those whose writer process is gone from this host, and unnamed ones of earlier versions older
+    than :data:`LEGACY_TEMP_AGE_S`. ``name``: only the temporaries of that file. Links are never followed,
+    and at most ``max_entries`` entries are looked at. Returns how many were removed."""
+    import time
+
+    removed = 0
+    seen = 0
+    now = time.time()
+    stack = [(Path(folder), 0)]
+    while stack:
+        here, level = stack.pop()
+        try:
+            entries = list(os.scandir(here))
+        except OSError:
+            continue
+        for entry in entries:
+            seen += 1
+            if seen > max_entries:
+                return removed
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if level < depth and name is None:
+                        stack.append((Path(entry.path), level + 1))
+                    continue
+                if not entry.name.endswith(".tmp") or not entry.is_file(follow_symlinks=False):
+                    continue
+                m = _TEMP_NAME.match(entry.name)
+                if m is not None:
+                    stale = m["host"] == _HOST and _writer_gone(int(m["pid"]))
+                else:
+                    m = _LEGACY_TEMP_NAME.match(entry.name)
+                    stale = m is not None and now - entry.stat(follow_symlinks=False).st_mtime > LEGACY_TEMP_AGE_S
+                if stale and (name is None or m["name"] == name):
+                    os.unlink(entry.path)
+                    removed += 1
+            except OSError:
+                continue
+    return removed
+
+
+def check_output_location(path: str | Path, option: str = "--out", *, folder: bool = True) -> Path:
+    """``path`` as a Path when a command can write it: a folder (``folder``) or a file that exists or can be
+    made, in a folder this process can write. Checked before a command computes, so that a bad location
+    costs no work; an :class:`OutputError` otherwise. Temporaries a killed run left there are removed."""
+    text = os.fspath(path)
+    kind = "folder" if folder else "file"
+    if not text.strip():
+        raise OutputError(f"{option} {text!r}: an empty path; name the output {kind}"
+                          + (f" ({option} . for the current folder)" if folder else ""))
+    if "\0" in text:
+        raise OutputError(f"{option} {text!r}: a path cannot hold a NUL character")
+    p = Path(text)
+    if not folder and (text.endswith(("/", os.sep)) or p.is_dir()):
+        raise OutputError(f"{p}: is a folder; {option} names a file")
+    target = p if folder else p.parent
+    if os.path.lexists(target) and not os.path.exists(target):
+        raise OutputError(f"{target}: a broken or looping link; {option} needs a {'folder' if folder else 'file'} "
+                          "it can write")
+    probe = target
+    while not os.path.exists(probe) and probe != probe.parent:
+        probe = probe.parent
+        if os.path.lexists(probe) and not os.path.exists(probe):
+            raise OutputError(f"{probe}: a broken or looping link; cannot make {target} under it")
+    if not probe.is_dir():
+        raise OutputError(f"{probe}: exists and is not a folder" + ("" if probe == target else
+                                                                     f"; cannot make {target} under it"))
+    try:
+        if probe == target:
+            fd, name = tempfile.mkstemp(prefix=".hetmoe-probe-", dir=probe)
+            os.close(fd)
+            os.unlink(name)
+        else:
+            os.rmdir(tempfile.mkdtemp(prefix=".hetmoe-probe-", dir=probe))
+    except OSError as exc:
+        how = "cannot write here" if probe == target else f"cannot be made in {probe}"
+        raise OutputError(f"{target}: {how}: {exc.strerror or exc}") from None
+    if probe == target:
+        remove_stale_temporaries(target, name=None if folder else p.name)
+    return p
 
 
 # ----------------------------------------------------------------------------- numpy archives
@@ -290,3 +460,48 @@ def read_npz(path: str | Path, what: str, max_array_bytes: int = MAX_ARRAY_BYTES
     except (ValueError, EOFError, OSError, zlib.error, NotImplementedError) as exc:
         raise InputError(f"{path}: cannot read as .npz ({what}): {exc}") from None
     return out
+
+
+# ----------------------------------------------------------------------------- strict JSON out
+
+def finite_json(value: Any, *, default: Any = None, _path: str = "", _nulled: dict[str, str] | None = None) -> Any:
+    """``value`` with every non-finite float (NaN, +-Infinity, numpy's included) replaced by ``None``, so that
+    any strict JSON parser reads what :func:`dumps_json` writes. Objects JSON cannot hold go through ``default``
+    first (as ``json.dumps(default=...)`` would). ``_nulled`` collects the dotted path of each value replaced and
+    what it was (``nan``, ``inf``, ``-inf``)."""
+    if isinstance(value, float) or (type(value).__module__ == "numpy" and hasattr(value, "dtype")
+                                    and getattr(value.dtype, "kind", "") == "f" and not getattr(value, "shape", ())):
+        x = float(value)
+        if x != x or x in (float("inf"), float("-inf")):
+            if _nulled is not None:
+                _nulled[_path] = repr(x)
+            return None
+        return value if isinstance(value, float) else x
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {k: finite_json(v, default=default, _path=f"{_path}.{k}" if _path else str(k), _nulled=_nulled)
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v, default=default, _path=f"{_path}[{i}]", _nulled=_nulled) for i, v in enumerate(value)]
+    if default is not None:
+        return finite_json(default(value), default=default, _path=_path, _nulled=_nulled)
+    return value       # json.dumps names the type it cannot write
+
+
+def dumps_json(value: Any, *, why: dict[str, str] | None = None, default: Any = None, **kwargs: Any) -> str:
+    """JSON text every strict parser reads: non-finite numbers become ``null`` (:func:`finite_json`) and the text is
+    made with ``allow_nan=False``, so no ``NaN`` or ``Infinity`` can slip out. ``why``: reasons by dotted path
+    (``metrics.tpot_mean_us``) for values that may be undefined; given (even empty) on a mapping, the text gets a
+    ``null_why`` mapping beside the data naming every value written as null and why (the reason given, else what
+    the value was). Every JSON file hetmoe writes goes through here (or :func:`write_json`)."""
+    nulled: dict[str, str] = {}
+    clean = finite_json(value, default=default, _nulled=nulled)
+    if why is not None and isinstance(clean, dict) and nulled:
+        clean = {**clean, "null_why": {p: why.get(p) or f"not a finite number ({was})" for p, was in nulled.items()}}
+    return json.dumps(clean, allow_nan=False, default=default, **kwargs)
+
+
+def write_json(path: str | Path, value: Any, **kwargs: Any) -> Path:
+    """Write ``value`` as strict JSON (:func:`dumps_json`; a final newline) to ``path`` atomically."""
+    return write_text(path, dumps_json(value, **kwargs) + "\n")

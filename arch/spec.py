@@ -12,9 +12,16 @@ from typing import Any
 
 
 def param(doc: str, *, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
-          choices: tuple[str, ...] | None = None, default: Any = MISSING) -> Any:
-    """A spec field with its description and allowed range (``lo``/``hi`` inclusive unless ``lo_open``)."""
-    meta = {"doc": doc, "lo": lo, "hi": hi, "lo_open": lo_open, "choices": choices}
+          choices: tuple[str, ...] | None = None, default: Any = MISSING, positive: bool = False,
+          note: str | None = None, items: dict | None = None) -> Any:
+    """A spec field with its description and allowed range (``lo``/``hi`` inclusive unless ``lo_open``).
+
+    Every number must be finite (the loader refuses NaN and infinities whatever the range). ``positive``:
+    the quantity must be > 0 (said first when a value is not), besides ``lo``. ``note``: why the range is what
+    it is, shown with it in errors. ``items``: the range of each value of a mapping field (by name), as
+    ``{"lo": .., "hi": .., "positive": .., "note": ..}`` (default: >= 0)."""
+    meta = {"doc": doc, "lo": lo, "hi": hi, "lo_open": lo_open, "choices": choices, "positive": positive,
+            "note": note, "items": items}
     if default is MISSING:
         return field(metadata=meta)
     if isinstance(default, (list, dict)):
@@ -24,12 +31,34 @@ def param(doc: str, *, lo: float | None = None, hi: float | None = None, lo_open
 
 POSITIVE = {"lo": 0.0, "lo_open": True}
 
+# ---------------------------------------------------------------------------- what the engine's clock carries
+# The engine counts time in int64 picoseconds (sim/engine/kernel.py): 2^63 ps is 106.75 days. A run may simulate
+# at most SPAN_PS = 2^62 ps (53.4 days; half, so that a time plus one duration never wraps) and one operation may
+# last at most OP_PS = 2^60 ps (13.3 days; so that a few durations summed stay inside the span); the engine refuses
+# a run that goes past either in one line (sim.engine.simulator.SpanError). The ranges below keep every single
+# time, bandwidth and clock of a hardware description far inside these limits.
+SPAN_PS = 2 ** 62
+OP_PS = 2 ** 60
+SPAN_TEXT = ("the engine counts time in int64 picoseconds, which limits a run's simulated span to 2^62 ps, "
+             "53 days")
+MAX_STEP_NS = 1e9           # one step, conversion, latency or MVM: at most 1 s
+MIN_STEP_NS = 1e-6          # a positive time: at least 1 fs (the engine's quantum is 1 ps; shorter rounds to 0)
+TIME_NS = {"hi": MAX_STEP_NS, "note": f"ns; at most 1 s: {SPAN_TEXT}"}
+POSITIVE_TIME_NS = {"lo": MIN_STEP_NS, "hi": MAX_STEP_NS, "positive": True,
+                    "note": f"ns; at least 1 fs (the engine's quantum is 1 ps) and at most 1 s: {SPAN_TEXT}"}
+BANDWIDTH_GBPS = {"lo": 1e-3, "hi": 1e15, "positive": True,
+                  "note": f"Gbit/s; at least 1 Mbit/s, as a byte takes 8 / bandwidth ns and {SPAN_TEXT}"}
+CLOCK_GHZ = {"lo": 1e-3, "hi": 1e3, "positive": True,
+             "note": f"GHz; at least 1 MHz, as one cycle takes 1 / clock ns and {SPAN_TEXT}"}
+RATE_FACTOR = {"lo": 1e-3, "positive": True,
+               "note": f"at least 1/1000, as the time of an operation is divided by it and {SPAN_TEXT}"}
+
 
 @dataclass(frozen=True)
 class TileSpec:
     rows: int = param("crossbar rows (inputs) in weights", lo=1, hi=65536)
     cols: int = param("crossbar columns (outputs) in weights", lo=1, hi=65536)
-    integration_ns: float = param("bit-line integration time per read pass, ns", lo=0.0)
+    integration_ns: float = param("bit-line integration time per read pass, ns", lo=0.0, **TIME_NS)
     array_energy_fj_per_cell: float = param("array energy per device per MVM pass, fJ", lo=0.0)
     tiers: int = param("3D-stacked weight tiers per tile; one tier computes at a time", lo=1, hi=1024, default=1)
     devices_per_weight: int = param("memory devices storing one weight", lo=1, hi=64, default=1)
@@ -37,7 +66,7 @@ class TileSpec:
                                     lo=1, hi=64, default=1)
     initiation_interval_ns: float | None = param(
         "minimum gap between two MVMs on one tile, ns (default: one MVM latency, no overlap)",
-        lo=0.0, lo_open=True, default=None)
+        **POSITIVE_TIME_NS, default=None)
     stacking: str | None = param(
         "how tiers are built, for area (arch/area.py): planar (tiers 1: array beside its periphery); "
         "monolithic (array layers deposited over the CMOS, periphery under the array: footprint = silicon = "
@@ -50,7 +79,7 @@ class TileSpec:
 class DacSpec:
     bits: int = param("DAC resolution, bits", lo=1, hi=16)
     encoding: str = param("input encoding", choices=("pwm", "bit_serial"))
-    step_ns: float = param("PWM LSB duration or one bit-serial cycle, ns", **POSITIVE)
+    step_ns: float = param("PWM LSB duration or one bit-serial cycle, ns", **POSITIVE_TIME_NS)
     energy_pj_per_conversion: float = param("energy per DAC conversion, pJ", lo=0.0)
     per_tile: int = param("DACs per tile; rows are driven in ceil(rows/per_tile) groups", lo=1, hi=65536)
     anchor_bits: int | None = param("resolution at which energy_pj_per_conversion (and area.dac_um2) are given "
@@ -63,7 +92,7 @@ class DacSpec:
 class AdcSpec:
     bits: int = param("ADC resolution, bits", lo=1, hi=16)
     per_tile: int = param("ADCs per tile; columns share ADCs when fewer than cols", lo=1, hi=65536)
-    conversion_ns: float = param("time of one conversion at anchor_bits, ns", **POSITIVE)
+    conversion_ns: float = param("time of one conversion at anchor_bits, ns", **POSITIVE_TIME_NS)
     energy_pj_per_conversion: float = param("energy per ADC conversion at anchor_bits, pJ", lo=0.0)
     anchor_bits: int | None = param("resolution at which conversion_ns and energy_pj_per_conversion are given "
                                     "(default: bits, i.e. the figures are used as given)", lo=2, hi=16,
@@ -85,7 +114,7 @@ class LocalDigitalSpec:
     """Digital unit next to each NoC node's tiles for activations and partial-sum adds."""
 
     ops_per_cycle: int = param("vector operations per cycle per node", lo=1)
-    clock_ghz: float = param("clock, GHz", **POSITIVE)
+    clock_ghz: float = param("clock, GHz", **CLOCK_GHZ)
     energy_pj_per_op: float = param("energy per vector operation at the digital domain's cited node, pJ (scaled "
                                     "as every digital energy, arch.costs.digital_energy_scale)", lo=0.0)
     static_power_mw: float = param("static power of one unit (one per NoC node hosting tiles), mW", lo=0.0,
@@ -190,16 +219,17 @@ class AnalogSpec:
 class SimdSpec:
     cores: int = param("SIMD cores; a digital operation is spread over all of them", lo=1, hi=65536)
     macs_per_cycle: int = param("multiply-accumulates per cycle per core", lo=1)
-    clock_ghz: float = param("clock, GHz", **POSITIVE)
-    energy_pj_per_mac: dict = param("energy per MAC by precision name (int8, fp16, ...), pJ")
+    clock_ghz: float = param("clock, GHz", **CLOCK_GHZ)
+    energy_pj_per_mac: dict = param("energy per MAC by precision name (int8, fp16, ...), pJ", items={"lo": 0.0})
     vector_ops_per_cycle: int = param("element-wise operations per cycle per core", lo=1)
     energy_pj_per_vector_op: float = param("energy per element-wise operation, pJ", lo=0.0)
     static_power_mw_per_core: float = param("static power of one SIMD core, mW (all cores: x cores)", lo=0.0)
     mac_efficiency: float = param("achieved fraction of the peak MAC rate on GEMMs (tiling, occupancy, "
-                                  "scheduling); every digital MAC runs at this fraction of peak", lo=0.0,
-                                  lo_open=True, hi=1.0, default=1.0)
+                                  "scheduling); every digital MAC runs at this fraction of peak",
+                                  **{**RATE_FACTOR, "hi": 1.0}, default=1.0)
     mac_rate_scale: dict = param("MAC rate by precision name relative to macs_per_cycle (e.g. int4: 2); "
-                                 "a precision not listed runs at macs_per_cycle", default={})
+                                 "a precision not listed runs at macs_per_cycle",
+                                 items={**RATE_FACTOR, "hi": 1e3}, default={})
 
 
 @dataclass(frozen=True)
@@ -223,7 +253,7 @@ class DigitalSpec:
 @dataclass(frozen=True)
 class SramSpec:
     capacity_mib: float = param("on-chip SRAM for digital weights, MiB", lo=0.0)
-    bandwidth_gbps: float = param("SRAM bandwidth, Gbit/s", **POSITIVE)
+    bandwidth_gbps: float = param("SRAM bandwidth, Gbit/s", **BANDWIDTH_GBPS)
     energy_pj_per_byte: float = param("SRAM access energy at energy_reference_bank_kib, pJ per byte", lo=0.0)
     static_power_mw: float = param("SRAM static power independent of size (periphery, control), mW", lo=0.0,
                                    default=0.0)
@@ -245,9 +275,9 @@ class SramSpec:
 
 @dataclass(frozen=True)
 class DramSpec:
-    bandwidth_gbps: float = param("DRAM bandwidth per channel, Gbit/s", **POSITIVE)
+    bandwidth_gbps: float = param("DRAM bandwidth per channel, Gbit/s", **BANDWIDTH_GBPS)
     energy_pj_per_bit: float = param("DRAM access energy, pJ per bit", lo=0.0)
-    latency_ns: float = param("access latency, ns", lo=0.0)
+    latency_ns: float = param("access latency, ns", lo=0.0, **TIME_NS)
     static_power_mw_per_channel: float = param("DRAM background (standby and refresh) power per channel, mW",
                                                lo=0.0)
     interface_energy_pj_per_bit: float = param(
@@ -274,7 +304,7 @@ class EdgeSpec:
     a: str = param("node name at one end")
     b: str = param("node name at the other end")
     bandwidth_gbps: float | None = param("this link's bandwidth, Gbit/s (default: noc.link_bandwidth_gbps)",
-                                         lo=0.0, lo_open=True, default=None)
+                                         **BANDWIDTH_GBPS, default=None)
     energy_pj_per_bit: float | None = param(
         "this link's energy per bit per hop, pJ (default: noc.energy_pj_per_bit_per_hop)", lo=0.0, default=None)
 
@@ -282,8 +312,8 @@ class EdgeSpec:
 @dataclass(frozen=True)
 class NocSpec:
     topology: str = param("network shape", choices=("mesh", "graph"))
-    link_bandwidth_gbps: float = param("bandwidth of one link, one direction, Gbit/s", **POSITIVE)
-    router_latency_ns: float = param("latency per hop (router + link), ns", lo=0.0)
+    link_bandwidth_gbps: float = param("bandwidth of one link, one direction, Gbit/s", **BANDWIDTH_GBPS)
+    router_latency_ns: float = param("latency per hop (router + link), ns", lo=0.0, **TIME_NS)
     energy_pj_per_bit_per_hop: float = param("energy per bit per hop (link), pJ", lo=0.0)
     tiles_per_node: int = param("analog tiles attached to one NoC node", lo=1)
     width: int | None = param("mesh columns (topology: mesh)", lo=1, hi=4096, default=None)
@@ -335,7 +365,7 @@ class AreaSpec:
         "conversion time of the design adc_um2 is cited for, at anchor_bits, ns: a converter asked to be faster "
         "than the cited design at the same bits (its time law applied to this) needs ceil(reference / time) "
         "interleaved copies; a slower one idles, which hw show states (default: the area holds at any rate)",
-        lo=0.0, lo_open=True, default=None)
+        **POSITIVE_TIME_NS, default=None)
     tile_periphery_um2: float = param("per-tile circuits besides array and converters (buffers, control, "
                                       "row/column drivers, per-core digital), um^2", lo=0.0, default=0.0)
     local_digital_um2_per_op: float = param("area of analog.local_digital per vector operation per cycle, um^2 "

@@ -80,6 +80,39 @@ def steady_metrics(energy: dict[str, dict[str, float]], tokens: int, seconds: fl
             "steady_tokens_per_s_per_w": 1.0 / e_tok_j}
 
 
+def null_reasons(data: dict[str, Any]) -> dict[str, str]:
+    """Why a figure of a run's result can be undefined (NaN) or infinite, by dotted path (``metrics.tpot_mean_us``):
+    the result's JSON writes such a value as ``null`` and this reason beside it, under ``null_why``
+    (:func:`arch.safeio.dumps_json`). Only the reasons that apply to this run are given."""
+    why: dict[str, str] = {}
+    steady = data.get("steady_state") or {}
+    if steady and not steady.get("reached", True):
+        done = (data.get("engine") or {}).get("micro_batches")
+        text = (f"run too short for a steady-state window: {done if done is not None else 'too few'} micro-batches, "
+                f"at least {steady.get('needed_micro_batches')} needed (2 x micro-batches in flight + 2; see "
+                "steady_state)")
+        for key in ("steady_throughput_tokens_per_s", "steady_energy_per_token_uj", "steady_tokens_per_s_per_w",
+                    "steady_tokens_per_s_per_mm2"):
+            why[f"metrics.{key}"] = text
+    if (data.get("config") or {}).get("mode") == "prefill":
+        why["metrics.tpot_mean_us"] = "prefill has no time per output token (decode runs only)"
+    hw = data.get("hw_figures") or {}
+    if not hw.get("area_modelled", True):
+        for key in ("chip_footprint_mm2", "chip_silicon_mm2", "tokens_per_s_per_mm2", "tokens_per_s_per_w_per_mm2"):
+            why[f"metrics.{key}"] = "the hardware description has no area section"
+        why.setdefault("metrics.steady_tokens_per_s_per_mm2", "the hardware description has no area section")
+    for key in ("latency_p50_us", "latency_p95_us", "latency_p99_us", "ttft_p50_us"):
+        why[f"metrics.{key}"] = "no token completed in the run"
+    why["metrics.throughput_tokens_per_s"] = "the run took no simulated time"
+    why["metrics.tokens_per_s_per_w"] = "the run used no energy (every energy of the hardware is 0)"
+    why["bottleneck.stream_path_gbps"] = ("the DRAM is attached directly to the SIMD core (memory.dram.attachment: "
+                                          "direct): no NoC path limits a weight stream")
+    why["hw_figures.analog_tops_per_w"] = ("the system has no analog tiles" if not hw.get("tile_count", 1) else
+                                           "a full-tile MVM costs no energy (every analog energy is 0)")
+    why["hw_figures.digital_tops_per_w"] = "a digital MAC costs no energy (digital.simd.energy_pj_per_mac is 0)"
+    return why
+
+
 def area_metrics(hw_figures: dict[str, Any], metrics: dict[str, float]) -> dict[str, float]:
     """Chip area (from ``arch.derived``) and throughput per mm^2 of footprint; NaN without an area model."""
     nan = float("nan")

@@ -1,6 +1,7 @@
 """Which code produced a result: a fingerprint of the modelling source (``arch``, ``workloads`` and
 ``sim`` less its reports and command line), stored in every ``result.json`` so that a finished sweep
-point is reused only when the code that would recompute it is the same."""
+point is reused only when the code that would recompute it is the same (and its inputs are: the key of
+:mod:`sim.inputs_key`, stored beside it)."""
 
 from __future__ import annotations
 

@@ -15,6 +15,12 @@ CI machine):
   the one its trailer records, or ``GZIP_RATIO`` x its size when the trailer has wrapped (> 4 GiB).
 - a noisy forward pass: ``FORWARD_WEIGHT_COPIES`` x the checkpoint's weights in float32 (clean
   weights, one noisy copy, workspace).
+- the chip's network and tiles, added to a cost run: ``NODE_BYTES`` per NoC node (node names, four
+  directed links each with their bandwidth, energy and reservation calendars) and ``TILE_BYTES`` per
+  analog tile (mapping tables). Measured with ``hetmoe run --tokens 64``: meshes of 256², 512² and
+  1,024² nodes peaked at 0.39, 1.0 and 3.4 GiB (3.3 KiB per node), 0.2 and 1 million tiles at 0.28 and
+  0.69 GiB (526 B per tile, whatever the tiers); 4 KiB and 640 B add about 20 % margin. A 4,096 x 4,096
+  mesh (64 GiB) or 10^7 tiles (6 GiB) is refused up front instead of ending in an out-of-memory error.
 
 ``benchmarks/bench_memory.py`` re-measures the peaks against these estimates (five model and policy
 cases at 16k and 64k tokens: the estimate is 1.2-1.5x the measured peak, never below it).
@@ -32,6 +38,8 @@ from arch.safeio import text_bytes
 
 RUN_BASE_BYTES = 256 * 2**20
 RUN_BYTES_PER_ROUTE = 56
+NODE_BYTES = 4096
+TILE_BYTES = 640
 READER_BYTES_PER_FILE_BYTE = 6
 GZIP_RATIO = 8
 FORWARD_WEIGHT_COPIES = 3
@@ -79,18 +87,38 @@ class MemoryLimit:
                                 "--max-memory-gib")
 
 
-def run_bytes(tokens: int, layers: int, top_k: int) -> int:
-    """Estimated peak memory of one cost run (bytes)."""
-    return RUN_BASE_BYTES + RUN_BYTES_PER_ROUTE * tokens * layers * top_k
+def chip_size(chip: object) -> tuple[int, int]:
+    """(NoC nodes, analog tiles) of a :class:`arch.ChipSpec`."""
+    noc = chip.noc
+    if noc.topology == "mesh":
+        nodes = int(noc.width or 1) * int(noc.height or 1)
+    else:
+        nodes = len(noc.nodes or ())
+    return nodes, int(chip.analog.tile_count or 0)
 
 
-def check_run(limit: MemoryLimit, tokens: int, layers: int, top_k: int, model: str, processes: int = 1) -> None:
-    """Refuse a cost run (or ``processes`` of them side by side) that would not fit in ``limit``."""
-    one = run_bytes(tokens, layers, top_k)
+def run_bytes(tokens: int, layers: int, top_k: int, chip: object | None = None) -> int:
+    """Estimated peak memory of one cost run (bytes); with ``chip``, its network and tiles too."""
+    nodes, tiles = chip_size(chip) if chip is not None else (0, 0)
+    return RUN_BASE_BYTES + RUN_BYTES_PER_ROUTE * tokens * layers * top_k + NODE_BYTES * nodes + TILE_BYTES * tiles
+
+
+def check_run(limit: MemoryLimit, tokens: int, layers: int, top_k: int, model: str, processes: int = 1,
+              chip: object | None = None) -> None:
+    """Refuse a cost run (or ``processes`` of them side by side) that would not fit in ``limit``; with
+    ``chip``, its NoC nodes and analog tiles are counted too."""
+    one = run_bytes(tokens, layers, top_k, chip)
     many = f"{processes} runs side by side x " if processes > 1 else ""
-    limit.check(processes * one, f"simulating {tokens:,} tokens of {model}",
+    what, extra, advice = f"simulating {tokens:,} tokens of {model}", "", "lower --tokens"
+    if chip is not None:
+        nodes, tiles = chip_size(chip)
+        extra = f" + {NODE_BYTES // 1024} KiB x {nodes:,} NoC nodes + {TILE_BYTES} B x {tiles:,} analog tiles"
+        if NODE_BYTES * nodes + TILE_BYTES * tiles > RUN_BYTES_PER_ROUTE * tokens * layers * top_k:
+            what = f"simulating {getattr(chip, 'name', 'the chip')} ({nodes:,} NoC nodes, {tiles:,} analog tiles)"
+            advice = "use a smaller noc.width x noc.height or analog.tile_count"
+    limit.check(processes * one, what,
                 f"{many}{RUN_BASE_BYTES // 2**20} MiB + {RUN_BYTES_PER_ROUTE} B x {tokens:,} tokens x {layers} "
-                f"layers x top-{top_k}", "lower --tokens" + (" or --jobs" if processes > 1 else ""))
+                f"layers x top-{top_k}{extra}", advice + (" or --jobs" if processes > 1 else ""))
 
 
 def check_reader(limit: MemoryLimit, path: str) -> None:
@@ -106,3 +134,67 @@ def check_forward(limit: MemoryLimit, weight_bytes_fp32: int, checkpoint: str) -
     limit.check(FORWARD_WEIGHT_COPIES * weight_bytes_fp32, f"the forward pass of {checkpoint}",
                 f"{FORWARD_WEIGHT_COPIES} x {size_text(weight_bytes_fp32)} of float32 weights",
                 "use a smaller checkpoint")
+
+
+# ----------------------------------------------------------------------------- the model's own tables, reading
+
+# A cost run keeps a record, mapping entries and placement tables per weight-static matrix: measured 2.6 KiB
+# per matrix (hetmoe run --tokens 64 of an 8-layer, 4,096-expert config: 98,345 matrices, +253 MB over the
+# base). 4 KiB adds margin. Experts and layers set the count (3 per routed expert per MoE layer); the
+# vocabulary is one lm_head matrix here (measured: a 10^7 vocabulary adds nothing to a cost run; the forward
+# pass counts it in its float32 weights, check_forward).
+MODEL_BYTES_PER_MATRIX = 4096
+# A synthetic trace calibrates each layer's expert weights on 8,000 drawn tokens: keys (float32) and their
+# sort order (int64) over every expert: measured 75-89 KiB per expert (2,048-8,192 experts); 128 KiB adds margin.
+SYNTH_BYTES_PER_EXPERT = 128 * 1024
+READ_ADVICE = "convert it once to .npz with `hetmoe trace inspect --save` on a larger machine, or cut it"
+
+
+def matrix_count(shape: object) -> int:
+    """Weight-static matrices of a :class:`workloads.shapes.ModelShape`, counted without enumerating them."""
+    layers, moe = int(shape.num_layers), len(shape.moe_layers)
+    shared = (3 + int(bool(shape.shared_expert_gate))) if shape.shared_expert_width else 0
+    per_moe = 1 + shared + 3 * int(shape.num_experts)
+    return layers * len(shape.attention_shapes()) + moe * per_moe + (layers - moe) * 3 + 1
+
+
+def check_model(limit: MemoryLimit, shape: object, processes: int = 1, *, tables: bool = True,
+                synthetic: bool = False) -> None:
+    """Refuse a model whose size alone would not fit in ``limit``, before anything is built: its per-matrix
+    tables (``tables``: layers x experts) and, for a ``synthetic`` trace, the calibration over its experts
+    (a cost run's base and trace are :func:`check_run`'s)."""
+    n, experts = matrix_count(shape), int(shape.num_experts)
+    parts = ([(MODEL_BYTES_PER_MATRIX * n, f"{MODEL_BYTES_PER_MATRIX // 1024} KiB x {n:,} weight matrices")]
+             if tables else [])
+    if synthetic:
+        parts.append((SYNTH_BYTES_PER_EXPERT * experts,
+                      f"{SYNTH_BYTES_PER_EXPERT // 1024} KiB x {experts:,} experts to calibrate a synthetic trace"))
+    many = f"{processes} runs side by side x " if processes > 1 else ""
+    limit.check(processes * sum(b for b, _ in parts),
+                f"the model {shape.name} ({shape.num_layers:,} layers, {experts:,} experts)",
+                many + " + ".join(h for _, h in parts) + ", besides the trace",
+                "use a config with fewer layers or experts" + (" or lower --jobs" if processes > 1 else ""))
+
+
+@dataclass(frozen=True)
+class ReadGuard:
+    """The memory one trace file may take while it is read (for :func:`workloads.traces.readers.read_trace`):
+    JSON text is counted as it is decompressed, so a gzip file whose trailer understates its size (several
+    members, a gzip inside a gzip) stops at the limit; ``.npz`` arrays are bounded by their declared sizes and
+    again as they are read."""
+
+    limit: MemoryLimit
+
+    @property
+    def array_bytes(self) -> int:
+        return self.limit.bytes
+
+    def text(self, path: object, text: int) -> None:
+        """Refuse once ``text`` bytes read so far would not fit as Python objects."""
+        self.limit.check(READER_BYTES_PER_FILE_BYTE * text, f"reading {path}",
+                         f"{READER_BYTES_PER_FILE_BYTE} x more than {size_text(text)} of text, counted as it was "
+                         "decompressed", READ_ADVICE)
+
+    def arrays(self, path: object, nbytes: int, how: str) -> None:
+        """Refuse ``.npz`` arrays of ``nbytes`` (``how`` says where the number comes from)."""
+        self.limit.check(nbytes, f"reading {path}", how, "cut the trace (hetmoe trace inspect --save of a shorter log)")

@@ -326,7 +326,7 @@ def write_study(out_dir: Any, found: list[dict[str, Any]], stream: RequestStream
     ``serving.csv`` (one row per run); the report and plots are drawn from these files alone."""
     from pathlib import Path
 
-    from arch.safeio import write_text
+    from arch.safeio import dumps_json, write_text
 
     from .result import write_csv
 
@@ -348,7 +348,7 @@ def write_study(out_dir: Any, found: list[dict[str, Any]], stream: RequestStream
             rows.append({"label": d["label"], "hw": d["hw"], "max_inflight": p["config"]["scheduler"]["max_inflight"],
                          **{k: v for k, v in m.items() if not isinstance(v, (list, dict))}})
     write_csv(out / "serving.csv", rows)
-    write_text(out / "serving.json", json.dumps(_finite(study), default=_jsonable) + "\n")
+    write_text(out / "serving.json", dumps_json(_finite(study), default=_jsonable) + "\n")
     return out
 
 

@@ -2,8 +2,10 @@
 
 A point is a dict of :func:`sim.api.simulate` keyword arguments. Each point writes
 ``OUT/runs/<id>/result.json`` (or ``error.txt``); ``<id>`` is derived from the point's content, so
-re-running into the same folder skips finished points (those computed by the same code: see
-:mod:`sim.provenance`). A failing point is recorded with its error
+re-running into the same folder skips finished points: those computed by the same code (see
+:mod:`sim.provenance`) from the same inputs (the key of their resolved contents, :mod:`sim.inputs_key`,
+stored in each ``result.json``; a point whose inputs changed is computed again). A failing point is
+recorded with its error
 and never stops the others. Local processes by default; a Dask distributed cluster when a
 scheduler address is given (``pip install 'hetmoe[dask]'``).
 """
@@ -30,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from arch.errors import HetmoeError, Interrupted, SpecError
-from arch.safeio import read_text, write_text
+from arch.safeio import dumps_json, read_text, write_json, write_text
 from arch.yamlsource import Located, parse_text, to_plain
 
 from .result import load_result, summary_row, write_csv
@@ -48,16 +50,30 @@ def point_id(point: dict[str, Any]) -> str:
     return f"{label}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
-def _finished(path: Path) -> bool:
-    """A point is done when its result exists and was computed by this code (same fingerprint)."""
+def _finished(path: Path, key: str | None) -> bool:
+    """A point is done when its result exists, was computed by this code (same fingerprint) and from the
+    inputs whose key is ``key`` (:mod:`sim.inputs_key`)."""
+    return _state(path, key)[0] == "done"
+
+
+def _state(path: Path, key: str | None) -> tuple[str | None, Any]:
+    """``("done", [])`` for a finished point computed from the inputs of ``key``; ``("changed", stored)``
+    for one computed by this code from other inputs (``stored``: the input digests its result keeps, for
+    :func:`sim.inputs_key.changed`); ``(None, [])`` otherwise (no result, an unreadable one, or one computed
+    by other code)."""
     if not path.is_file():
-        return False
+        return None, []
+    from .inputs_key import KEY, PARTS
     from .provenance import code_fingerprint
     try:
-        stored = json.loads(path.read_text()).get("code_fingerprint")
-    except (OSError, json.JSONDecodeError):
-        return False
-    return stored == code_fingerprint()
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None, []
+    if not isinstance(stored, dict) or stored.get("code_fingerprint") != code_fingerprint():
+        return None, []
+    if key is not None and stored.get(KEY) == key:
+        return "done", []
+    return "changed", stored.get(PARTS)
 
 
 # ----------------------------------------------------------------------------- running points
@@ -65,8 +81,15 @@ def _finished(path: Path) -> bool:
 PARTIAL = ".partial"        # OUT/.partial/<id>.<sweep token>.<random>: a point's folder while it is written
 
 
-def run_point(point: dict[str, Any], out_dir: str, token: str = "local", stop: str | None = None) -> dict[str, Any]:
+_UNSET: Any = object()
+
+
+def run_point(point: dict[str, Any], out_dir: str, token: str = "local", stop: str | None = None,
+              inputs: dict[str, str] | None = _UNSET) -> dict[str, Any]:
     """Run one point in a worker; write its files; return a status dict (never raises for a failing point).
+
+    ``inputs``: the digests of the point's resolved inputs (:func:`sim.inputs_key.point_inputs`, computed
+    where the reuse was decided; here when not given), stored with their key in ``result.json``.
 
     The files (``point.json``, then ``result.json`` with its tables, or ``error.txt``) are written into
     ``OUT/.partial/<id>.<token>.*`` and that folder is renamed to ``OUT/runs/<id>`` only once it is whole,
@@ -76,10 +99,13 @@ def run_point(point: dict[str, Any], out_dir: str, token: str = "local", stop: s
     from workloads.traces.synthetic import SyntheticSpec
 
     from .api import point_accuracy, simulate
+    from .inputs_key import KEY, PARTS, inputs_key, point_inputs
 
     pid = point_id(point)
     if _stopped(stop):
         return _cancelled(pid)
+    if inputs is _UNSET:
+        inputs = point_inputs(point)
     kwargs = dict(point)
     trace = kwargs.get("trace")
     if isinstance(trace, dict):
@@ -94,6 +120,7 @@ def run_point(point: dict[str, Any], out_dir: str, token: str = "local", stop: s
         if tag:
             result.data["label"] = tag
         result.data.update(shown)
+        result.data[KEY], result.data[PARTS] = inputs_key(inputs), inputs
         if eval_file:
             result.data["accuracy"] = point_accuracy(eval_file=eval_file, noise_seeds=noise_seeds, **kwargs)
     except HetmoeError as exc:
@@ -104,7 +131,7 @@ def run_point(point: dict[str, Any], out_dir: str, token: str = "local", stop: s
         return _cancelled(pid)
 
     def write(folder: Path) -> None:
-        write_text(folder / "point.json", json.dumps(point, indent=2, sort_keys=True, default=str))
+        write_text(folder / "point.json", dumps_json(point, indent=2, sort_keys=True, default=str))
         if result is not None:
             result.write(folder)
         else:
@@ -195,14 +222,19 @@ def make_executor(jobs: int, scheduler: str | None) -> tuple[Executor, Any]:
         except OSError as exc:
             raise HetmoeError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
         return client.get_executor(), client
-    return ProcessPoolExecutor(max_workers=max(1, jobs), initializer=_worker_signals), None
+    return ProcessPoolExecutor(max_workers=max(1, jobs), initializer=_worker_signals,
+                               initargs=(os.getpid(),)), None
 
 
-def _worker_signals() -> None:
+def _worker_signals(parent: int | None = None) -> None:
     """Workers leave Ctrl-C to the parent, which stops them and says what was kept; SIGTERM (the parent's
-    stop) ends a worker at once, whatever handler the parent had when it forked."""
+    stop) ends a worker at once, whatever handler the parent had when it forked; and a worker ends with its
+    parent (``kill -9`` of the command leaves no worker running: sim.parentwatch)."""
+    from .parentwatch import die_with_parent
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    die_with_parent(parent)
 
 
 
@@ -237,8 +269,15 @@ def shutdown_executor(executor: Executor, wait: bool = True) -> None:
 
 
 def run_points(points: list[dict[str, Any]], out_dir: str | Path, *, jobs: int = 2, scheduler: str | None = None,
-               quiet: bool = False, executor: Executor | None = None) -> list[dict[str, Any]]:
+               quiet: bool = False, executor: Executor | None = None,
+               inputs_cache: Any = None) -> list[dict[str, Any]]:
     """Run every unfinished point; returns one status per point, in input order.
+
+    A point whose ``OUT/runs/<id>/result.json`` was computed by this code from the same inputs (the key
+    of :mod:`sim.inputs_key`) is reused (status ``skipped``); one computed from other inputs is computed
+    again (status ``recomputed``: the names of the inputs that changed). :func:`reuse_line` says both.
+    ``inputs_cache``: a :class:`sim.inputs_key.InputsCache` shared by several calls of one command (the
+    input files are then read and hashed once).
 
     Ctrl-C (or SIGTERM, which the command line turns into the same interrupt) stops the workers, or
     cancels the points on a Dask cluster, removes the staging folders, and raises
@@ -247,13 +286,22 @@ def run_points(points: list[dict[str, Any]], out_dir: str | Path, *, jobs: int =
         raise HetmoeError(f"--jobs {jobs}: allowed an integer >= 1 (worker processes)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    from .inputs_key import InputsCache, changed, inputs_key, point_inputs
+
     statuses: dict[str, dict[str, Any]] = {}
     todo = []
+    cache = inputs_cache if inputs_cache is not None else InputsCache()
+    inputs = {point_id(p): point_inputs(p, cache) for p in points}
+    keys = {pid: inputs_key(parts) for pid, parts in inputs.items()}
+    stale: dict[str, list[str]] = {}
     for p in points:
         pid = point_id(p)
-        if _finished(out / "runs" / pid / "result.json"):
+        state, was = _state(out / "runs" / pid / "result.json", keys[pid])
+        if state == "done":
             statuses[pid] = {"id": pid, "ok": True, "skipped": True}
         else:
+            if state == "changed":
+                stale[pid] = changed(was, inputs[pid])
             todo.append(p)
     if todo:
         from .provenance import code_fingerprint
@@ -272,13 +320,15 @@ def run_points(points: list[dict[str, Any]], out_dir: str | Path, *, jobs: int =
         warned: list[str] = []
         try:
             for p in todo:
-                futures[executor.submit(run_point, p, str(out), token, stop)] = point_id(p)
+                futures[executor.submit(run_point, p, str(out), token, stop, inputs[point_id(p)])] = point_id(p)
             bar = _progress(len(futures), quiet)
             for fut in as_completed(futures):
                 try:
                     status = fut.result()
                 except Exception as exc:  # noqa: BLE001 - worker died
                     status = {"id": futures[fut], "ok": False, "error": f"worker failed: {exc}"}
+                if status["id"] in stale:
+                    status["recomputed"] = stale[status["id"]]
                 statuses[status["id"]] = status
                 _check_code(status, out, warned)
                 bar.update(1)
@@ -286,7 +336,8 @@ def run_points(points: list[dict[str, Any]], out_dir: str | Path, *, jobs: int =
         except KeyboardInterrupt:
             interrupted = True
             with _signals_ignored():
-                raise _interrupt(out, points, executor, futures, own=own, stop=stop, token=token) from None
+                raise _interrupt(out, points, executor, futures, own=own, stop=stop, token=token,
+                                 keys=keys) from None
         finally:
             if own and not interrupted:
                 executor.shutdown(wait=True)
@@ -329,7 +380,7 @@ def _check_code(status: dict[str, Any], out: Path, warned: list[str]) -> None:
 
 
 def _interrupt(out: Path, points: list[dict[str, Any]], executor: Executor, futures: dict[Any, str], *,
-               own: bool, stop: str | None, token: str) -> Interrupted:
+               own: bool, stop: str | None, token: str, keys: dict[str, str | None]) -> Interrupted:
     """Stop what runs, clear this sweep's staging folders, and say what is kept."""
     pending = sum(1 for f in futures if not f.done())
     if stop:
@@ -344,8 +395,10 @@ def _interrupt(out: Path, points: list[dict[str, Any]], executor: Executor, futu
     _clear_partial(out, token=token)
     # counted on disk once the workers are stopped: a worker may have written its result.json just
     # before the interrupt, without the parent having heard back yet
-    done = sum(1 for p in points if _finished(out / "runs" / point_id(p) / "result.json"))
-    other = sum(1 for p in points if (out / "runs" / point_id(p) / "result.json").is_file()) - done
+    states = [_state(out / "runs" / point_id(p) / "result.json", keys.get(point_id(p)))[0] for p in points]
+    done = states.count("done")
+    other = sum(1 for p in points if (out / "runs" / point_id(p) / "result.json").is_file()) - done - \
+        states.count("changed")
     if other:
         done_text = (f"{done} of {len(points)} points are finished (and {other} more computed by other hetmoe code, "
                      "which a rerun computes again: restart the Dask workers after changing the code)")
@@ -357,10 +410,42 @@ def _interrupt(out: Path, points: list[dict[str, Any]], executor: Executor, futu
                        "command again to resume (finished points are reused, the rest are computed)" + dropped)
 
 
-def _progress(total: int, quiet: bool):
-    from tqdm import tqdm
+def reuse_line(statuses: Iterable[dict[str, Any]], out: str | Path) -> str | None:
+    """One line saying how many finished points were reused from ``OUT/runs`` and how many were computed
+    again because their inputs changed (and which inputs); None when neither happened."""
+    statuses = list(statuses)
+    reused = sum(1 for s in statuses if s.get("skipped"))
+    again = [s for s in statuses if s.get("recomputed")]
+    said = []
+    if reused:
+        said.append(f"reused {reused} finished point{'s' if reused != 1 else ''} from {Path(out) / 'runs'} "
+                    "(same inputs, same code)")
+    if again:
+        names = sorted({n for s in again for n in s["recomputed"]})
+        said.append(f"recomputed {len(again)} point{'s' if len(again) != 1 else ''} whose inputs changed "
+                    f"({', '.join(names)})")
+    return "; ".join(said) if said else None
 
-    return tqdm(total=total, desc="runs", unit="run", disable=quiet or not sys.stderr.isatty())
+
+def check_written(statuses: Iterable[dict[str, Any]], runs: list[dict[str, Any]], out: str | Path,
+                  lock: Any = None) -> None:
+    """Raise :class:`~sim.outlock.FolderVanished` when points reported finished are not in ``OUT/runs``
+    (the folder, or runs in it, were deleted while the command ran) or the folder's lock is gone."""
+    from .outlock import FolderVanished
+
+    ok = {s["id"] for s in statuses if s["ok"]}
+    found = {r["folder"] for r in runs} & ok
+    if len(found) < len(ok) or (lock is not None and not lock.intact()):
+        raise FolderVanished(f"{out} was deleted or changed while this command wrote it: {len(found)} of the "
+                             f"{len(ok)} finished points are in {Path(out) / 'runs'}; no tables or report written: "
+                             "run the command again to compute the missing points")
+
+
+def _progress(total: int, quiet: bool):
+    """A bar on a terminal, a plain line every ~10 s otherwise, nothing with ``--quiet`` (:mod:`sim.progress`)."""
+    from .progress import progress
+
+    return progress(total, "sweep", "points", quiet=quiet)
 
 
 def collect(out_dir: str | Path) -> list[dict[str, Any]]:
@@ -408,7 +493,7 @@ def write_tables(out_dir: str | Path, runs: list[dict[str, Any]]) -> None:
     workload key) and ``results.json``."""
     out = Path(out_dir)
     write_csv(out / "summary.csv", summary_rows(runs))
-    write_text(out / "results.json", json.dumps(runs, indent=2, sort_keys=True) + "\n")
+    write_json(out / "results.json", runs, indent=2, sort_keys=True)
 
 
 def summary_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -444,7 +529,7 @@ def _csv_value(v: Any) -> Any:
 
 SPEC_KEYS = {"hw", "model", "traces", "trace", "policies", "fractions", "hw_overrides", "modes", "seed", "batch",
              "tokens", "score", "scope", "checkpoint", "context_tokens", "fill", "eval", "noise_seeds",
-             "area_budget_mm2"}
+             "area_budget_mm2", "utilisation"}
 OPTION_KEYS = {"area_budget_mm2"}      # apply to the folder's tables and plots, not to the points
 
 
@@ -505,6 +590,7 @@ def _rules() -> dict[str, Any]:
         "hw_overrides": _rule_list(lambda x: isinstance(x, dict) and all(isinstance(k, str) for k in x),
                                    "mappings {KEY.PATH: value}"),
         "score": one_of(VARIANTS), "scope": one_of(SCOPES), "fill": one_of(FILL_RULES),
+        "utilisation": one_of(("full", "summary", "none")),
         "area_budget_mm2": lambda v: None if v is None or (_is_num(v) and v > 0) else "allowed a finite area > 0 (mm^2)",
     }
 
@@ -519,7 +605,7 @@ def load_sweep_spec(path: str | Path) -> list[dict[str, Any]]:
     traces = [{"tokens": tokens, "requests": 8, "seed": seed} if t == "synthetic" else t for t in traces]
     overrides = spec.get("hw_overrides") or [{}]
     base = {k: spec[k] for k in ("hw", "model", "score", "scope", "checkpoint", "context_tokens", "fill", "eval",
-                                 "noise_seeds") if k in spec}
+                                 "noise_seeds", "utilisation") if k in spec}
     base.setdefault("hw", "aimc-3d-moe")
     base.setdefault("model", spec.get("checkpoint") or "olmoe-1b-7b")
     points = []

@@ -23,6 +23,7 @@ from arch.errors import HetmoeError
 from sim.cli import main
 from tests.moe_checkpoints import olmoe_config, write_olmoe
 from workloads.shapes import load_model
+from tests.cli_helpers import cli, one_line as assert_one_line
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = Path(__file__).resolve().parent / "corpus"
@@ -70,23 +71,29 @@ EXPECT = {
     "trace/short-request.npz": "array request", "trace/string-layer.jsonl": "string-layer.jsonl:2: layer",
     "trace/truncated.jsonl": "truncated.jsonl:3: not valid JSON", "trace/unknown-format.jsonl": "unknown trace format",
     "trace/wrong-k.jsonl": "wrong-k.jsonl:2: topk_ids",
+    # issue 30: config fields checked in one place (workloads.hfconfig), a trace of no tokens, an id past 64 bits
+    "config/eps-negative.json": "rms_norm_eps: -1e-05 is out of range; allowed: a finite number > 0",
+    "config/eps-string.json": "rms_norm_eps: 'abc' is not a number",
+    "config/experts-1e8.json": "num_experts: 100,000,000 is out of range; allowed: an integer >= 0 and <= 32,767",
+    "config/heads-zero.json": "num_attention_heads: 0 is out of range",
+    "config/hidden-1e400.json": "hidden_size: inf is not an integer",
+    "config/hidden-negative.json": "hidden_size: -64 is out of range",
+    "config/hidden-string.json": "hidden_size: 'abc' is not an integer",
+    "config/hidden-zero.json": "hidden_size: 0 is out of range",
+    "config/layers-1e9.json": "num_hidden_layers: 1,000,000,000 is out of range",
+    "config/mlp-only-int.json": "mlp_only_layers: 3 is not a list of integers",
+    "config/moe-layer-freq-zero.json": "moe_layer_freq: 0 is out of range",
+    "config/rope-scaling-string.json": "rope_scaling: 'str' is not a JSON object",
+    "config/rope-theta-negative.json": "rope_theta: -10000.0 is out of range",
+    "config/rope-theta-string.json": "rope_theta: 'abc' is not a number",
+    "config/routed-scaling-string.json": "routed_scaling_factor: 'x' is not a number",
+    "config/sparse-step-zero.json": "decoder_sparse_step: 0 is out of range",
+    "config/tie-string.json": "tie_word_embeddings: 'false' is not a JSON boolean",
+    "config/top-k-above-experts.json": "num_experts_per_tok: 9 is more than the 8 experts",
+    "config/vocab-1e9.json": "vocab_size: 1,000,000,000 is out of range",
+    "eval/id-1e30.jsonl": "id-1e30.jsonl:1: input_ids[1] = 1000000000000000000000000000000 outside the model's vocabulary",
+    "trace/zero-tokens.npz": "the trace holds no tokens",
 }
-
-
-def cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    """Run the command line in-process: exit status, stdout, stderr."""
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def assert_one_line(err: str, *fragments: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +200,8 @@ def test_a_dummy_batch_inside_a_counting_request_is_dropped_by_content(tmp_path,
     assert info["tokens"] == 12
     assert info["warmup_rows_dropped"] == 40
     # line 1 is the meta line, so the dummy rows are lines 2..41
-    assert info["warmup_runs_dropped"] == [{"first_line": 2, "last_line": 41, "tokens": 40, "rows": 40}]
+    assert info["warmup_runs_dropped"] == [{"rule": "run", "reason": "40 consecutive tokens repeat one route at every layer",
+                                           "first_line": 2, "last_line": 41, "tokens": 40, "rows": 40}]
 
 
 def test_a_short_repeat_is_real_decoding_and_kept(tmp_path):

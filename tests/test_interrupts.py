@@ -10,7 +10,6 @@ invariants in both.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -26,7 +25,7 @@ from sim.cli import main
 from sim.sweep import PARTIAL, load_sweep_spec, point_id, run_points
 from tests import blocking_points
 from tests.blocking_points import wait_for, wait_until
-from tests.test_engine import TINY, TWO_NODE
+from tests.cli_helpers import write_tiny
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICIES = ("all-analog", "all-digital", "maxnn")       # maxnn is the point that blocks
@@ -34,11 +33,7 @@ POLICIES = ("all-analog", "all-digital", "maxnn")       # maxnn is the point tha
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("tiny")
-    (root / "chip.yaml").write_text(TWO_NODE)
-    (root / "model").mkdir()
-    (root / "model" / "config.json").write_text(json.dumps({**TINY, "num_experts": 8, "num_experts_per_tok": 2}))
-    return root / "chip.yaml", root / "model" / "config.json"
+    return write_tiny(tmp_path_factory.mktemp("tiny"))
 
 
 def _spec(tmp_path: Path, tiny: tuple[Path, Path]) -> Path:

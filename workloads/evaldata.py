@@ -44,6 +44,9 @@ class EvalData:
 def load_eval(path: str | Path, vocab_size: int, *, tokenizer: str | None = None, seq_len: int | None = None,
               max_sequences: int | None = None) -> EvalData:
     """Read evaluation ids from ``path`` (see the module docs) and check them against ``vocab_size``."""
+    for option, value in (("--seq-len", seq_len), ("--max-sequences", max_sequences)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise EvalDataError(f"{option} {value}: allowed an integer >= 1")
     path = check_file(path, "evaluation data")
     suffix = path.suffix.lower()
     if tokenizer is not None:
@@ -53,7 +56,7 @@ def load_eval(path: str | Path, vocab_size: int, *, tokenizer: str | None = None
     elif suffix == ".npz":
         ids = _npz(path)
     elif suffix in (".jsonl", ".json"):
-        ids = _jsonl(path, seq_len)
+        ids = _jsonl(path, seq_len, vocab_size)
     else:
         raise EvalDataError(f"{path}: unknown evaluation format {suffix!r}; give .npy, .npz or .jsonl token "
                             "ids, or a text file with --tokenizer bytes|tokenizer.json")
@@ -103,7 +106,7 @@ def _npz(path: Path) -> np.ndarray:
     return _as_ids(z[key], path)
 
 
-def _jsonl(path: Path, seq_len: int | None) -> np.ndarray:
+def _jsonl(path: Path, seq_len: int | None, vocab_size: int) -> np.ndarray:
     rows = []
     for lineno, line in iter_lines(path, "evaluation ids JSONL"):
         if not line.strip():
@@ -112,6 +115,11 @@ def _jsonl(path: Path, seq_len: int | None) -> np.ndarray:
         ids = obj.get("input_ids") if isinstance(obj, dict) else None
         if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
             raise EvalDataError(f"{path}:{lineno}: expected {{\"input_ids\": [integers]}}")
+        bad = (next(j for j, i in enumerate(ids) if not 0 <= i < vocab_size)
+               if ids and (min(ids) < 0 or max(ids) >= vocab_size) else None)
+        if bad is not None:         # before numpy sees it: an id past 64 bits would not even convert
+            raise EvalDataError(f"{path}:{lineno}: input_ids[{bad}] = {ids[bad]} outside the model's vocabulary "
+                                f"[0, {vocab_size - 1}]")
         rows.append(ids)
     if not rows:
         raise EvalDataError(f"{path}: no sequences")

@@ -4,6 +4,11 @@ One module per command group (``hw``, ``workloads``, ``run``, ``compare``, ``acc
 ``register(subparsers)``; option helpers shared between them live in ``common``, which the command
 modules import (they never import each other). Command modules import the API, sweeps and reports
 lazily inside their handlers so that ``hetmoe --help`` starts fast.
+
+This module itself imports only the standard library: :func:`entry` (the ``hetmoe`` executable and
+``python -m sim.cli``) first makes Ctrl-C and SIGTERM end the command with one line and exit status 130,
+ignores SIGXFSZ (a file size limit then fails the write with EFBIG, reported in one line), and lets the
+console degrade instead of crash under an ASCII locale; only then does it import the rest.
 """
 
 from __future__ import annotations
@@ -17,15 +22,12 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 
-from arch.errors import HetmoeError, Interrupted
-
-from . import accuracy, compare, hw, run, serve, whatif, workloads
-from .common import FMT
-
 Handler = Callable[[argparse.Namespace], int]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .common import FMT
+
     parser = argparse.ArgumentParser(
         prog="hetmoe",
         description="Simulate Mixture-of-Experts inference on heterogeneous analog-digital chips.",
@@ -40,7 +42,35 @@ def build_parser() -> argparse.ArgumentParser:
     for module in _command_modules():
         module.register(sub)
     _add_debug(sub)
+    _mark_outputs(sub)
     return parser
+
+
+# options that name what a command writes: checked (and stale temporaries in them removed) before the command
+# computes anything, so that a bad location never costs the work (metavar DIR: a folder, else a file)
+OUTPUT_OPTIONS = ("--out", "--trace-events")
+
+
+def _mark_outputs(sub: argparse._SubParsersAction) -> None:
+    for p in set(sub.choices.values()):
+        found = [(a.dest, opt, "DIR" if a.metavar == "DIR" else "FILE") for a in p._actions
+                 for opt in a.option_strings if opt in OUTPUT_OPTIONS]
+        if found:
+            p.set_defaults(output_options=found)
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _mark_outputs(action)
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Refuse an output location that cannot be written (an empty path, a file where a folder belongs, a
+    folder that cannot be made or written) before any work; remove temporaries a killed run left there."""
+    from arch.safeio import check_output_location
+
+    for dest, option, kind in getattr(args, "output_options", ()):
+        value = getattr(args, dest, None)
+        if value is not None:
+            check_output_location(value, option, folder=kind == "DIR")
 
 
 def _add_debug(sub: argparse._SubParsersAction) -> None:
@@ -54,7 +84,10 @@ def _add_debug(sub: argparse._SubParsersAction) -> None:
 
 
 def _command_modules() -> list:
-    return [hw, workloads, run, compare, serve, whatif, accuracy]
+    from . import accuracy, compare, hw, run, serve, whatif, workloads
+    from . import system  # noqa: I001 - hetmoe system (issue 31), registered last
+
+    return [hw, workloads, run, compare, serve, whatif, accuracy, system]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -69,8 +102,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args, argv, received)
 
 
+# errors of the system rather than of hetmoe: a full disk, a quota, a file size limit (ulimit -f), a
+# read-only file system, a refused permission, an I/O error, too many open files, a name too long
+SYSTEM_ERRNOS = frozenset(getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EFBIG", "EROFS", "EACCES", "EPERM", "EIO",
+                                                       "EMFILE", "ENFILE", "ENAMETOOLONG", "ENOMEM", "ESTALE")
+                          if hasattr(errno, n))
+
+
 def _run(args: argparse.Namespace, argv: Sequence[str] | None, received: list[str]) -> int:
+    from arch.errors import HetmoeError, Interrupted
+
     try:
+        _prepare(args)
         return int(args.handler(args) or 0)
     except HetmoeError as exc:
         print(f"hetmoe: error: {exc}", file=sys.stderr)
@@ -80,11 +123,12 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None, received: list[st
         return 0
     except OSError as exc:
         # a path the user named (an --out folder, a file) that the system refuses, or a full disk
-        if exc.filename is None and exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+        if exc.filename is None and exc.errno not in SYSTEM_ERRNOS:
             return _internal_error(exc, args, argv)
         where = f"{exc.filename}: " if exc.filename else ""
         why = "exists and is not a folder" if exc.errno == errno.EEXIST else (exc.strerror or str(exc))
-        print(f"hetmoe: error: {where}{why}", file=sys.stderr)
+        hint = " (the file size limit, ulimit -f)" if exc.errno == errno.EFBIG else ""
+        print(f"hetmoe: error: {where}{why}{hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
         note = str(exc) if isinstance(exc, Interrupted) and str(exc) else _format_note(args)
@@ -117,13 +161,53 @@ def _sigterm_as_ctrl_c(received: list[str]) -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
+def _prepare(args: argparse.Namespace) -> None:
+    """Before a command computes: its output locations checked, and numba (and matplotlib, without a home
+    directory) given a cache folder this user can write, before either is imported (workers inherit it)."""
+    check_outputs(args)
+    from arch.userdirs import configure_matplotlib, configure_numba_cache
+
+    configure_numba_cache()
+    configure_matplotlib()
+
+
 def entry() -> int:
     """The ``hetmoe`` executable: :func:`main`, then hand every live object to the garbage collector's
     permanent generation (``gc.freeze``) so that the interpreter's exit does not traverse them all
-    again: with numba's typing tables loaded that last collection took ~0.1 s of every run."""
-    status = main()
-    gc.freeze()
+    again: with numba's typing tables loaded that last collection took ~0.1 s of every run.
+
+    Before anything else is imported: SIGTERM ends the command as Ctrl-C does (an interrupt during the
+    imports or the argument set-up is one line and exit 130, never a traceback), SIGXFSZ is ignored (a
+    file size limit fails the write with EFBIG, which is reported in one line), and the console replaces
+    what its encoding cannot show (``PYTHONIOENCODING=ascii``, ``LC_ALL=POSIX``) instead of failing."""
+    received: list[str] = []
+    try:
+        _early_setup(received)
+        status = main()
+    except KeyboardInterrupt:
+        by = f" by {received[0]}" if received else ""
+        print(f"hetmoe: interrupted{by} while starting; nothing was written", file=sys.stderr)
+        return 130
+    with contextlib.suppress(KeyboardInterrupt):      # the command has answered: a late Ctrl-C changes nothing
+        gc.freeze()
     return status
+
+
+def _early_setup(received: list[str]) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError, OSError):
+            stream.reconfigure(errors="backslashreplace")
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if hasattr(signal, "SIGXFSZ"):
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    def handler(signum: int, frame: object) -> None:
+        received.append(signal.Signals(signum).name)
+        if len(received) == 1:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def _internal_error(exc: BaseException, args: argparse.Namespace, argv: Sequence[str] | None) -> int:
@@ -153,18 +237,33 @@ def crash_log(exc: BaseException, argv: list[str]) -> str:
     import datetime
     import os
     import platform
+    import tempfile
     import traceback
     from pathlib import Path
 
-    root = Path(os.environ.get("HETMOE_CACHE_DIR") or Path.home() / ".cache" / "hetmoe") / "crash"
     stamp = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
+    try:
+        cwd = os.getcwd()
+    except OSError:                          # the working folder was deleted
+        cwd = "(deleted)"
     text = (f"command: hetmoe {' '.join(argv)}\npython: {platform.python_version()} on {platform.platform()}\n"
-            f"cwd: {os.getcwd()}\n\n" + "".join(traceback.format_exception(exc)))
-    for folder in (root, Path(os.environ.get("TMPDIR", "/tmp"))):
+            f"cwd: {cwd}\n\n" + "".join(traceback.format_exception(exc)))
+    folders = []
+    try:
+        from arch.userdirs import cache_dir
+
+        root = cache_dir(quiet=True)
+        if root is not None:
+            folders.append(root / "crash")
+    except Exception:  # noqa: BLE001 - the crash handler never raises
+        pass
+    with contextlib.suppress(Exception):
+        folders.append(Path(tempfile.gettempdir()))
+    for folder in folders:
         try:
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / f"hetmoe-crash-{stamp}-{os.getpid()}.log"
-            path.write_text(text)
+            path.write_text(text, encoding="utf-8", errors="backslashreplace")
             return str(path)
         except OSError:
             continue

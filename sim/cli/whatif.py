@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 from arch import load_chip
 from arch.errors import HetmoeError
-from arch.safeio import write_text
+from arch.safeio import write_json
 from workloads.traces.format import save_npz
 
 from .common import (FMT, RESUME_NOTE, add_common_run_args, baseline_point, memory_limit, parse_overrides,
@@ -55,10 +54,18 @@ def _placements(kw: dict[str, Any], fraction: float) -> dict[str, dict[str, Any]
 
 
 def run_whatif(args: argparse.Namespace) -> int:
+    from ..outlock import lock_folder
+
+    with lock_folder(args.out) as lock:       # one command at a time writes this folder (sim.outlock)
+        return _run_whatif(args, lock)
+
+
+def _run_whatif(args: argparse.Namespace, lock) -> int:
     from ..api import resolve_inputs
+    from ..inputs_key import InputsCache
     from ..report.whatif import write_whatif
     from ..result import load_result
-    from ..sweep import point_id, run_points
+    from ..sweep import check_written, point_id, reuse_line, run_points
     from ..whatif import bisect, default_vary, is_integer_key, parse_range, parse_vary, with_value
 
     if args.beat_baseline and not args.baseline:
@@ -68,11 +75,11 @@ def run_whatif(args: argparse.Namespace) -> int:
     if not 0 < args.tol < 1:
         raise HetmoeError(f"--tol {args.tol}: allowed in (0, 1)")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     kw = run_kwargs(args)
     chip, model, trace, _ = resolve_inputs(kw["hw"], kw["model"], kw["trace"], seed=args.seed, fill=args.fill,
                                            checkpoint=args.checkpoint, hw_overrides=kw["hw_overrides"],
                                            memory=memory_limit(args), processes=max(1, args.jobs))
+    # read by every point; each result keeps the key of the trace content it came from (sim.inputs_key)
     trace_file = out / "trace.npz"
     save_npz(trace, trace_file)
     kw.update(trace=str(trace_file), fill=None)
@@ -87,13 +94,19 @@ def run_whatif(args: argparse.Namespace) -> int:
     base = _placements(kw, args.fraction)
     baseline = baseline_point(kw, args.baseline) if args.baseline else None
     quiet = args.quiet
+    seen: dict[str, dict[str, Any]] = {}
+    cache = InputsCache()                  # the trace and chips are hashed once for every evaluation
 
     def evaluate(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        statuses = run_points(points, out, jobs=args.jobs, quiet=quiet)
+        statuses = run_points(points, out, jobs=args.jobs, quiet=quiet, inputs_cache=cache)
+        for s in statuses:
+            seen.setdefault(s["id"], s)
         bad = [s for s in statuses if not s["ok"]]
         if bad:
             raise HetmoeError(f"{len(bad)} what-if run(s) failed; first: {bad[0]['error']} "
                               f"(see {out}/runs/{bad[0]['id']}/error.txt)")
+        found = [p for p in points if (out / "runs" / point_id(p) / "result.json").is_file()]
+        check_written(statuses, [{"folder": point_id(p)} for p in found], out, lock)
         return [load_result(out / "runs" / point_id(p)) for p in points]
 
     grid: list[tuple[str, Any, str, dict[str, Any]]] = [("default", None, name, p) for name, p in base.items()]
@@ -134,10 +147,13 @@ def run_whatif(args: argparse.Namespace) -> int:
             breakeven["default"] = {"placement": maxnn, **_row(results[list(base).index(maxnn)])}
     data = {"fraction": args.fraction, "maxnn": maxnn, "metric": METRIC, "hw": chip.name, "model": model.name,
             "baseline": args.baseline, "varied": {k: v for k, v in varies}, "rows": rows, "break_even": breakeven}
-    write_text(out / "whatif.json", json.dumps(data, indent=2, default=str) + "\n")
+    write_json(out / "whatif.json", data, why={}, indent=2, default=str)
     report = write_whatif(data, out)
     for line in _summary(data):
         print(line)
+    said = reuse_line(seen.values(), out)
+    if said:
+        print(said)
     print(f"wrote {report}, whatif.json, whatif.csv and tornado.png")
     return 0
 

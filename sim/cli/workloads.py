@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from arch.safeio import is_zip
 from workloads.checkpoints.stats import SCOPES, VARIANTS, compute_stats
 from workloads.traces.format import FILL_RULES
 from workloads.traces.readers import read_trace
@@ -15,7 +16,7 @@ from workloads.shapes import load_model
 from workloads.traces.synthetic import synthesize
 from workloads.traces.format import save_jsonl, save_npz
 
-from .common import FMT, add_model_arg, add_synthetic_args, print_json, synthetic_spec
+from .common import FMT, add_memory_arg, add_model_arg, add_synthetic_args, memory_limit, print_json, synthetic_spec
 
 def register(sub: argparse._SubParsersAction) -> None:
     tr = sub.add_parser("trace", help="routing traces: inspect and synthesize", formatter_class=FMT)
@@ -30,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ins.add_argument("--seed", type=int, default=0, help="seed for --fill (integer)")
     ins.add_argument("--save", metavar="OUT.npz", help="also write the parsed trace as .npz")
     ins.add_argument("--json", action="store_true", help="print JSON")
+    add_memory_arg(ins)
     ins.set_defaults(handler=run_inspect)
 
     syn = ts.add_parser("synth", help="write a seeded synthetic trace", formatter_class=FMT)
@@ -37,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_synthetic_args(syn, tokens=4096)
     syn.add_argument("--seed", type=int, default=0, help="random seed (integer)")
     syn.add_argument("--out", required=True, metavar="FILE", help="output: .npz or .jsonl (hetmoe formats)")
+    add_memory_arg(syn)
     syn.set_defaults(handler=run_synth)
 
     st = sub.add_parser("stats", help="per-expert MaxNNScore from a local safetensors checkpoint",
@@ -64,8 +67,14 @@ def inspect_dict(trace, model) -> dict:
 
 def run_inspect(args: argparse.Namespace) -> int:
 
+    from ..resources import ReadGuard, check_reader
+
     model = load_model(args.model)
-    trace = read_trace(args.file, model, keep_warmup=args.keep_warmup, fill=args.fill, seed=args.seed)
+    limit = memory_limit(args)
+    if Path(args.file).is_file() and Path(args.file).suffix != ".npz" and not is_zip(args.file):
+        check_reader(limit, args.file)          # the size a gzip trailer records; then counted as it is read
+    trace = read_trace(args.file, model, keep_warmup=args.keep_warmup, fill=args.fill, seed=args.seed,
+                       guard=ReadGuard(limit))
     info = inspect_dict(trace, model)
     if args.save:
         save_npz(trace, args.save)
@@ -99,8 +108,14 @@ def _ranges(xs: list[int]) -> str:
 
 
 def run_synth(args: argparse.Namespace) -> int:
+    from ..resources import check_model, check_run
+
     model = load_model(args.model)
-    trace = synthesize(synthetic_spec(args), model)
+    spec = synthetic_spec(args)
+    limit = memory_limit(args)
+    check_run(limit, spec.tokens, model.num_layers, model.top_k, model.name)   # before any token is drawn
+    check_model(limit, model, tables=False, synthetic=True)                   # the calibration over its experts
+    trace = synthesize(spec, model)
     out = Path(args.out)
     (save_jsonl if out.suffix == ".jsonl" else save_npz)(trace, out)
     print(f"wrote {out}: {trace.tokens} tokens, {len(model.moe_layers)} MoE layers, top-{model.top_k}")

@@ -29,11 +29,15 @@ from . import kernel as reference
 
 @lru_cache(maxsize=None)
 def _compiled() -> ModuleType:
+    from arch.userdirs import configure_numba_cache, tolerate_numba_cache_errors
+
+    configure_numba_cache()          # a cache folder this user can write (a read-only install: a per-user one)
     try:
         import numba
     except ImportError:  # pragma: no cover - numba is a dependency
         warnings.warn("numba is not installed: the engine runs its plain-Python reference (slow)", stacklevel=3)
         return reference
+    tolerate_numba_cache_errors()    # a cache write the system refuses (ulimit -f, a full disk) is not an error
     spec = importlib.util.spec_from_file_location("sim.engine._kernel_jit", reference.__file__)
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod

@@ -16,6 +16,7 @@ from typing import Any
 
 from arch.errors import HetmoeError
 from arch.safeio import read_json
+from workloads.hfconfig import validate_config
 from workloads.shapes import ATTENTION, DENSE, EXPERT, LM_HEAD, ROUTER, SHARED, Matrix, ModelShape, from_hf_config
 
 FAMILIES = ("olmoe", "mixtral", "qwen2_moe", "qwen3_moe", "deepseek")
@@ -74,28 +75,31 @@ def read_architecture(directory: str | Path) -> Architecture:
 
 
 def architecture_from_config(cfg: dict[str, Any], source: str, name: str = "") -> Architecture:
-    family = str(cfg.get("model_type", ""))
+    validate_config(cfg, source)       # every field's type and range (workloads.hfconfig), before any is read
+    family = str(cfg.get("model_type") or "")
     if family in ("deepseek_v2", "deepseek_v3") or cfg.get("kv_lora_rank"):
         raise ArchitectureError(f"{source}: DeepSeek-V2/V3 multi-head latent attention (MLA) is not supported "
                                 f"by the forward pass; supported model_type: {', '.join(FAMILIES)}")
     if family not in FAMILIES:
         raise ArchitectureError(f"{source}: model_type {family!r} is not supported by the forward pass; "
                                 f"supported: {', '.join(FAMILIES)}")
-    act = cfg.get("hidden_act", "silu")
+    act = cfg.get("hidden_act") or "silu"
     if act != "silu":
         raise ArchitectureError(f"{source}: hidden_act {act!r} is not supported; the forward pass implements silu")
     rope = cfg.get("rope_parameters") or {}
     scaling = cfg.get("rope_scaling")
     if (scaling and scaling.get("rope_type", scaling.get("type")) not in (None, "default")) or \
-            rope.get("rope_type", "default") != "default":
+            (rope.get("rope_type") or "default") != "default":
         raise ArchitectureError(f"{source}: rope scaling {scaling or rope} is not supported (default RoPE only)")
     if cfg.get("use_sliding_window"):
         raise ArchitectureError(f"{source}: sliding-window attention is not supported")
-    if cfg.get("scoring_func", "softmax") != "softmax" or cfg.get("topk_method", "greedy") != "greedy":
+    if (cfg.get("scoring_func") or "softmax") != "softmax" or (cfg.get("topk_method") or "greedy") != "greedy":
         raise ArchitectureError(f"{source}: routing {cfg.get('scoring_func')}/{cfg.get('topk_method')} is not "
                                 "supported (softmax scoring with greedy top-k only)")
     theta = float(cfg.get("rope_theta") or rope.get("rope_theta") or 10000.0)
     shape = from_hf_config(cfg, name=name or family, source=source)
     qk = {"olmoe": "full", "qwen3_moe": "head"}.get(family, "none")
-    return Architecture(family, shape, float(cfg.get("rms_norm_eps", 1e-6)), theta, qk,
-                        cfg.get("clip_qkv"), float(cfg.get("routed_scaling_factor") or 1.0))
+    eps = cfg.get("rms_norm_eps")
+    clip = cfg.get("clip_qkv")
+    return Architecture(family, shape, float(1e-6 if eps is None else eps), theta, qk,
+                        None if clip is None else float(clip), float(cfg.get("routed_scaling_factor") or 1.0))

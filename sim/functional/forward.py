@@ -30,7 +30,8 @@ from typing import Any, Callable
 import numpy as np
 
 from arch.noise import NormalStream, SlotPhysics
-from workloads.checkpoints.tensors import CheckpointError, TensorRef, index_checkpoint, load_tensor
+from workloads.checkpoints.tensors import CheckpointError, TensorRef, check_tied_head, index_checkpoint, load_tensor
+from workloads.hfconfig import check_tensors
 from workloads.shapes import ATTENTION, LM_HEAD, Matrix
 from workloads.traces.format import PHASES, RoutingTrace, empty_arrays
 
@@ -88,6 +89,9 @@ class ForwardRun:
         self.cpu_seconds = dict(self.seconds)
         self._attended: list[tuple[Any, Any]] = []
         self.refs = index_checkpoint(self.checkpoint)
+        # the config must describe these tensors (layers, experts, vocabulary, tied head): workloads.hfconfig
+        check_tensors(self.arch.shape, self.refs, str(self.checkpoint))
+        check_tied_head(self.arch.shape.tie_word_embeddings, self.refs, str(self.checkpoint))
         self.index = {m.name: i for i, m in enumerate(self.arch.shape.matrices)}
         for m in self.arch.shape.matrices:
             self._ref(self.arch.tensor(m), (m.out_features, m.in_features))
@@ -549,7 +553,7 @@ class _NoBar:
 def _progress(total: int, show: bool) -> Any:
     if not show:
         return _NoBar()
-    from tqdm import tqdm
+    from arch.progress import progress
 
-    return tqdm(total=total, desc="forward (layer x variant)", unit="step")
+    return progress(total, "forward (layer x variant)", "steps", leave=True)
 

@@ -8,12 +8,11 @@ point or put on a Pareto front.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
-from arch.safeio import InputError, read_json, write_text
+from arch.safeio import InputError, read_json, write_json
 
 BUDGET_FILE = "area_budget.json"
 
@@ -33,7 +32,7 @@ def save(out_dir: str | Path, budget: float | None) -> None:
     if budget is None:
         path.unlink(missing_ok=True)
     else:
-        write_text(path, json.dumps({"area_budget_mm2": budget, "applies_to": "footprint_mm2"}) + "\n")
+        write_json(path, {"area_budget_mm2": budget, "applies_to": "footprint_mm2"})
 
 
 def load(out_dir: str | Path) -> float | None:

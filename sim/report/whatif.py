@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from arch.safeio import atomic_open, write_text
 
-from ..result import fmt_number  # noqa: E402
+from ..result import fmt_number, restore_nulls  # noqa: E402
 from .plots import save_figure  # noqa: E402
 
 REFS = ("all-analog", "all-digital", "baseline")
@@ -96,7 +96,7 @@ def load_whatif(out_dir: str | Path, runs: list[dict[str, Any]]) -> dict[str, An
     if not path.is_file() or not runs:
         return None
     try:
-        data = json.loads(path.read_text())
+        data = restore_nulls(json.loads(path.read_text()))    # null (undefined) figures: NaN again
     except (OSError, ValueError):
         return None
     main = [r for r in runs if r.get("role") != "baseline"] or runs

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import numpy as np
 from arch.errors import HetmoeError
 from arch.safeio import atomic_open, read_npz
 
+from ..hfconfig import check_tensors
 from ..shapes import ModelShape
 from .tensors import CheckpointError, TensorRef, index_checkpoint, load_tensor
 
@@ -103,11 +103,14 @@ def compute_stats(directory: str | Path, model: ModelShape, *, cache: bool = Tru
     """Every score variant for every routed expert, reading one tensor at a time."""
     directory = Path(directory)
     refs = index_checkpoint(directory)
+    check_tensors(model, refs, str(directory))      # the config describes these tensors (layers, experts, vocab)
     cache_file = None
     if cache:
-        root = Path(os.environ.get("HETMOE_CACHE_DIR") or Path.home() / ".cache" / "hetmoe")
-        cache_file = root / f"stats-{_identity(refs, directory, model)}.npz"
-        if cache_file.is_file():
+        from arch.userdirs import cache_dir
+
+        root = cache_dir()                  # None: no writable cache folder (said once); scores are computed
+        cache_file = None if root is None else root / f"stats-{_identity(refs, directory, model)}.npz"
+        if cache_file is not None and cache_file.is_file():
             try:
                 z = read_npz(cache_file, "score cache")
                 shapes_ok = all(z[v].shape == (model.num_layers, model.num_experts)
@@ -127,12 +130,10 @@ def compute_stats(directory: str | Path, model: ModelShape, *, cache: bool = Tru
     out = {v: np.full((L, E), np.nan) for v in VARIANTS}
     frob, router = np.full((L, E), np.nan), np.full((L, E), np.nan)
     items = [(layer, e) for layer in model.moe_layers for e in range(E)]
-    try:
-        from tqdm import tqdm
-        it = tqdm(items, desc="experts", unit="expert", disable=not progress)
-    except ImportError:  # pragma: no cover
-        it = items
-    for layer, e in it:
+    from arch.progress import progress as reporter
+
+    bar = reporter(len(items), "checkpoint scores", "experts", quiet=not progress)
+    for layer, e in _counted(items, bar):
         g_name, u_name, d_name = _names(refs, layer, e)
         mats = []
         for name, shape in ((g_name, (W, H)), (u_name, (W, H)), (d_name, (H, W))):
@@ -160,6 +161,7 @@ def compute_stats(directory: str | Path, model: ModelShape, *, cache: bool = Tru
                 raise CheckpointError(f"{directory}: tensor {name} has shape {r.shape}, expected {(E, H)}")
             router[layer] = np.sqrt(np.einsum("ij,ij->i", r, r, dtype=np.float64))
     stats = ExpertStats(out, frob, router, False, str(directory), {"cached": False})
+    bar.close()
     if cache_file is not None:
         try:
             with atomic_open(cache_file, "wb") as fh:
@@ -167,6 +169,13 @@ def compute_stats(directory: str | Path, model: ModelShape, *, cache: bool = Tru
         except (HetmoeError, OSError):
             pass                            # an unwritable cache folder only costs the next run the recompute
     return stats
+
+
+def _counted(items: list, bar: Any):
+    """``items``, advancing ``bar`` once per item."""
+    for item in items:
+        yield item
+        bar.update(1)
 
 
 def synthetic_stats(model: ModelShape, seed: int = 0) -> ExpertStats:

@@ -150,3 +150,15 @@ def index_checkpoint(directory: Path) -> dict[str, TensorRef]:
     return refs
 
 
+
+
+def check_tied_head(tied: bool, refs: dict[str, TensorRef], where: str) -> None:
+    """With ``tie_word_embeddings`` true the forward pass uses the input embedding as the output head; a
+    checkpoint that also holds an ``lm_head.weight`` of other values was not tied, and is refused."""
+    head, embed = refs.get("lm_head.weight"), refs.get("model.embed_tokens.weight")
+    if not tied or head is None or embed is None:
+        return
+    if head.shape != embed.shape or not np.array_equal(load_tensor(head), load_tensor(embed)):
+        raise CheckpointError(f"{where}: tie_word_embeddings is true, but tensor lm_head.weight {head.shape} differs "
+                              f"from model.embed_tokens.weight {embed.shape}; the config says the head is the "
+                              "embedding (set tie_word_embeddings to false if the checkpoint's head is its own)")

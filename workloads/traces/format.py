@@ -15,7 +15,6 @@ Own formats:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from arch.errors import HetmoeError
-from arch.safeio import atomic_open, loads_json, read_npz
+from arch.safeio import MAX_ARRAY_BYTES, atomic_open, dumps_json, loads_json, read_npz
 
 # rules for filling MoE layers a log did not observe (workloads.traces.synthetic.fill_layers)
 FILL_RULES = ("replicate", "synthetic")
@@ -102,7 +101,7 @@ def save_npz(trace: RoutingTrace, path: str | Path) -> None:
     with atomic_open(path, "wb") as fh:
         np.savez_compressed(fh, experts=trace.experts, weights=trace.weights, request=trace.request,
                             position=trace.position, phase=trace.phase, observed=trace.observed,
-                            num_experts=np.int32(trace.num_experts), meta=np.array(json.dumps(trace.meta)))
+                            num_experts=np.int32(trace.num_experts), meta=np.array(dumps_json(trace.meta)))
 
 
 # array -> (allowed dtype kinds, number of dimensions)
@@ -110,9 +109,30 @@ _NPZ_ARRAYS = {"experts": ("iu", 3), "weights": ("fiu", 3), "request": ("iu", 1)
                "phase": ("iu", 1), "observed": ("biu", 1), "num_experts": ("iu", 0)}
 
 
-def load_npz(path: str | Path) -> RoutingTrace:
-    """Read and check a hetmoe ``.npz`` trace: dtypes, shapes that agree, ids in range, finite weights."""
-    z = read_npz(path, "hetmoe .npz trace")
+def _declared_bytes(path: str | Path) -> tuple[int, int]:
+    """(bytes, members) an archive's directory declares its members expand to; (0, 0) when it cannot be read
+    (:func:`arch.safeio.read_npz` then says why)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError):
+        return 0, 0
+    return sum(i.file_size for i in infos), len(infos)
+
+
+def load_npz(path: str | Path, guard: Any = None) -> RoutingTrace:
+    """Read and check a hetmoe ``.npz`` trace: dtypes, shapes that agree, ids in range, finite weights, at least
+    one token. ``guard`` (``sim.resources.ReadGuard``): refuse, before any member is inflated, an archive whose
+    members declare more than the memory limit (twice: read, then converted), and stop reading members at it."""
+    budget = MAX_ARRAY_BYTES
+    if guard is not None:
+        declared, members = _declared_bytes(path)
+        guard.arrays(path, 2 * declared, f"2 x {declared / 2**20:,.1f} MiB of arrays as its {members} members declare "
+                                         "them: read, then converted")
+        budget = min(budget, guard.array_bytes)
+    z = read_npz(path, "hetmoe .npz trace", budget)
     missing = set(_NPZ_ARRAYS) - set(z)
     if missing:
         raise TraceError(f"{path}: not a hetmoe trace archive (missing arrays: {', '.join(sorted(missing))})")
@@ -123,6 +143,10 @@ def load_npz(path: str | Path) -> RoutingTrace:
                              f"{ndim} dimensions of {'integers' if 'f' not in kinds else 'numbers'}")
     experts, weights = z["experts"], z["weights"]
     tokens, layers, k = experts.shape
+    if not tokens or not layers or not k:
+        raise TraceError(f"{path}: array experts has shape {experts.shape}: the trace holds no "
+                         f"{'tokens' if not tokens else 'layers' if not layers else 'routed experts'}; expected "
+                         "[tokens >= 1, layers, top_k]")
     for name, want in (("weights", experts.shape), ("request", (tokens,)), ("position", (tokens,)),
                        ("phase", (tokens,)), ("observed", (layers,))):
         if z[name].shape != want:
@@ -158,11 +182,11 @@ def load_npz(path: str | Path) -> RoutingTrace:
 def save_jsonl(trace: RoutingTrace, path: str | Path) -> None:
     names = {v: k for k, v in PHASES.items()}
     with atomic_open(path, "w") as fh:
-        fh.write(json.dumps({"format": "hetmoe-trace", "num_layers": trace.num_layers, "top_k": trace.top_k,
+        fh.write(dumps_json({"format": "hetmoe-trace", "num_layers": trace.num_layers, "top_k": trace.top_k,
                              "num_experts": trace.num_experts, "meta": trace.meta}) + "\n")
         for t in range(trace.tokens):
             ex = [row.tolist() if trace.observed[i] else None for i, row in enumerate(trace.experts[t])]
             wt = [[round(float(w), 6) for w in row] if trace.observed[i] else None
                   for i, row in enumerate(trace.weights[t])]
-            fh.write(json.dumps({"request": int(trace.request[t]), "position": int(trace.position[t]),
+            fh.write(dumps_json({"request": int(trace.request[t]), "position": int(trace.position[t]),
                                  "phase": names[int(trace.phase[t])], "experts": ex, "weights": wt}) + "\n")
