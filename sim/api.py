@@ -27,7 +27,7 @@ from .engine.workplan import WorkPlan, build_plan
 from .mapping import Mapping, build_mapping, plan_kv_tokens
 from .metrics import area_metrics, exposure, percentiles_us, price, steady_metrics, steady_state
 from .placement import POLICIES, Placement, PlacementContext, place
-from .resources import MemoryLimit, check_reader, check_run
+from .resources import MemoryLimit, ReadGuard, check_model, check_reader, check_run
 from .result import Result
 
 
@@ -45,15 +45,20 @@ def resolve_inputs(hw: str | ChipSpec, model: str | ModelShape, trace: str | Rou
 
     def check(tokens: int) -> None:
         if memory is not None:
-            check_run(memory, tokens, shape.num_layers, shape.top_k, shape.name, processes)
+            check_run(memory, tokens, shape.num_layers, shape.top_k, shape.name, processes, chip)
 
     if isinstance(trace, SyntheticSpec):
         check(trace.tokens)
+        if memory is not None:
+            check_model(memory, shape, processes, synthetic=True)   # experts x layers, before any is built
         trace = synthesize(trace, shape)
     elif not isinstance(trace, RoutingTrace):
         if memory is not None and Path(trace).is_file() and Path(trace).suffix != ".npz" and not is_zip(trace):
             check_reader(memory, str(trace))
-        trace = read_trace(trace, shape, fill=fill, seed=seed)
+        trace = read_trace(trace, shape, fill=fill, seed=seed,
+                           guard=None if memory is None else ReadGuard(memory))   # counts as it reads
+        if memory is not None:
+            check_model(memory, shape, processes)    # its per-matrix tables (experts x layers), before any is built
     check(trace.tokens)
     require_complete(trace, shape)
     if stats is None:
@@ -68,15 +73,27 @@ def simulate(hw: str | ChipSpec, model: str | ModelShape, trace: str | RoutingTr
              stats: ExpertStats | None = None, placement_file: str | None = None,
              hw_overrides: dict | None = None, trace_events: str | Path | None = None,
              placement_trace: str | None = None, progress: bool = False,
-             memory: MemoryLimit | None = None) -> Result:
+             memory: MemoryLimit | None = None, trace_window: str | None = None,
+             utilisation: str | None = None) -> Result:
     """Run one simulation and return its :class:`Result` (see ``sim.metrics.METRICS``).
 
     ``placement_trace``: a trace file the placement is decided on (``frequency`` counts) when it
     differs from the priced ``trace`` (e.g. pricing the routes a placement took under noise).
     ``progress``: a progress bar on standard error (a terminal only) for runs of many micro-batches.
     ``memory``: refuse a run whose estimated peak memory exceeds this limit (``sim.resources``); None
-    applies no limit (the command line always passes one)."""
+    applies no limit (the command line always passes one). ``trace_window``: the part of the run the
+    Chrome trace holds (``N`` micro-batches or ``START:END`` µs, :class:`sim.report.timeline.Window`).
+    ``utilisation``: per-resource utilisation kept, ``full`` (a row per resource), ``summary`` (statistics per
+    kind) or ``none``; None: ``summary`` above :data:`sim.estimate.SUMMARY_ABOVE` resources, else ``full``.
+    With ``progress``, the expected wall time and output size are said first when large (:mod:`sim.estimate`)."""
+    from . import estimate
+
     wall0 = time.perf_counter()
+    if trace_events:
+        from .report.timeline import Window
+        window = Window.parse(trace_window)          # a bad window is refused before the run
+    elif trace_window:
+        raise HetmoeError("--trace-window needs --trace-events FILE")
     run = build_run(hw, model, trace, policy, fraction=fraction, score=score, scope=scope, mode=mode, batch=batch,
                     seed=seed, context_tokens=context_tokens, max_inflight=max_inflight, fill=fill,
                     checkpoint=checkpoint, stats=stats, placement_file=placement_file, hw_overrides=hw_overrides,
@@ -84,14 +101,17 @@ def simulate(hw: str | ChipSpec, model: str | ModelShape, trace: str | RoutingTr
                     memory=memory)
     chip, shape, tr, st, placement, plan, mapping, engine = (
         run.chip, run.model, run.trace, run.stats, run.placement, run.plan, run.mapping, run.engine)
+    detail = estimate.resolve_detail(chip, utilisation)
     timeline = engine.timeline
     nodes = mapping.network.node_count
-    if progress and nodes >= 10_000:
+    seconds = estimate.run_seconds(chip, shape.num_layers, plan.n_mb, int(mapping.report["crossbar_slots_used"]))
+    if progress:
         import sys
-        print(f"note: a NoC of {nodes:,} nodes ({mapping.network.diameter_hops():,} hops across): every hop of every "
-              "message books a link, so this run may take minutes", file=sys.stderr)
+        line = estimate.plan_line([{"chip": chip, "detail": detail, "seconds": seconds}])
+        if line:
+            print(line, file=sys.stderr)
     work = plan.n_mb * shape.num_layers
-    bar = _progress(work * (1 + nodes // 1000), work, "engine", "layer") if progress else None
+    bar = _progress(work * (1 + nodes // 1000), work, "engine", "layers") if progress else None
     engine.progress = bar
     makespan_ps = engine.run()
     if bar is not None:
@@ -100,20 +120,31 @@ def simulate(hw: str | ChipSpec, model: str | ModelShape, trace: str | RoutingTr
     data = assemble(chip, shape, tr, st, placement, plan, mapping, engine, makespan_ps, dict(
         hw=chip.name, hw_source=chip.source, model=shape.name, policy=policy, fraction=fraction, score=score,
         scope=scope, mode=mode, batch=batch, seed=seed, context_tokens=context_tokens, max_inflight=max_inflight,
-        fill=fill, checkpoint=checkpoint, hw_overrides=hw_overrides or {}, placement_trace=placement_trace))
+        fill=fill, checkpoint=checkpoint, hw_overrides=hw_overrides or {}, placement_trace=placement_trace),
+        detail=detail)
     if trace_events:
-        from .report.timeline import write_chrome_trace
-        write_chrome_trace(timeline, engine, trace_events)
+        import sys
+
+        from .report.timeline import estimate_bytes, size_warning, write_chrome_trace
+        kept = sum(1 for r in timeline.records if window.keeps(r[4], r[1], r[2]))
+        stages = sum(1 for s in timeline.stages if window.keeps(s[0], s[3], s[4]))
+        line = size_warning(estimate_bytes(kept, stages), window)
+        if line:
+            print(line, file=sys.stderr)
+        data["trace_events"] = {"file": str(trace_events), **write_chrome_trace(timeline, engine, trace_events,
+                                                                                 window)}
     return Result(data, wall)
 
 
 def _progress(work: int, total: int, desc: str, unit: str):
-    """A tqdm bar on standard error when it is a terminal and ``work`` (stage calls) is large, else None."""
+    """Progress on standard error (:mod:`sim.progress`: a bar on a terminal, a plain line every ~10 s
+    otherwise; the lines start only after the first interval, so a short run prints none); on a terminal, no
+    bar when ``work`` (stage calls) is small."""
     import sys
-    if work < 20_000 or not sys.stderr.isatty():
+    if work < 20_000 and sys.stderr.isatty():
         return None
-    from tqdm import tqdm
-    return tqdm(total=total, desc=desc, unit=unit, leave=False)
+    from .progress import progress
+    return progress(total, desc, unit)
 
 
 def point_accuracy(hw: str | ChipSpec, checkpoint: str, eval_file: str, *, policy: str, fraction: float,
@@ -178,7 +209,11 @@ def build_run(hw, model, trace=None, policy: str = "maxnn", *, fraction: float =
     return Run(chip, shape, tr, st, placement, plan, mapping, engine)
 
 
-def assemble(chip, shape, tr, st, placement, plan, mapping, engine, makespan_ps, config) -> dict[str, Any]:
+def assemble(chip, shape, tr, st, placement, plan, mapping, engine, makespan_ps, config,
+             detail: str = "full") -> dict[str, Any]:
+    """The result dict of a finished run. ``detail`` (``full``, ``summary``, ``none``): what is kept per
+    resource: every row (``utilisation_rows``, and ``tile_utilisation_by_node`` for the heat map), statistics per
+    kind (``utilisation_stats``), or neither; ``utilisation`` (kind means and maxima) and ``bottleneck`` always."""
     makespan_ns = makespan_ps / 1000.0
     energy = price(chip, engine.c, makespan_ns, mapping.report["tiles_powered"])
     domains = {d: sum(v.values()) for d, v in energy.items()}
@@ -221,25 +256,32 @@ def assemble(chip, shape, tr, st, placement, plan, mapping, engine, makespan_ps,
     run_id = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:10]
     net = mapping.network
     node_util = {}
-    per_tile = np.asarray(engine.tile_busy_ps(), float) / max(makespan_ps, 1)
-    tile_nodes = net.tile_node_id(np.arange(per_tile.size))
-    sums = np.bincount(tile_nodes, weights=per_tile, minlength=net.node_count)
-    counts = np.bincount(tile_nodes, minlength=net.node_count)
-    for i in np.flatnonzero(counts):
-        node_util[str(net.node_names[i])] = [sums[i] / counts[i]]
+    if detail == "full":
+        per_tile = np.asarray(engine.tile_busy_ps(), float) / max(makespan_ps, 1)
+        tile_nodes = net.tile_node_id(np.arange(per_tile.size))
+        sums = np.bincount(tile_nodes, weights=per_tile, minlength=net.node_count)
+        counts = np.bincount(tile_nodes, minlength=net.node_count)
+        for i in np.flatnonzero(counts):
+            node_util[str(net.node_names[i])] = [sums[i] / counts[i]]
+    kept = {"utilisation_detail": detail}
+    if detail == "full":
+        kept["utilisation_rows"] = util["rows"]
+        kept["tile_utilisation_by_node"] = {k: float(np.mean(v)) for k, v in node_util.items()}
+    elif detail == "summary":
+        kept["utilisation_stats"] = utilisation_stats(util["rows"])
     from .provenance import code_fingerprint
     return {
         "run_id": run_id, "code_fingerprint": code_fingerprint(), "config": config, "metrics": metrics,
         "hw_figures": hw_figures, "model_summary": shape.summary(),
         "energy_pj": energy, "energy_by_domain_pj": domains, "counters": counters,
-        "utilisation": util["summary"], "utilisation_rows": util["rows"], "bottleneck": util["bottleneck"],
-        "tile_utilisation_by_node": {k: float(np.mean(v)) for k, v in node_util.items()},
+        "utilisation": util["summary"], **kept, "bottleneck": util["bottleneck"],
         "noc": {"topology": chip.noc.topology, "width": chip.noc.width, "height": chip.noc.height,
                 "simd_node": str(net.simd_node), "dram_node": str(net.dram_node)},
         "mapping": mapping.report, "placement": placement.summary(shape),
         "trace": {"tokens": tokens, "requests": int(tr.request.max()) + 1, "format": tr.meta.get("format"),
                   "source": tr.meta.get("source"), "warmup_rows_dropped": tr.meta.get("warmup_rows_dropped", 0),
                   "warmup_runs_dropped": tr.meta.get("warmup_runs_dropped", []),
+                  "rows_read": tr.meta.get("rows_read"), "fill_rule": tr.meta.get("fill_rule"),
                   "filled_layers": tr.meta.get("filled_layers", []), "synthetic": tr.meta.get("synthetic"),
                   "warnings": tr.meta.get("warnings", [])},
         "steady_state": {**steady, "basis": "whole-run figures include pipeline fill and drain; steady_* exclude them"},
@@ -303,6 +345,25 @@ def utilisation(chip: ChipSpec, engine: Engine, makespan_ps: int) -> dict[str, A
             summary[f"{kind}_max"] = float(vals.max())
     return {"summary": summary, "rows": rows,
             "bottleneck": bottleneck(chip, engine, by_kind, float(ch_bytes.sum()), span)}
+
+
+STAT_PERCENTILES = (50, 90, 99)
+
+
+def utilisation_stats(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per resource kind: ``count``, ``idle`` (resources with zero utilisation), ``mean``, ``min``, ``p50``,
+    ``p90``, ``p99`` (linear-interpolated percentiles) and ``max`` of the delivered utilisation (0..1), the
+    ``summary`` that ``--utilisation summary`` keeps instead of one row per resource."""
+    by_kind: dict[str, list[float]] = {}
+    for r in rows:
+        by_kind.setdefault(r["kind"], []).append(r["utilisation"])
+    out = {}
+    for kind, values in by_kind.items():
+        v = np.asarray(values, float)
+        out[kind] = {"count": int(v.size), "idle": int((v == 0).sum()), "mean": float(v.mean()),
+                     "min": float(v.min()),
+                     **{f"p{q}": float(np.percentile(v, q)) for q in STAT_PERCENTILES}, "max": float(v.max())}
+    return out
 
 
 def bottleneck(chip: ChipSpec, engine: Engine, by_kind: dict[str, np.ndarray], dram_bytes: float,

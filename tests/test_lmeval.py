@@ -229,18 +229,23 @@ def accuracy_run(bigram, tmp_path_factory):
     """`hetmoe accuracy --tasks` beside the perplexity it already reports: all-analog and maxnn, two noise seeds."""
     if not HAVE_LMEVAL:
         pytest.skip("lm-eval is not installed (pip install 'hetmoe[lmeval]')")
-    from sim.cli import main
-
     out = tmp_path_factory.mktemp("acc")
     text = out / "eval.txt"
     text.write_text("\n".join(task_texts()))
+    return at_root(["accuracy", "--checkpoint", str(bigram), "--eval", str(text), "--tokenizer", "bytes",
+                    "--seq-len", "64", "--tasks", f"{MC},{ROLLING}", "--include-path", TASKS,
+                    "--policy", "all-analog", "--policy", "maxnn", "--fraction", "0.25", "--noise-seeds", "2",
+                    "--digital-weight-bits", "16", "--out", str(out), "--quiet"], out)
+
+
+def at_root(argv: list[str], out: Path) -> Path:
+    """Run the command line from the repository root (the task YAMLs name their data from there); exit 0."""
+    from sim.cli import main
+
     cwd = Path.cwd()
     os.chdir(ROOT)
     try:
-        status = main(["accuracy", "--checkpoint", str(bigram), "--eval", str(text), "--tokenizer", "bytes",
-                       "--seq-len", "64", "--tasks", f"{MC},{ROLLING}", "--include-path", TASKS,
-                       "--policy", "all-analog", "--policy", "maxnn", "--fraction", "0.25", "--noise-seeds", "2",
-                       "--digital-weight-bits", "16", "--out", str(out), "--quiet"])
+        status = main(argv)
     finally:
         os.chdir(cwd)
     assert status == 0
@@ -331,3 +336,68 @@ def test_generation_and_unknown_tasks_are_refused_before_any_pass(bigram, tmp_pa
         err = capsys.readouterr().err.strip()
         assert status == 2 and why in err and len(err.splitlines()) == 1, err
         assert not (tmp_path / "o").exists()
+
+
+# ----------------------------------------------------------------------------- compare --tasks
+
+@pytest.fixture(scope="module")
+def compare_tasks(bigram, tmp_path_factory):
+    """`hetmoe compare --tasks` on a noisy chip: task accuracy on the report's accuracy axis."""
+    if not HAVE_LMEVAL:
+        pytest.skip("lm-eval is not installed (pip install 'hetmoe[lmeval]')")
+    out = tmp_path_factory.mktemp("cmp") / "out"
+    return at_root(["compare", "--checkpoint", str(bigram), "--hw", "hermes-64", "--set", "analog.noise.out_noise=0.3",
+                    "--tasks", MC, "--include-path", TASKS, "--noise-seeds", "2", "--tokens", "64",
+                    "--baseline", "none", "--out", str(out), "--quiet"], out)
+
+
+@needs_lmeval
+def test_compare_tasks_puts_task_accuracy_on_the_accuracy_axis(compare_tasks):
+    acc = json.loads((compare_tasks / "accuracy.json").read_text())
+    t = acc["tasks"]
+    assert acc["accuracy_axis"] == "tasks" and acc["placements"] == []     # no --eval: no perplexity side
+    clean = t["clean"][MC]["acc"]
+    rows = {r["label"]: r for r in t["placements"]}
+    lines = (compare_tasks / "tradeoff.csv").read_text().splitlines()
+    head = lines[0].split(",")
+    assert head[6:8] == ["task_accuracy_drop_mean", "task_accuracy_drop_std"]
+    seen = set()
+    for line in lines[1:]:
+        cells = line.split(",")
+        per = [clean - v for v in rows[cells[0]]["per_seed"][MC]["acc"]]      # points lost on each seed
+        mean = sum(per) / 2
+        std = abs(per[0] - per[1]) / 2 ** 0.5                                  # sample std of two values
+        assert float(cells[6]) == pytest.approx(mean, abs=1e-9)
+        assert float(cells[7]) == pytest.approx(std, abs=1e-9)
+        seen.add(cells[0])
+    assert {"all-analog", "all-digital", "maxnn 12.5%", "random 25%"} <= seen
+    analog = [clean - v for v in rows["all-analog"]["per_seed"][MC]["acc"]]
+    assert min(analog) > 0                                                     # out_noise 0.3 costs every seed
+    report = (compare_tasks / "report.md").read_text()
+    assert "lm-eval task accuracy at most 1 points below the clean model's" in report
+    assert f"All-analog costs {100 * sum(analog) / 2:+.3g} points" in report
+    assert "| placement | tokens/s | energy/token (µJ) | tokens/s/W | task accuracy drop (points) |" in report
+
+
+def test_task_axis_separates_policies_by_their_paired_seeds():
+    """A planted task result: maxnn and random differ by less than their paired seed error at 12.5 % (not
+    separable) and by far more at 25 % (separable, maxnn better)."""
+    from sim.report import tradeoff
+
+    def row(label, accs):
+        return {"label": label, "per_seed": {"t": {"acc": accs}}}
+
+    acc = {"noise_seeds": 4, "placements": [], "tasks": {
+        "metrics": [["t", "acc"], ["t", "acc_norm"]], "noise_seeds": [0, 1, 2, 3], "clean": {"t": {"acc": 0.8}},
+        "placements": [row("maxnn 12.5%", [0.70, 0.78, 0.72, 0.76]), row("random 12.5%", [0.71, 0.75, 0.74, 0.75]),
+                       row("maxnn 25%", [0.79, 0.78, 0.79, 0.78]), row("random 25%", [0.70, 0.70, 0.69, 0.71])]}}
+    ax = tradeoff.axis(acc)
+    assert ax["kind"] == "tasks" and ax["primary"] == {"t": "acc"}
+    by = {k: {"loss_per_seed": v[2]} for k, v in ax["rows"].items()}
+    assert by["random 25%"]["loss_per_seed"] == pytest.approx([0.10, 0.10, 0.11, 0.09])
+    close = tradeoff.separation(by, "maxnn 12.5%", "random 12.5%", ax)
+    assert "not separable from random 12.5%" in close
+    d = np.array([0.01, 0.02, 0.01, 0.02]) - np.array([0.10, 0.10, 0.11, 0.09])     # maxnn − random, 25 %
+    far = tradeoff.separation(by, "maxnn 25%", "random 25%", ax)
+    assert f"{100 * d.mean():+.3g} points" in far and "maxnn 25% damages less than random 25%" in far
+    assert d.mean() / (d.std(ddof=1) / 2) < -2.35            # the planted gap is beyond the 95 % one-sided t bound

@@ -87,7 +87,8 @@ def test_trace_events_are_valid(compared):
         spans.sort()
         assert all(a_end <= b_start + 1e-9 for (_, a_end), (b_start, _) in zip(spans, spans[1:]))
     kinds = {e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "process_name"}
-    assert kinds == {"analog tiles", "local digital units", "SIMD cores", "NoC links", "DRAM"}
+    assert kinds == {"analog tiles", "local digital units", "SIMD cores", "NoC links", "DRAM",
+                     "micro-batches (stages, critical path)"}
 
 
 def _spec(tmp_path: Path, chip: Path, model: Path, overrides: str) -> Path:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from arch import list_presets
-from arch.safeio import write_text
+from arch.safeio import write_json, write_text
 
 from ..placement import POLICIES
 from .common import FMT, add_memory_arg, check_checkpoint_memory, fmt_table, parse_overrides, precision_overrides
@@ -38,16 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tokenizer", metavar="bytes|FILE",
                    help="tokenise a text --eval file and the --tasks texts: 'bytes' (byte-level ids 0-255) or a "
                         "tokenizer.json (default for --tasks: the checkpoint's tokenizer.json, else bytes)")
-    p.add_argument("--tasks", metavar="T1,T2",
-                   help="lm-eval tasks, comma-separated (hellaswag,arc_easy,piqa,winogrande,mmlu, or local ones "
-                        "with --include-path); log-likelihood tasks only")
-    p.add_argument("--include-path", metavar="DIR", help="folder of extra lm-eval task YAMLs (local tasks)")
-    p.add_argument("--limit", type=float, metavar="N",
-                   help="lm-eval examples per task: a count, or a share when below 1 (default: all)")
-    p.add_argument("--num-fewshot", type=int, metavar="N", help="lm-eval few-shot examples per prompt (count; default: the task's)")
-    p.add_argument("--chunk-tokens", type=int, metavar="N",
-                   help="--tasks: tokens per forward call (rows x longest row); the noise draws depend on it, so keep "
-                        "it fixed when comparing runs (default: 2048)")
+    add_task_args(p)
     p.add_argument("--seq-len", type=int, metavar="N",
                    help="tokens per sequence fed to the model (text: window length; ids: cut to N + 1) "
                         "(default: the file's length)")
@@ -78,6 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="array backend: numpy, or torch on cpu/cuda (needs torch)")
     p.add_argument("--batch-sequences", type=int, default=8, metavar="N",
                    help="sequences processed together (bounds activation memory)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="--eval: split the noise seeds over N worker processes (count; each holds its own copy of the "
+                        "weights of one layer at a time and repeats the clean pass; the numbers are the same as with 1)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_memory_arg(p)
@@ -136,8 +129,6 @@ def _shared_accuracy_options() -> list[tuple[tuple[str, ...], dict]]:
 
 
 def run_sensitivity(args: argparse.Namespace) -> int:
-    import json
-
     from arch import load_chip
     from workloads.checkpoints.stats import compute_stats
     from workloads.evaldata import load_eval
@@ -156,7 +147,7 @@ def run_sensitivity(args: argparse.Namespace) -> int:
                      seed=args.seed, device=args.device, max_tokens=args.max_tokens, progress=not args.quiet)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_text(out / "sensitivity.json", json.dumps(result, indent=2) + "\n")
+    write_json(out / "sensitivity.json", result, indent=2)
     write_csv(result, out / "sensitivity.csv")
     plot_sensitivity(result, out / "sensitivity.png")
     names = list(result["spearman"])
@@ -179,28 +170,15 @@ def run(args: argparse.Namespace) -> int:
     from workloads.traces.synthetic import SyntheticSpec, synthesize
 
     from ..functional.architecture import read_architecture
-    from ..functional.evaluate import evaluate, requests, write_accuracy
+    from ..functional.evaluate import accuracy_meta, evaluate, requests, write_accuracy
 
     for name, value, lo in (("--noise-seeds", args.noise_seeds, 1), ("--batch-sequences", args.batch_sequences, 1),
-                            ("--chunk-tokens", args.chunk_tokens or 1, 1)):
+                            ("--jobs", args.jobs, 1)):
         if value < lo:
             raise HetmoeError(f"{name} {value}: allowed >= {lo}")
-    tasks = [t.strip() for t in (args.tasks or "").split(",") if t.strip()]
+    tasks, tm = check_task_args(args)
     if not args.eval and not tasks:
         raise HetmoeError("give --eval FILE (perplexity on token ids), --tasks T1,T2 (lm-eval benchmark tasks) or both")
-    if args.limit is not None and args.limit <= 0:
-        raise HetmoeError(f"--limit {args.limit:g}: allowed > 0")
-    tm = None
-    if tasks:
-        require_lmeval("--tasks")
-        import logging
-
-        from ..functional.lmeval import check_tasks, task_manager
-
-        logging.getLogger("lm_eval").setLevel(logging.ERROR if args.quiet else logging.WARNING)
-
-        tm = task_manager(tasks, args.include_path)      # unknown and generation tasks: refused before any pass
-        check_tasks(tasks, tm)
     policies = args.policy or DEFAULT_POLICIES
     for name in policies:
         if name not in POLICIES:
@@ -211,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
             raise HetmoeError(f"--fraction {f} outside [0, 1]")
     chip = load_chip(args.hw, precision_overrides(args))
     arch = read_architecture(args.checkpoint)
-    check_checkpoint_memory(args)
+    check_checkpoint_memory(args, min(args.jobs, args.noise_seeds) if args.eval else 1)
     data = (load_eval(args.eval, arch.shape.vocab_size, tokenizer=args.tokenizer, seq_len=args.seq_len,
                       max_sequences=args.max_sequences) if args.eval else None)
     stats = compute_stats(args.checkpoint, arch.shape, progress=not args.quiet)
@@ -226,14 +204,12 @@ def run(args: argparse.Namespace) -> int:
                           noise_seeds=args.noise_seeds, seed=args.seed, score=args.score, scope=args.scope,
                           placement_file=args.placement_file,
                           device=args.device, batch_sequences=args.batch_sequences, progress=not args.quiet,
-                          routes_dir=out / "routes")
+                          routes_dir=out / "routes", jobs=args.jobs)
     else:
-        result = {"kind": "accuracy", "checkpoint": str(args.checkpoint), "family": arch.family,
-                  "model": arch.shape.summary(), "hw": chip.name, "hw_source": chip.source,
-                  "noise": asdict(chip.analog.noise), "seed": args.seed, "noise_seeds": args.noise_seeds,
-                  "device": args.device, "digital_weight_bits": chip.precision.digital_weight_bits}
+        result = accuracy_meta(arch, args.checkpoint, chip, args.seed, args.noise_seeds, args.device,
+                               chip.precision.digital_weight_bits)
     if tasks:
-        result["tasks"] = _run_tasks(args, tasks, tm, chip, wanted, stats, trace)
+        result["tasks"] = run_tasks(args, tasks, tm, chip, wanted, stats, trace)
     print(f"{arch.family} checkpoint {args.checkpoint} on {chip.name}: {args.noise_seeds} noise seeds"
           + (f"; {data.sequences} sequences, {data.predicted_tokens} predicted tokens" if data is not None else ""))
     written = []
@@ -253,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
                          "top-1 agree", "routes changed"], rows))
     else:
         out.mkdir(parents=True, exist_ok=True)
-        write_text(out / "accuracy.json", json.dumps(result, indent=2, allow_nan=False) + "\n")
+        write_json(out / "accuracy.json", result, why={}, indent=2)
         written.append(str(out / "accuracy.json"))
     if tasks:
         print(_tasks_table(result["tasks"]))
@@ -263,6 +239,47 @@ def run(args: argparse.Namespace) -> int:
               f"--trace FILE)") if data is not None else ""
     print(f"wrote {', '.join(written)}{routes}")
     return 0
+
+
+def add_task_args(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """The lm-eval options shared by ``hetmoe accuracy`` and ``hetmoe compare``."""
+    p.add_argument("--tasks", metavar="T1,T2",
+                   help="lm-eval tasks, comma-separated (hellaswag,arc_easy,piqa,winogrande,mmlu, or local ones "
+                        "with --include-path); log-likelihood tasks only")
+    p.add_argument("--include-path", metavar="DIR", help="folder of extra lm-eval task YAMLs (local tasks)")
+    p.add_argument("--limit", type=float, metavar="N",
+                   help="lm-eval examples per task: a count, or a share when below 1 (default: all)")
+    p.add_argument("--num-fewshot", type=int, metavar="N",
+                   help="lm-eval few-shot examples per prompt (count; default: the task's)")
+    p.add_argument("--chunk-tokens", type=int, metavar="N",
+                   help="--tasks: tokens per forward call (rows x longest row); the noise draws depend on it, so keep "
+                        "it fixed when comparing runs (default: 2048)")
+
+
+def check_task_args(args: argparse.Namespace) -> tuple[list[str], Any]:
+    """The task list and lm-eval's task manager, every task checked (known, log-likelihood) before any pass."""
+    from arch.errors import HetmoeError
+
+    tasks = [t.strip() for t in (args.tasks or "").split(",") if t.strip()]
+    if args.limit is not None and not args.limit > 0:
+        raise HetmoeError(f"--limit {args.limit:g}: allowed > 0")
+    if args.num_fewshot is not None and args.num_fewshot < 0:
+        raise HetmoeError(f"--num-fewshot {args.num_fewshot}: allowed >= 0")
+    if args.chunk_tokens is not None and args.chunk_tokens < 1:
+        raise HetmoeError(f"--chunk-tokens {args.chunk_tokens}: allowed >= 1")
+    if not tasks:
+        if args.tasks is not None:
+            raise HetmoeError(f"--tasks {args.tasks!r}: name at least one task")
+        return [], None
+    require_lmeval("--tasks")
+    import logging
+
+    from ..functional.lmeval import check_tasks, task_manager
+
+    logging.getLogger("lm_eval").setLevel(logging.ERROR if args.quiet else logging.WARNING)
+    tm = task_manager(tasks, args.include_path)      # unknown and generation tasks: refused before any pass
+    check_tasks(tasks, tm)
+    return tasks, tm
 
 
 LMEVAL_MISSING = "needs lm-eval, an optional extra: pip install 'hetmoe[lmeval]'"
@@ -278,7 +295,7 @@ def require_lmeval(what: str) -> None:
         raise HetmoeError(f"{what} {LMEVAL_MISSING}")
 
 
-def _run_tasks(args: argparse.Namespace, tasks: list[str], tm, chip, wanted: list, stats, trace) -> dict:
+def run_tasks(args: argparse.Namespace, tasks: list[str], tm, chip, wanted: list, stats, trace) -> dict:
     """Every placement x noise seed (and all-digital, the reference of the paired differences) through lm-eval."""
     from ..functional.evaluate import PlacementRequest
     from ..functional.lmeval import DEFAULT_CHUNK_TOKENS, HetmoeModel, evaluate_tasks, finite
@@ -287,8 +304,8 @@ def _run_tasks(args: argparse.Namespace, tasks: list[str], tm, chip, wanted: lis
     if ref is None:
         wanted, ref = [PlacementRequest("all-digital", 0.0)] + list(wanted), 0
     model = HetmoeModel(args.checkpoint, chip, wanted, list(range(args.noise_seeds)), seed=args.seed, score=args.score,
-                        scope=args.scope, placement_file=args.placement_file, device=args.device,
-                        batch_sequences=args.batch_sequences, chunk_tokens=args.chunk_tokens or DEFAULT_CHUNK_TOKENS,
+                        scope=args.scope, placement_file=getattr(args, "placement_file", None), device=args.device,
+                        batch_sequences=getattr(args, "batch_sequences", 8), chunk_tokens=args.chunk_tokens or DEFAULT_CHUNK_TOKENS,
                         tokenizer=args.tokenizer, progress=not args.quiet, stats=stats, routes=trace)
     limit = None if args.limit is None else (int(args.limit) if args.limit >= 1 else args.limit)
     return finite(evaluate_tasks(model, tasks, include_path=args.include_path, limit=limit,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -75,7 +74,9 @@ def synthetic_spec(args: argparse.Namespace) -> SyntheticSpec:
 
 
 def print_json(data: object) -> None:
-    json.dump(data, sys.stdout, indent=2, sort_keys=False, default=str)
+    from arch.safeio import dumps_json
+
+    sys.stdout.write(dumps_json(data, why={}, indent=2, sort_keys=False, default=str))
     sys.stdout.write("\n")
 
 
@@ -91,7 +92,10 @@ def add_scoring_args(p: argparse.ArgumentParser, *, seed_help: str) -> None:
     p.add_argument("--checkpoint", metavar="DIR",
                    help="safetensors checkpoint for MaxNNScore (default: seeded synthetic scores, labelled)")
     p.add_argument("--seed", type=int, default=0, help=seed_help)
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress output: no bar on a terminal, no progress line (one every ~10 s, "
+                        "HETMOE_PROGRESS_INTERVAL_S seconds) when standard error is not one, no time and size "
+                        "estimate")
 
 
 def add_common_run_args(p: argparse.ArgumentParser, *, default_tokens: int, multi_hw: bool = False) -> None:
@@ -126,6 +130,19 @@ def add_common_run_args(p: argparse.ArgumentParser, *, default_tokens: int, mult
 WEIGHT_MACS = {4: "int4", 8: "int8", 16: "fp16"}
 
 
+def add_utilisation_arg(p: argparse.ArgumentParser) -> None:
+    from ..estimate import SUMMARY_ABOVE
+
+    p.add_argument("--utilisation", choices=("full", "summary", "none"), metavar="full|summary|none",
+                   help="per-resource utilisation kept per run: full = one row per tile, local digital unit, SIMD "
+                        "core, DRAM channel and NoC link in utilisation.csv (~60-90 bytes each) plus the per-node "
+                        "tile means of the heat map in result.json; summary = one row per resource kind (count, "
+                        "idle count, mean, min, p50, p90, p99, max; fractions 0..1), ~1 KB; none = no "
+                        "utilisation.csv (result.json keeps the per-kind means, maxima and the bottleneck) (default: "
+                        f"summary on chips of more than {SUMMARY_ABOVE:,} resources, full below; the expected wall "
+                        "time and output are said before a run when above 1 min or 100 MB)")
+
+
 def add_memory_arg(p: argparse.ArgumentParser) -> None:
     from ..resources import DEFAULT_SHARE, physical_memory_bytes
 
@@ -135,8 +152,9 @@ def add_memory_arg(p: argparse.ArgumentParser) -> None:
                         f"{DEFAULT_SHARE * physical_memory_bytes() / 2**30:,.1f} GiB)")
 
 
-def check_checkpoint_memory(args: argparse.Namespace) -> None:
-    """Refuse a forward pass over ``args.checkpoint`` whose float32 weights would not fit in the limit."""
+def check_checkpoint_memory(args: argparse.Namespace, copies: int = 1) -> None:
+    """Refuse a forward pass over ``args.checkpoint`` whose float32 weights, held by ``copies`` processes,
+    would not fit in the limit."""
     import math
 
     from workloads.checkpoints.tensors import index_checkpoint
@@ -144,7 +162,8 @@ def check_checkpoint_memory(args: argparse.Namespace) -> None:
     from ..resources import check_forward
 
     refs = index_checkpoint(Path(args.checkpoint))
-    check_forward(memory_limit(args), 4 * sum(math.prod(r.shape) for r in refs.values()), str(args.checkpoint))
+    check_forward(memory_limit(args), 4 * copies * sum(math.prod(r.shape) for r in refs.values()),
+                  str(args.checkpoint) + (f" in {copies} worker processes" if copies > 1 else ""))
 
 
 def memory_limit(args: argparse.Namespace):
@@ -183,10 +202,13 @@ def run_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     batch = args.batch if args.batch is not None else (64 if args.mode == "prefill" else 32)
     trace = synthetic_spec(args) if args.trace == "synthetic" else args.trace
     model = args.model or (str(Path(args.checkpoint)) if args.checkpoint else "olmoe-1b-7b")
-    return dict(hw=args.hw, model=model, trace=trace, mode=args.mode, batch=batch, seed=args.seed,
-                context_tokens=args.context_tokens, max_inflight=args.max_inflight, fill=args.fill,
-                checkpoint=args.checkpoint, score=args.score, scope=args.scope,
-                hw_overrides=precision_overrides(args))
+    kw = dict(hw=args.hw, model=model, trace=trace, mode=args.mode, batch=batch, seed=args.seed,
+              context_tokens=args.context_tokens, max_inflight=args.max_inflight, fill=args.fill,
+              checkpoint=args.checkpoint, score=args.score, scope=args.scope,
+              hw_overrides=precision_overrides(args))
+    if getattr(args, "utilisation", None):       # only when given: a point's id and inputs key stay as before
+        kw["utilisation"] = args.utilisation
+    return kw
 
 
 def fmt_table(header: list[str], rows: list[list[str]]) -> str:
@@ -352,8 +374,8 @@ def run_serving(args: argparse.Namespace, chips: list[str], policies: list[str],
     total = len(designs) * (1 + args.max_rates) if searching else len(designs) * len(rates)
     bar = None
     if not args.quiet:
-        from tqdm import tqdm
-        bar = tqdm(total=total, desc="serving runs", unit="run", leave=False)
+        from ..progress import progress
+        bar = progress(total, "serving", "runs")
     executor, client = make_executor(args.jobs, args.scheduler)
     try:
         if searching:

@@ -13,7 +13,8 @@ from workloads.checkpoints.stats import VARIANTS
 from workloads.traces.format import save_npz
 
 from .common import (FMT, RESUME_NOTE, add_budget_arg, add_common_run_args, add_memory_arg, add_serving_args,
-                     baseline_point, check_budget, memory_limit, run_kwargs, run_serving)
+                     add_utilisation_arg, baseline_point, check_budget, memory_limit, run_kwargs, run_serving)
+from .accuracy import add_task_args, check_task_args, run_tasks
 from .hw import warn_reticle
 
 SWEEP_FRACTIONS = (0.0, 0.125, 0.25, 0.5, 0.75, 1.0)
@@ -34,13 +35,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also run all-digital on this digital-only system (a100-gpu, edge-npu or a YAML) and show "
                         "it as its own row and point; a system with analog tiles is refused; none: no baseline")
     p.add_argument("--out", default="reports/compare", metavar="DIR", help="output folder")
-    p.add_argument("--jobs", type=int, default=2, help="local worker processes")
+    p.add_argument("--jobs", type=int, default=2, help="local worker processes (count): cost runs, and with --eval the noise seeds of the accuracy pass")
+    add_utilisation_arg(p)
     p.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="run on a Dask distributed cluster")
     p.add_argument("--all-scores", action="store_true",
                    help="also run maxnn at 12.5%% and 25%% under every other MaxNNScore variant "
                         "(labelled maxnn[VARIANT])")
     p.add_argument("--trace-events", metavar="FILE",
-                   help="also write a Chrome trace-event JSON of the maxnn 12.5%% run (keep --tokens small)")
+                   help="also write a Chrome trace-event JSON of the maxnn 12.5%% run (see hetmoe run --help)")
+    p.add_argument("--trace-window", metavar="N|START:END",
+                   help="--trace-events: the first N micro-batches, or START to END microseconds of simulated time")
     add_budget_arg(p)
     g = p.add_argument_group("serving under load (see hetmoe serve --help for every option)")
     g.add_argument("--slo-ttft-ms", type=float, metavar="MS",
@@ -50,7 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "iterations), and report tokens/s/W there")
     g.add_argument("--slo-tpot-ms", type=float, metavar="MS", help="the same for p99 time per output token (ms)")
     g.add_argument("--max-rates", type=int, default=8, metavar="N", help="rates tried per design in the SLO search (count)")
-    a = p.add_argument_group("accuracy (needs --checkpoint; see hetmoe accuracy --help)")
+    a = p.add_argument_group("accuracy (needs --checkpoint; see hetmoe accuracy --help): --eval for perplexity, "
+                             "--tasks for lm-eval benchmark accuracy, or both")
     a.add_argument("--eval", metavar="FILE",
                    help="evaluation token ids (.npy/.npz/JSONL, or text with --tokenizer): measure every "
                         "placement's accuracy with the noise model of --hw and put it beside its cost")
@@ -58,8 +63,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--seq-len", type=int, metavar="N", help="tokens per evaluation sequence (default: the file's)")
     a.add_argument("--max-sequences", type=int, metavar="N", help="evaluate N sequences spread evenly over the file (rows floor(i x S / N))")
     a.add_argument("--noise-seeds", type=int, default=3, metavar="N", help="noise seeds per placement (count)")
-    a.add_argument("--max-loss", type=float, default=1.0, metavar="PERCENT",
-                   help="accuracy budget for the report's answer: relative perplexity increase (%%)")
+    add_task_args(a)
+    a.add_argument("--accuracy-axis", choices=("perplexity", "tasks"),
+                   help="what the report's accuracy axis, budget and Pareto front use when both --eval and --tasks "
+                        "are given (default: tasks when --tasks is given, else perplexity)")
+    a.add_argument("--max-loss", type=float, default=1.0, metavar="PERCENT|POINTS",
+                   help="accuracy budget for the report's answer: relative perplexity increase (%%), or on the "
+                        "tasks axis the drop of the mean task accuracy from the clean model (accuracy points)")
     a.add_argument("--device", choices=("numpy", "cpu", "cuda"), default="numpy",
                    help="array backend of the forward pass")
     a.add_argument("--noisy-routing", action="store_true",
@@ -82,16 +92,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "real MaxNNScores), context_tokens, fill, eval (evaluation token ids: measure each point's "
                     "accuracy with its chip's noise model; needs checkpoint), noise_seeds (noise seeds per "
                     "accuracy point, count, default 3), area_budget_mm2 (mm^2; marks designs over it in the "
-                    "tables and plots). Every output names each point by its placement and every swept value "
+                    "tables and plots), utilisation (full, summary or none: the per-resource utilisation each run "
+                    "keeps, as --utilisation). Every output names each point by its placement and every swept value "
                     "(summary.csv: a column per hw_overrides key and for the mode; plots: one panel per mode or "
                     "trace, a colour per swept hardware design, lines only across digital fractions). Finished "
-                    "points are skipped when re-run into the same folder; a failed point is reported and the "
-                    "others go on. Writes OUT/report.md, summary.csv, results.json and the plots.")
+                    "points are skipped when re-run into the same folder if their inputs (chip after overrides, "
+                    "trace and checkpoint contents, options) are unchanged, and computed again otherwise; one "
+                    "command at a time writes a folder; a failed point is reported and the others go on. Writes OUT/report.md, summary.csv, results.json and the plots.")
     sw.add_argument("spec", metavar="SPEC.yaml")
     sw.add_argument("--out", default="reports/sweep", metavar="DIR", help="output folder")
     sw.add_argument("--jobs", type=int, default=2, help="local worker processes")
     sw.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="run on a Dask distributed cluster")
-    sw.add_argument("--quiet", action="store_true", help="no progress bar")
+    sw.add_argument("--quiet", action="store_true",
+                    help="no progress output (a bar on a terminal, else a line every ~10 s) and no time and size "
+                         "estimate")
+    add_utilisation_arg(sw)
     add_memory_arg(sw)
     sw.set_defaults(handler=run_sweep, interrupt_note=RESUME_NOTE)
 
@@ -108,29 +123,47 @@ def compare_points(base: dict, all_scores: bool = False) -> list[dict]:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    if args.slo_ttft_ms is not None or args.slo_tpot_ms is not None:
-        return _serve_compare(args)
+    from ..outlock import lock_folder
+
+    with lock_folder(args.out) as lock:       # one command at a time writes this folder (sim.outlock)
+        if args.slo_ttft_ms is not None or args.slo_tpot_ms is not None:
+            return _serve_compare(args)
+        return _run_compare(args, lock)
+
+
+def _run_compare(args: argparse.Namespace, lock) -> int:
     from ..api import resolve_inputs
     from ..report.figures import draw_all
     from ..report.markdown import write_report
-    from ..sweep import collect, run_points, status_lines, write_tables
+    from ..sweep import check_written, collect, reuse_line, run_points, status_lines, write_tables
 
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     chips = args.hw or ["aimc-3d-moe"]
     args.hw = chips[0]
     kw = run_kwargs(args)
     # resolve once (validates everything before any worker starts) and share the trace as a file
-    if args.eval and not args.checkpoint:
-        raise HetmoeError("--eval needs --checkpoint DIR (the model whose accuracy is measured)")
-    if args.eval and len(chips) > 1:
-        raise HetmoeError("--eval measures accuracy with one chip's noise model: give one --hw with --eval")
+    measure = bool(args.eval or args.tasks is not None)
+    what = "--eval" if args.eval else "--tasks"
+    if measure and not args.checkpoint:
+        raise HetmoeError(f"{what} needs --checkpoint DIR (the model whose accuracy is measured)")
+    if measure and len(chips) > 1:
+        raise HetmoeError(f"{what} measures accuracy with one chip's noise model: give one --hw with {what}")
+    if args.accuracy_axis and not (args.eval and args.tasks):
+        raise HetmoeError("--accuracy-axis chooses between --eval and --tasks: give both, or leave it out")
+    tasks, tm = check_task_args(args) if measure else ([], None)
+    if args.trace_window and not args.trace_events:
+        raise HetmoeError("--trace-window needs --trace-events FILE")
+    if args.trace_events:
+        from ..report.timeline import Window
+        Window.parse(args.trace_window)         # refused before any run
     chip, model, trace, stats = resolve_inputs(kw["hw"], kw["model"], kw["trace"], seed=args.seed, fill=args.fill,
                                                checkpoint=args.checkpoint, hw_overrides=kw["hw_overrides"],
                                                memory=memory_limit(args), processes=max(1, args.jobs))
     warn_reticle(chip)
     for other in chips[1:]:
         warn_reticle(load_chip(other, kw["hw_overrides"]))     # validate every chip before any run starts
+    # the trace of this command, read by every point; the folder is locked, and each point's result keeps the
+    # key of the trace content it was computed from (sim.inputs_key): one computed from another trace is redone
     trace_file = out / "trace.npz"
     save_npz(trace, trace_file)
     kw["trace"] = str(trace_file)
@@ -147,14 +180,17 @@ def run_compare(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr)
     if args.noisy_routing and not args.eval:
         raise HetmoeError("--noisy-routing needs --checkpoint and --eval (the routes come from the noisy forward pass)")
-    if args.eval:
-        routes = _measure_accuracy(args, chip, trace, stats, points, out)
+    if measure:
+        routes = _measure_accuracy(args, chip, trace, stats, points, out, tasks, tm)
         if args.noisy_routing:
             for p in points:
                 p["placement_trace"] = str(trace_file)
                 p["trace"] = str(out / routes[_label(p)])
+    if not args.quiet:
+        _say_plan(points, model, trace, args.jobs)
     statuses = run_points(points, out, jobs=args.jobs, scheduler=args.scheduler, quiet=args.quiet)
     runs = [r for r in collect(out) if r["folder"] in {s["id"] for s in statuses if s["ok"]}]
+    check_written(statuses, runs, out, lock)
     if not runs:
         raise HetmoeError("every run failed:\n" + "\n".join(status_lines(statuses)))
     _apply_budget(out, runs, args.area_budget_mm2, keep_saved=False)
@@ -164,12 +200,63 @@ def run_compare(args: argparse.Namespace) -> int:
     report = write_report(runs, out, command=command, failures=excluded + status_lines(statuses))
     if args.trace_events:
         from ..api import simulate
-        simulate(policy="maxnn", fraction=0.125, trace_events=args.trace_events, **kw)
+        simulate(policy="maxnn", fraction=0.125, trace_events=args.trace_events, trace_window=args.trace_window, **kw)
     for line in status_lines(statuses):
         print(line, file=sys.stderr)
     _print_table(runs)
+    _say_corrections(runs)
+    said = reuse_line(statuses, out)
+    if said:
+        print(said)
     print(f"wrote {report} with plots, results.json and summary.csv")
     return 0 if all(s["ok"] for s in statuses) else 1
+
+
+def _say_plan(points: list[dict], model, trace, jobs: int) -> None:
+    """One line on standard error with the expected wall time and output of the points, when large
+    (:func:`sim.estimate.plan_line`); ``model`` and ``trace`` (None: from each point's synthetic spec) size them."""
+    from .. import estimate
+
+    chips: dict[str, object] = {}
+    runs = []
+    for p in points:
+        key = f"{p['hw']}|{p.get('hw_overrides')}"
+        chip = chips.get(key)
+        if chip is None:
+            chip = chips[key] = load_chip(p["hw"], p.get("hw_overrides") or None)
+        shape = model
+        if shape is None:
+            from workloads.shapes import load_model
+            shape = load_model(p.get("model") or "olmoe-1b-7b")
+        spec = p.get("trace") if isinstance(p.get("trace"), dict) else {}
+        tokens = trace.tokens if trace is not None else spec.get("tokens")
+        requests = (int(trace.request.max()) + 1) if trace is not None else int(spec.get("requests", 8))
+        seconds = None
+        if tokens:
+            n_mb = estimate.micro_batches(int(tokens), int(p.get("batch") or 64), p.get("mode", "prefill"), requests)
+            seconds = estimate.run_seconds(chip, shape.num_layers, n_mb)
+        runs.append({"chip": chip, "detail": estimate.resolve_detail(chip, p.get("utilisation")), "seconds": seconds})
+    line = estimate.plan_line(runs, jobs=jobs, collected=True)
+    if line:
+        print(line, file=sys.stderr)
+
+
+def _say_corrections(runs: list[dict]) -> None:
+    """Each quiet correction of the runs (warm-up rows dropped, layers filled, calendar gaps closed), once."""
+    from ..result import gap_correction, trace_corrections
+
+    seen: dict[str, None] = {}
+    for r in runs:
+        for line in trace_corrections(r):
+            seen.setdefault(line)
+    closed = [int((r.get("engine") or {}).get("calendar_gaps_closed") or 0) for r in runs]
+    bookings = [int((r.get("engine") or {}).get("bookings") or 0) for r in runs]
+    if any(closed):
+        worst = max(range(len(runs)), key=lambda i: closed[i] / max(1, bookings[i]))
+        seen.setdefault(gap_correction(sum(closed), sum(bookings), runs=(sum(1 for c in closed if c), len(runs)),
+                                       worst=(closed[worst], bookings[worst])))
+    for line in seen:
+        print(f"hetmoe: note: {line}", file=sys.stderr)
 
 
 def _fitting(points: list[dict], kw: dict, model, trace, stats) -> tuple[list[dict], list[str]]:
@@ -196,26 +283,36 @@ def _fitting(points: list[dict], kw: dict, model, trace, stats) -> tuple[list[di
     return kept, lines
 
 
-def _measure_accuracy(args: argparse.Namespace, chip, trace, stats, points: list[dict], out: Path) -> dict:
-    """The accuracy of every compared placement, written to OUT/accuracy.json before the cost runs."""
+def _measure_accuracy(args: argparse.Namespace, chip, trace, stats, points: list[dict], out: Path,
+                      tasks: list[str], tm) -> dict:
+    """The accuracy of every compared placement (perplexity on --eval, lm-eval --tasks, or both), written to
+    OUT/accuracy.json before the cost runs; the routes files of the --eval pass (empty without --eval)."""
     from workloads.evaldata import load_eval
 
     from ..functional.architecture import read_architecture
-    from ..functional.evaluate import PlacementRequest, evaluate, write_accuracy
+    from ..functional.evaluate import PlacementRequest, accuracy_meta, evaluate, write_accuracy
 
     if args.noise_seeds < 1:
         raise HetmoeError(f"--noise-seeds {args.noise_seeds}: allowed >= 1")
     if not 0 <= args.max_loss:
-        raise HetmoeError(f"--max-loss {args.max_loss}: allowed >= 0 (percent)")
+        raise HetmoeError(f"--max-loss {args.max_loss}: allowed >= 0 (percent or accuracy points)")
     arch = read_architecture(args.checkpoint)
-    data = load_eval(args.eval, arch.shape.vocab_size, tokenizer=args.tokenizer, seq_len=args.seq_len,
-                     max_sequences=args.max_sequences)
     wanted = list({PlacementRequest(p["policy"], p["fraction"], p.get("score")): None for p in points
                    if p.get("role") != "baseline"})     # the baseline runs all-digital: no analog noise to measure
-    result = evaluate(arch, args.checkpoint, data, chip, wanted, stats, trace, noise_seeds=args.noise_seeds,
-                      seed=args.seed, score=args.score, scope=args.scope, device=args.device,
-                      progress=not args.quiet, routes_dir=out / "routes")
+    if args.eval:
+        data = load_eval(args.eval, arch.shape.vocab_size, tokenizer=args.tokenizer, seq_len=args.seq_len,
+                         max_sequences=args.max_sequences)
+        result = evaluate(arch, args.checkpoint, data, chip, wanted, stats, trace, noise_seeds=args.noise_seeds,
+                          seed=args.seed, score=args.score, scope=args.scope, device=args.device,
+                          progress=not args.quiet, routes_dir=out / "routes", jobs=args.jobs)
+    else:
+        result = {**accuracy_meta(arch, args.checkpoint, chip, args.seed, args.noise_seeds, args.device,
+                                  chip.precision.digital_weight_bits), "placements": [], "routes_files": {}}
+    if tasks:
+        result["tasks"] = run_tasks(args, tasks, tm, chip, wanted, stats, trace)
+    result["accuracy_axis"] = args.accuracy_axis or ("tasks" if tasks else "perplexity")
     result["max_loss_rel_perplexity"] = args.max_loss / 100
+    result["max_loss_task_points"] = args.max_loss
     result["noisy_routing"] = bool(args.noisy_routing)
     write_accuracy(result, out)
     return result["routes_files"]
@@ -289,6 +386,15 @@ def _sig(x: float) -> str:
 
 
 def run_plot(args: argparse.Namespace) -> int:
+    from ..outlock import lock_folder
+
+    if not Path(args.results).is_dir():
+        raise HetmoeError(f"{args.results}: no such folder (a folder written by compare or sweep)")
+    with lock_folder(args.results):           # not while a compare or sweep writes the folder
+        return _run_plot(args)
+
+
+def _run_plot(args: argparse.Namespace) -> int:
     from ..report.figures import draw_all
     from ..report.markdown import write_report
     from ..sweep import collect
@@ -316,23 +422,44 @@ def _check_sweep_memory(points: list[dict], limit, jobs: int) -> None:
 
 
 def run_sweep(args: argparse.Namespace) -> int:
+    from ..outlock import lock_folder
+
+    points = _load_sweep(args)
+    with lock_folder(args.out) as lock:       # one command at a time writes this folder (sim.outlock)
+        return _run_sweep(args, points, lock)
+
+
+def _load_sweep(args: argparse.Namespace) -> list[dict]:
+    from ..sweep import load_sweep_spec
+
+    points = load_sweep_spec(args.spec)
+    _check_sweep_memory(points, memory_limit(args), args.jobs)
+    return points
+
+
+def _run_sweep(args: argparse.Namespace, points: list[dict], lock) -> int:
     from ..report.figures import draw_all
     from ..sweep import (
+        check_written,
         collect,
-        load_sweep_spec,
+        reuse_line,
         run_points,
         status_lines,
         sweep_options,
         write_tables,
     )
 
-    points = load_sweep_spec(args.spec)
     options = sweep_options(args.spec)
-    _check_sweep_memory(points, memory_limit(args), args.jobs)
+    if args.utilisation:                       # the command line wins over the spec's utilisation key
+        points = [{**p, "utilisation": args.utilisation} for p in points]
+    if not args.quiet:
+        _say_plan(points, None, None, args.jobs)
     statuses = run_points(points, args.out, jobs=args.jobs, scheduler=args.scheduler, quiet=args.quiet)
     done = {s["id"] for s in statuses if s["ok"]}
     runs = [r for r in collect(args.out) if r["folder"] in done]
-    skipped = sum(1 for s in statuses if s.get("skipped"))
+    check_written(statuses, runs, args.out, lock)      # the folder deleted under the sweep: say so, exit 2
+    done = {r["folder"] for r in runs}                  # count what is written, not what was reported
+    skipped = sum(1 for s in statuses if s.get("skipped") and s["id"] in done)
     _apply_budget(Path(args.out), runs, options.get("area_budget_mm2"), keep_saved=False)
     if runs:
         from ..report.markdown import write_report
@@ -342,8 +469,12 @@ def run_sweep(args: argparse.Namespace) -> int:
         command = "hetmoe " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "hetmoe sweep"
         write_report(runs, args.out, command=command, failures=status_lines(statuses))
         _print_table(runs)
+        _say_corrections(runs)
     for line in status_lines(statuses):
         print(line, file=sys.stderr)
+    said = reuse_line(statuses, args.out)
+    if said:
+        print(said)
     print(f"{len(statuses)} points: {len(done) - skipped} run, {skipped} already done, "
           f"{len(statuses) - len(done)} failed; wrote {args.out}/report.md, summary.csv and plots")
     return 0 if len(done) == len(statuses) else 1

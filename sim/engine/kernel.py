@@ -89,13 +89,31 @@ LABELS = {L_NORM: "rmsnorm", L_RESIDUAL: "residual", L_ROUTER_SOFTMAX: "router s
 NORM_OPS, RESIDUAL_OPS, SOFTMAX_OPS, TOPK_OPS, SWIGLU_OPS, COMBINE_OPS, ADD_OPS = 4, 1, 3, 1, 5, 2, 1
 # small helpers the compiler inlines into their callers (a call that passes the state costs more than they do)
 PRUNE_AT = 32
-INLINE = ("ps", "cal_fit", "cal_book", "first_after", "first_after_end", "record", "take", "block_width", "dram_ns",
-          "vec", "ld_op")
+INLINE = ("ps", "sat_ps", "cal_fit", "cal_book", "first_after", "first_after_end", "record", "take", "block_width",
+          "dram_ns", "vec", "ld_op")
+
+
+# The clock's limits (arch.spec.SPAN_PS, OP_PS; checked equal in sim.engine.simulator): a run may simulate at most
+# 2^62 ps and one duration is at most 2^60 ps, so a time plus a few durations never wraps int64. A duration past
+# OP_PS (or NaN) saturates to it, and a booking that would end past SPAN_PS sets S[S_OVERFLOW]; the engine then
+# stops the run with one line (sim.engine.simulator.SpanError).
+SPAN_PS = np.int64(2 ** 62)
+OP_PS = np.int64(2 ** 60)
+OP_PS_F = float(2 ** 60)
+S_OVERFLOW = 10                # in the state's int64 scratch S (S[0:8] misc, S[8:10] prefetch, S[10] this)
 
 
 def ps(ns):
-    """Nanoseconds -> integer picoseconds, rounded half up."""
-    return np.int64(ns * 1000.0 + 0.5)
+    """Nanoseconds -> integer picoseconds, rounded half up (saturating at ``OP_PS``)."""
+    return sat_ps(ns * 1000.0 + 0.5)
+
+
+def sat_ps(x):
+    """A duration in ps (float, already rounded up by 0.5) as int64, ``OP_PS`` when it is larger or NaN (a float
+    past int64 has no integer value: converting it is undefined)."""
+    if x < OP_PS_F:
+        return np.int64(x)
+    return OP_PS
 
 
 # ---------------------------------------------------------------------------------------- calendars
@@ -122,6 +140,8 @@ def cal_book(cal, ivl, misc, r, s, d, now):
     :func:`cal_insert`. This part is inlined into its callers, so the common case costs no call."""
     if d <= 0:
         return
+    if s < 0 or d > SPAN_PS or s > SPAN_PS - d:
+        misc[S_OVERFLOW] = 1             # past the clock's span (or wrapped): the engine stops the run
     cal[r, 3] += d
     misc[0] += 1                         # bookings
     o, n = cal[r, 0], cal[r, 2]
@@ -210,11 +230,14 @@ def first_after_end(ivl, o, n, t):
 
 
 def record(rec, misc, r, s, e, label, aux):
+    """A timeline row: resource, start, end (ps), label, aux, and the micro-batch and layer the caller set
+    in ``misc[6]``, ``misc[7]`` before the stage (the Chrome trace's arguments)."""
     if rec.shape[0] == 0 or e <= s:
         return
     k = misc[2]
     if k < rec.shape[0]:
         rec[k, 0], rec[k, 1], rec[k, 2], rec[k, 3], rec[k, 4] = r, s, e, label, aux
+        rec[k, 5], rec[k, 6] = misc[6], misc[7]
     misc[2] = k + 1
 
 
@@ -273,7 +296,7 @@ def xfer(tb, st, src, dst, nbytes, ready, now, label, aux):
         if tb.F[tb.P[0].link_bw + S[p0 + j]] < bw:
             bw = tb.F[tb.P[0].link_bw + S[p0 + j]]
         e_bit += tb.F[tb.P[0].link_pj + S[p0 + j]]
-    ser = np.int64(nbytes * 8000.0 / bw + 0.5)
+    ser = sat_ps(nbytes * 8000.0 / bw + 0.5)
     t = ready
     while True:
         t0 = t
@@ -289,7 +312,7 @@ def xfer(tb, st, src, dst, nbytes, ready, now, label, aux):
     st.C[C_BITHOPS] += bits * h
     st.C[C_ROUTER_BITS] += bits * (h + 1)
     st.C[C_NOC_PJ] += bits * e_bit
-    return t + ser + np.int64(h * tb.P[0].router_ps + 0.5)
+    return t + ser + sat_ps(h * tb.P[0].router_ps + 0.5)
 
 
 # ---------------------------------------------------------------------------------------- digital

@@ -27,7 +27,8 @@ import numpy as np
 import simpy
 
 from arch import costs
-from arch.spec import ChipSpec
+from arch.errors import HetmoeError
+from arch.spec import OP_PS, SPAN_PS, SPAN_TEXT, ChipSpec
 from workloads.shapes import ATTENTION, DENSE, EXPERT, LM_HEAD, ROUTER, SHARED, ModelShape
 
 from . import kernel as K
@@ -69,6 +70,13 @@ def calendar_capacity(rows: dict[str, int], budget_bytes: int = CALENDAR_BUDGET_
     return cap
 
 
+assert (K.SPAN_PS, K.OP_PS) == (SPAN_PS, OP_PS), "sim.engine.kernel's clock limits must equal arch.spec's"
+
+
+class SpanError(HetmoeError):
+    """The simulated time would pass what the engine's int64 picosecond clock carries (arch.spec.SPAN_PS)."""
+
+
 def ps(ns: float) -> int:
     """Nanoseconds -> integer picoseconds (the engine's clock quantum), rounded half up."""
     return int(ns * 1000.0 + 0.5)
@@ -102,11 +110,18 @@ COUNTER_INDEX = {"adc_conversions": K.C_ADC, "dac_conversions": K.C_DAC, "array_
                  "routed_expert_weight_bytes_moved": K.C_EXP_WBYTES}
 
 
+REC_COLUMNS = 7      # resource, start ps, end ps, label, aux, micro-batch, layer (num_layers: the output head)
+# stage indices of Timeline.stages: 0 attention, 1 norm+router, 2 experts, 3 combine, 4 output head
+
+
 @dataclass
 class Timeline:
-    """Optional per-operation records for the Chrome trace: (resource, start_ps, end_ps, label)."""
+    """Optional per-operation records for the Chrome trace: (resource, start_ps, end_ps, label, micro-batch,
+    layer); and per micro-batch and layer the stage spans (micro-batch, layer, stage index (above),
+    start_ps, end_ps), each stage waiting for the one before it (the critical path of a micro-batch)."""
 
-    records: list[tuple[str, int, int, str]] = field(default_factory=list)
+    records: list[tuple[str, int, int, str, int, int]] = field(default_factory=list)
+    stages: list[tuple[int, int, int, int, int]] = field(default_factory=list)
     dropped: int = 0
 
 
@@ -129,7 +144,9 @@ SCRATCH_INT = "path mn_ready cbn_t out_t out_node disp_n disp_stamp disp_t agg_t
 # The kernel's tables: every integer table (2-D ones row-major) lives in the int64 array I and every float
 # table in the float64 array F; the field of the same name is that table's offset (few arrays cross each
 # call, which keeps calls cheap). Scratch space lives in the state: int64 S (S[0:8] misc: bookings, gaps
-# closed, records, queued output nodes, router done and experts done of the last FFN stage; S[8:10] the prefetch buffers' last ends; then o_<name>
+# closed, records, queued output nodes, router done and experts done of the last FFN stage, the micro-batch and the
+# layer a timeline row is booked for; S[8:10] the prefetch buffers' last ends; S[10] the clock-overflow flag
+# (kernel.S_OVERFLOW); then o_<name>
 # offsets) and float64 C (counters, then the GEMM cost buffer o_fbuf, then per-node bytes o_agg_b, then the bytes
 # each DRAM channel delivered o_dram_bytes, then the bits each NoC link carried o_link_bits).
 Tables = namedtuple("Tables", "I F P")     # P: one record holding every scalar and offset, by name
@@ -363,7 +380,7 @@ def build_tables(chip: ChipSpec, model: ModelShape, mapping: Mapping) -> tuple[t
     sizes = dict(path=max_hops + 1, mn_ready=int(np.diff(mn_ptr).max(initial=1)),
                  cbn_t=int(np.diff(cbn_ptr).max(initial=1)), out_t=3 * max_cb, out_node=3 * max_cb,
                  disp_n=groups, disp_stamp=groups, disp_t=groups, agg_t=N, agg_list=N)
-    at, o = 10, {}
+    at, o = K.S_OVERFLOW + 1, {}                 # S[0:10] misc and prefetch ends, S[10] the overflow flag
     for name in SCRATCH_INT:
         o[f"o_{name}"] = at
         at += sizes[name]
@@ -403,7 +420,7 @@ def build_state(chip: ChipSpec, mapping: Mapping, tb: tuple, sizes: dict, timeli
     cal[:, 0], cal[:, 1] = off, cap
     S = np.zeros(sizes["S"], np.int64)
     S[q.o_disp_stamp:q.o_disp_stamp + sizes["disp_stamp"]] = -1
-    return State(cal, np.zeros((total, 2), np.int64), np.zeros((1 << 16 if timeline else 0, 5), np.int64), S,
+    return State(cal, np.zeros((total, 2), np.int64), np.zeros((1 << 16 if timeline else 0, REC_COLUMNS), np.int64), S,
                  np.zeros(sizes["C"])), per_kind
 
 
@@ -423,6 +440,7 @@ class Engine:
         self.q = scalars(self.tb)
         self.st, self.calendar_capacity = build_state(chip, mapping, self.tb, sizes, timeline is not None)
         self.pl = Plan(plan.counts, plan.experts, plan.mb_start, plan.context_sum, plan.kv_prior)
+        self._check_slot_times()
         self.mb_start_ps = [0] * plan.n_mb
         self.mb_end_ps = [0] * plan.n_mb
         self.layer_visits = [0] * plan.n_mb
@@ -440,6 +458,29 @@ class Engine:
         compiled = kernels is not K
         self.tb = self.tb._replace(P=self.tb.P.view(np.ndarray) if compiled else self.tb.P.view(np.recarray))
         self._k = kernels
+
+    # ----------------------------------------------------------------------- the clock's span
+    def _check_slot_times(self) -> None:
+        """A tile booking lasts ``t_mvm + (n - 1) x II`` for ``n`` vectors (at most a micro-batch's tokens); the
+        longest must fit one operation of the clock (arch.spec.OP_PS), or the kernel's int64 sum would wrap."""
+        n = int(np.max(self.plan.mb_tokens, initial=1))
+        worst = 0
+        for am in self.map.analog.values():
+            if am.slot_mvm_ps.size:
+                worst = max(worst, int(am.slot_mvm_ps.max()) + (n - 1) * int(am.slot_ii_ps.max()))
+        if worst > OP_PS:
+            raise SpanError(f"one tile's work for a micro-batch of {n:,} tokens takes {worst / 1e12:.4g} s (MVM "
+                            "latency + (tokens - 1) x analog.tile.initiation_interval_ns); allowed: at most 2^60 ps "
+                            f"({OP_PS / 1e12 / 86400:.1f} days) per operation: {SPAN_TEXT}. Use a smaller --batch or "
+                            "faster analog times")
+
+    def _check_span(self, t: int, what: str, b: int) -> None:
+        """Refuse a stage whose end ``t`` (ps) or any booking passed the clock's span (:class:`SpanError`)."""
+        if self.st.S[K.S_OVERFLOW] or t < 0 or t >= SPAN_PS:
+            raise SpanError(f"the simulated time passes the engine's span in {what} of micro-batch {b} "
+                            f"(after {max(self.env.now, 0) / 1e12:.4g} s simulated): {SPAN_TEXT}. The hardware's "
+                            "times, bandwidths and clocks (e.g. memory.dram.bandwidth_gbps, digital.simd.clock_ghz, "
+                            "memory.dram.latency_ns) or --tokens make this run longer than that")
 
     # ----------------------------------------------------------------------- single operations
     # For tests and notebooks: one operation booked on this engine's calendars outside any stage
@@ -509,6 +550,12 @@ class Engine:
             return "simd"
         return f"dram ch{r - tb.r_dram0}"
 
+    def link_bandwidths_gbps(self) -> dict[str, float]:
+        """Each NoC link's bandwidth (Gbit/s), by its resource name."""
+        q = scalars(self.tb)
+        bw = self.tb.F[q.link_bw:q.link_bw + (q.r_simd - q.r_link0)]
+        return {self.resource_name(q.r_link0 + i): float(g) for i, g in enumerate(bw)}
+
     def label(self, code: int, aux: int) -> str:
         names = self.model.matrices
         if code >= 0:
@@ -524,15 +571,15 @@ class Engine:
         st, tl = self.st, self.timeline
         n = int(st.S[2])
         kept = min(n, st.rec.shape[0])
-        tl.records = [(self.resource_name(int(r)), int(s), int(e), self.label(int(lab), int(aux)))
-                      for r, s, e, lab, aux in st.rec[:kept]]
+        tl.records = [(self.resource_name(int(r)), int(s), int(e), self.label(int(lab), int(aux)), int(b), int(layer))
+                      for r, s, e, lab, aux, b, layer in st.rec[:kept]]
         tl.dropped = n - kept
 
     # ----------------------------------------------------------------------- processes
     def _grow_records(self) -> None:
         st = self.st
         if st.rec.shape[0] and st.S[2] > st.rec.shape[0] // 2:
-            rec = np.zeros((st.rec.shape[0] * 4, 5), np.int64)
+            rec = np.zeros((st.rec.shape[0] * 4, REC_COLUMNS), np.int64)
             rec[:st.rec.shape[0]] = st.rec
             self.st = st._replace(rec=rec)
 
@@ -552,14 +599,24 @@ class Engine:
                 ready = max(ready, env.now, end[layer])
             if timeline:
                 self._grow_records()
+                self.st.S[6], self.st.S[7] = b, layer
             t = int(k.attention_stage(tb, self.st, pl, ready, b, layer, n, env.now))
+            self._check_span(t, f"layer {layer}'s attention", b)
             split["attention"] += t - ready
             if own is not None:
                 own[1][layer] = t
                 own[0][layer].succeed()
+            if timeline:
+                self.timeline.stages.append((b, layer, 0, ready, t))
             yield env.timeout(t - env.now)
+            if timeline:
+                self.st.S[6], self.st.S[7] = b, layer
             t = int(k.ffn_stage(tb, self.st, pl, env.now, b, layer, n, env.now))
+            self._check_span(t, f"layer {layer}'s FFN", b)
             router, experts = int(self.st.S[4]), int(self.st.S[5])
+            if timeline:
+                self.timeline.stages += [(b, layer, 1, env.now, router), (b, layer, 2, router, experts),
+                                         (b, layer, 3, experts, t)]
             split["norm_router"] += router - env.now
             split["experts"] += experts - router
             split["combine"] += t - experts
@@ -568,7 +625,12 @@ class Engine:
             if self.progress is not None:
                 self.progress.update(1)
         if lm:
+            if timeline:
+                self.st.S[6], self.st.S[7] = b, self.model.num_layers
             t = int(k.lm_head_stage(tb, self.st, env.now, lm, env.now))
+            self._check_span(t, "the output head", b)
+            if timeline:
+                self.timeline.stages.append((b, self.model.num_layers, 4, env.now, t))
             split["lm_head"] += t - env.now
             yield env.timeout(t - env.now)
         return visits

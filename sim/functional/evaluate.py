@@ -12,7 +12,7 @@ Each placement reports mean and sample standard deviation (ddof = 1) over the no
 
 from __future__ import annotations
 
-import json
+import sys
 from dataclasses import asdict, dataclass
 from math import exp, log
 from pathlib import Path
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from arch.noise import slot_physics
-from arch.safeio import write_text
+from arch.safeio import write_json, write_text
 from arch.spec import ChipSpec
 from workloads.checkpoints.stats import ExpertStats
 from workloads.evaldata import EvalData
@@ -76,8 +76,11 @@ def evaluate(arch: Architecture, checkpoint: str | Path, data: EvalData, chip: C
              wanted: list[PlacementRequest], stats: ExpertStats, trace: RoutingTrace, *, noise_seeds: int = 3,
              seed: int = 0, score: str = "gate_rows", scope: str = "layer", placement_file: str | None = None,
              device: str = "numpy", batch_sequences: int = 8,
-             progress: bool = False, routes_dir: str | Path | None = None) -> dict[str, Any]:
+             progress: bool = False, routes_dir: str | Path | None = None, jobs: int = 1) -> dict[str, Any]:
     """Run the clean model and every placement under ``noise_seeds`` seeds; return the result dict.
+
+    ``jobs`` > 1 splits the noise seeds over that many worker processes (:func:`forward_seeds`); the numbers
+    are the same as in one process (each seed's draws depend only on the seed and the matrix).
 
     With ``routes_dir``, the routes the clean model took and those each placement took under noise
     seed 0 are written there as hetmoe traces (``clean.npz``, ``<label>.npz``), so that ``hetmoe run
@@ -93,12 +96,12 @@ def evaluate(arch: Architecture, checkpoint: str | Path, data: EvalData, chip: C
     slot = [unique.index(k) for k in keys]
     be = backend(device)
     digital_weight_bits = chip.precision.digital_weight_bits     # the cost side's weight precision
-    run = ForwardRun(arch, Path(checkpoint), slot_physics(chip), [placements[keys.index(k)] for k in unique],
-                     list(range(noise_seeds)), be, seed=seed,
-                     digital_weight_bits=digital_weight_bits, batch_sequences=batch_sequences, progress=progress)
-    tallies = run.run(data.ids)
+    job = _ForwardJob(arch, str(checkpoint), slot_physics(chip), [placements[keys.index(k)] for k in unique],
+                      device, seed, digital_weight_bits, batch_sequences, data.ids)
+    tallies, routes, quant_error_ratio = forward_seeds(job, list(range(noise_seeds)), jobs, progress)
     clean = tallies[Variant(None, None)]
-    clean_trace = run.trace(Variant(None, None), f"clean routes of {checkpoint} on {data.source}")
+    clean_trace = routes[Variant(None, None)]
+    clean_trace.meta["source"] = f"clean routes of {checkpoint} on {data.source}"
     routes_files: dict[str, str] = {}
     if routes_dir is not None:
         Path(routes_dir).mkdir(parents=True, exist_ok=True)
@@ -114,7 +117,9 @@ def evaluate(arch: Architecture, checkpoint: str | Path, data: EvalData, chip: C
             t = tallies[Variant(slot[p], k)]
             for layer, n in t.per_layer_changed.items():
                 layers.setdefault(layer, []).append(n / data.predicted_tokens)
-        noisy = [run.trace(Variant(slot[p], k), f"{req.label} routes, noise seed {k}") for k in range(noise_seeds)]
+        noisy = [routes[Variant(slot[p], k)] for k in range(noise_seeds)]
+        for k, t in enumerate(noisy):
+            t.meta["source"] = f"{req.label} routes, noise seed {k}"
         if routes_dir is not None:
             path = Path(routes_dir) / f"{req.label.replace(' ', '-').replace('%', 'pct')}.npz"
             save_npz(noisy[0], path)
@@ -136,23 +141,90 @@ def evaluate(arch: Architecture, checkpoint: str | Path, data: EvalData, chip: C
             "notes": list(placement.notes),
         })
     return {
+        **accuracy_meta(arch, checkpoint, chip, seed, noise_seeds, be.name, digital_weight_bits),
+        "eval": {"source": data.source, "selection": data.selection, "sequences": data.sequences, "length": int(data.ids.shape[1]),
+                 "predicted_tokens": data.predicted_tokens},
+        "scores": {"source": stats.source, "synthetic": stats.synthetic, "variant": score, "scope": scope},
+        "trace": trace.meta.get("source"),
+        "digital_quantisation": {"bits": digital_weight_bits, "max_weight_error_over_bound": quant_error_ratio,
+                                 "bound": "|W - Q(W)| <= max|W[i, :]| / (2 (2^(bits-1) - 1)) per output row i"},
+        "clean": {"ce_nats": ce0, "bits_per_token": ce0 / log(2), "perplexity": exp(ce0), "tokens": clean.tokens},
+        "placements": rows,
+        "routes_files": routes_files,      # relative to the folder holding accuracy.json
+    }
+
+
+@dataclass(frozen=True)
+class _ForwardJob:
+    """What a worker needs to run the forward pass for some noise seeds (picklable: no backend module)."""
+
+    arch: Architecture
+    checkpoint: str
+    phys: Any
+    placements: list[Placement]
+    device: str
+    seed: int
+    digital_weight_bits: int
+    batch_sequences: int
+    ids: np.ndarray
+
+
+def _forward_group(job: _ForwardJob, seeds: list[int], progress: bool = False
+                   ) -> tuple[dict[Variant, Tally], dict[Variant, RoutingTrace], float]:
+    """The clean pass and every placement under ``seeds``: tallies and routes keyed by Variant(p, i), i the
+    position in ``seeds``."""
+    run = ForwardRun(job.arch, Path(job.checkpoint), job.phys, job.placements, seeds, backend(job.device),
+                     seed=job.seed, digital_weight_bits=job.digital_weight_bits,
+                     batch_sequences=job.batch_sequences, progress=progress)
+    tallies = run.run(job.ids)
+    routes = {v: run.trace(v, "") for v in tallies}
+    return tallies, routes, run.quant_error_ratio
+
+
+def forward_seeds(job: _ForwardJob, seeds: list[int], jobs: int = 1, progress: bool = False
+                  ) -> tuple[dict[Variant, Tally], dict[Variant, RoutingTrace], float]:
+    """:func:`_forward_group` over ``seeds``, split into ``jobs`` contiguous groups run in worker processes
+    when ``jobs`` > 1 (each repeats the clean pass, one variant in 1 + placements x seeds); the tallies and
+    routes come back keyed by each seed's position in ``seeds``, as one process gives them."""
+    jobs = max(1, min(int(jobs), len(seeds)))
+    if jobs == 1:
+        return _forward_group(job, seeds, progress)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    bounds = [round(i * len(seeds) / jobs) for i in range(jobs + 1)]
+    groups = [seeds[bounds[i]:bounds[i + 1]] for i in range(jobs)]
+    if progress:
+        print(f"hetmoe: {len(seeds)} noise seeds on {jobs} worker processes ({', '.join(str(len(g)) for g in groups)})",
+              file=sys.stderr)
+    tallies: dict[Variant, Tally] = {}
+    routes: dict[Variant, RoutingTrace] = {}
+    ratio = 0.0
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_forward_group, job, g) for g in groups]
+        for start, future in zip(bounds, futures):
+            t, r, q = future.result()
+            ratio = max(ratio, q)
+            for v in t:
+                key = v if v.placement is None else Variant(v.placement, start + v.noise_seed)
+                if v.placement is not None or start == 0:
+                    tallies[key], routes[key] = t[v], r[v]
+    return tallies, routes, ratio
+
+
+def accuracy_meta(arch: Any, checkpoint: str | Path, chip: Any, seed: int, noise_seeds: int, device: str,
+                  digital_weight_bits: int) -> dict[str, Any]:
+    """What every accuracy result states about its model, chip noise, converters and seeds (with or without
+    an ``--eval`` file)."""
+    return {
         "kind": "accuracy",
-        "checkpoint": str(checkpoint), "family": arch.family, "model": shape.summary(),
+        "checkpoint": str(checkpoint), "family": arch.family, "model": arch.shape.summary(),
         "hw": chip.name, "hw_source": chip.source,
         "noise": asdict(chip.analog.noise),
         "converters": {"dac_bits": chip.analog.dac.bits, "input_bits": slot_physics(chip).dac_bits,
                        "dac_encoding": chip.analog.dac.encoding, "adc_bits": chip.analog.adc.bits,
                        "tile_rows": chip.analog.tile.rows, "tile_cols": chip.analog.tile.cols},
-        "eval": {"source": data.source, "selection": data.selection, "sequences": data.sequences, "length": int(data.ids.shape[1]),
-                 "predicted_tokens": data.predicted_tokens},
-        "scores": {"source": stats.source, "synthetic": stats.synthetic, "variant": score, "scope": scope},
-        "trace": trace.meta.get("source"),
-        "seed": seed, "noise_seeds": noise_seeds, "device": be.name, "digital_weight_bits": digital_weight_bits,
-        "digital_quantisation": {"bits": digital_weight_bits, "max_weight_error_over_bound": run.quant_error_ratio,
-                                 "bound": "|W - Q(W)| <= max|W[i, :]| / (2 (2^(bits-1) - 1)) per output row i"},
-        "clean": {"ce_nats": ce0, "bits_per_token": ce0 / log(2), "perplexity": exp(ce0), "tokens": clean.tokens},
-        "placements": rows,
-        "routes_files": routes_files,      # relative to the folder holding accuracy.json
+        "seed": seed, "noise_seeds": noise_seeds, "device": device, "digital_weight_bits": digital_weight_bits,
     }
 
 
@@ -168,7 +240,7 @@ def write_accuracy(result: dict[str, Any], out_dir: str | Path) -> tuple[Path, P
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     js = out / "accuracy.json"
-    write_text(js, json.dumps(result, indent=2) + "\n")
+    write_json(js, result, why={}, indent=2)
     cols = ["label", "policy", "fraction", "digital_expert_share", "analog_weight_share"]
     lines = [",".join(cols + [f"{m}_{s}" for m in METRICS for s in ("mean", "std")])]
     for r in result["placements"]:

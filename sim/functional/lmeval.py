@@ -628,6 +628,6 @@ class _NoBar:
 def _progress(total: int, show: bool, file: Any = None) -> Any:
     if not show:
         return _NoBar()
-    from tqdm import tqdm
+    from arch.progress import progress
 
-    return tqdm(total=total, desc="hetmoe forward (chunk x variant group)", unit="call", file=file or sys.stderr)
+    return progress(total, "forward (chunk x variant group)", "calls", stream=file, leave=True)

@@ -23,6 +23,6 @@ def draw_all(runs: list[dict[str, Any]], out_dir: str | Path) -> list[Path]:
     rows = tradeoff.join(runs, accuracy) if accuracy else []
     if rows:
         tradeoff.plot_accuracy_efficiency(rows, accuracy, _subtitle(runs), out / ACCURACY_PLOT, caveats(runs))
-        tradeoff.write_csv(rows, out / "tradeoff.csv")
+        tradeoff.write_csv(rows, out / "tradeoff.csv", accuracy)
         paths.append(out / ACCURACY_PLOT)
     return paths

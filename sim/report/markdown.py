@@ -65,6 +65,8 @@ def write_report(runs: list[dict[str, Any]], out_dir: str | Path, *, command: st
               + (f" Routing keys not modelled: {'; '.join(model['unmodelled_routing'])}."
                  if model.get("unmodelled_routing") else ""),
               *_trace_lines(runs),
+              *_correction_lines(runs),
+              _utilisation_line(runs),
               f"- **MaxNNScore**: variant `{c['score']}`, ranking scope `{c['scope']}`, from "
               f"{'**synthetic stand-in scores** (no checkpoint given)' if c['scores_synthetic'] else c['scores']}.",
               *_run_lines(runs),
@@ -84,8 +86,9 @@ def write_report(runs: list[dict[str, Any]], out_dir: str | Path, *, command: st
     if failures:
         lines += ["## Failed points", ""] + [f"- {f}" for f in failures] + [""]
     if rows:
-        lines += ["## Accuracy and cost", ""] + tradeoff.table(rows) + [
-            "", "★ on the accuracy–efficiency Pareto front (lower perplexity increase, higher tokens/s/W). "
+        lines += ["## Accuracy and cost", ""] + tradeoff.table(rows, accuracy) + [
+            "", f"★ on the accuracy–efficiency Pareto front (lower {tradeoff.axis(accuracy)['what']}, higher "
+            "tokens/s/W). "
             "Also in `tradeoff.csv`; per seed in `accuracy.json`.", "",
             f"![Accuracy lost vs efficiency]({ACCURACY_PLOT})", ""]
     lines += ["## Placements", "",
@@ -163,6 +166,41 @@ def _trace_lines(runs: list[dict[str, Any]]) -> list[str]:
                    + (f"; layers filled: {tr['filled_layers']}" if tr.get("filled_layers") else "") + "."
                    + "".join(f" **{w}**." for w in tr.get("warnings") or []))
     return out
+
+
+def _correction_lines(runs: list[dict[str, Any]]) -> list[str]:
+    """The quiet corrections of the runs said out loud (:func:`sim.result.trace_corrections` per distinct trace,
+    :func:`sim.result.gap_correction` over all runs), as assumptions lines."""
+    from ..result import gap_correction, trace_corrections
+
+    lines: dict[str, None] = {}
+    for r in [r for r in runs if not r["config"].get("placement_trace")] or runs[:1]:
+        for text in trace_corrections(r):
+            lines.setdefault(f"- **Trace correction**: {text[0].upper()}{text[1:]}.")
+    closed = [int((r.get("engine") or {}).get("calendar_gaps_closed") or 0) for r in runs]
+    bookings = [int((r.get("engine") or {}).get("bookings") or 0) for r in runs]
+    if any(closed):
+        worst = max(range(len(runs)), key=lambda i: closed[i] / max(1, bookings[i]))
+        text = gap_correction(sum(closed), sum(bookings), runs=(sum(1 for c in closed if c), len(runs)),
+                              worst=(closed[worst], bookings[worst]))
+        lines.setdefault(f"- **Engine correction**: {text[0].upper()}{text[1:]}.")
+    return list(lines)
+
+
+def _utilisation_line(runs: list[dict[str, Any]]) -> str:
+    """What per-resource utilisation the runs kept (``--utilisation``)."""
+    kept: dict[str, int] = {}
+    for r in runs:
+        d = r.get("utilisation_detail", "full")
+        kept[d] = kept.get(d, 0) + 1
+    words = {"full": "one row per resource in each run's utilisation.csv, per-node tile means in result.json",
+             "summary": "statistics per resource kind only (count, idle, mean, min, p50, p90, p99, max) in "
+                        "utilisation.csv and result.json (utilisation_stats); no per-tile rows, so no tile heat map",
+             "none": "no per-resource utilisation (only the per-kind means, maxima and the bottleneck); no tile "
+                     "heat map"}
+    parts = [words[d] + (f" ({n} of {len(runs)} runs)" if len(kept) > 1 else "") for d, n in kept.items()]
+    return ("- **Per-resource utilisation** (`--utilisation`, default summary above 10,000 resources, full below): "
+            + "; ".join(parts) + ".")
 
 
 def _run_lines(runs: list[dict[str, Any]]) -> list[str]:
@@ -260,17 +298,38 @@ def _accuracy_assumptions(acc: dict[str, Any]) -> list[str]:
             }[p["model"]]
     drift = (f", drift to t = {p['t_inference_s']:g} s with {p['drift_compensation']} drift compensation"
              if p["model"] in ("pcm", "hermes") else "")
-    ev = acc["eval"]
     return [f"- **Noise model** (`analog.noise` of `{acc['hw']}`, aihwkit semantics, per {cv['tile_rows']}x"
             f"{cv['tile_cols']} crossbar slot): inputs {n['noise_management']}-scaled and quantised to "
             f"{cv['input_bits']} bits, outputs to {cv['adc_bits']} bits over ±{n['out_bound']:g} "
             f"({n['out_range']} range, {n['bound_management']} bound management), output noise "
             f"{n['out_noise']:g}, read noise {n['w_noise']:g}; programming noise: {prog}{drift}.",
-            f"- **Accuracy measured** on checkpoint `{acc['checkpoint']}` ({acc['family']}), {ev['sequences']} "
-            f"sequences of {ev['length']} ids from `{ev['source']}` ({ev['predicted_tokens']:,} predicted tokens), "
-            f"{acc['noise_seeds']} noise seeds with common random numbers; digital weights "
-            f"{'as stored' if acc['digital_weight_bits'] >= 16 else str(acc['digital_weight_bits']) + '-bit'}; "
-            f"clean perplexity {acc['clean']['perplexity']:.5g}."] + (
+            *_measured_on(acc)] + (
         ["- **Noisy routing**: each placement's cost is priced on the routes it took under noise (noise seed 0, "
          "the evaluation tokens, `routes/*.npz`), not on the trace above; placements are decided on that trace."]
         if acc.get("noisy_routing") else [])
+
+
+def _measured_on(acc: dict[str, Any]) -> list[str]:
+    """What the accuracy was measured on: the --eval ids (perplexity) and the lm-eval tasks, each where given."""
+    bits = 'as stored' if acc['digital_weight_bits'] >= 16 else str(acc['digital_weight_bits']) + '-bit'
+    out = []
+    ev = acc.get("eval")
+    if ev:
+        out.append(f"- **Accuracy measured** on checkpoint `{acc['checkpoint']}` ({acc['family']}), {ev['sequences']} "
+                   f"sequences of {ev['length']} ids from `{ev['source']}` ({ev['predicted_tokens']:,} predicted "
+                   f"tokens), {acc['noise_seeds']} noise seeds with common random numbers; digital weights {bits}; "
+                   f"clean perplexity {acc['clean']['perplexity']:.5g}.")
+    t = acc.get("tasks")
+    if t:
+        ax = tradeoff.axis(acc)
+        clean = "; ".join(f"{k} {m} " + (f"{100 * t['clean'][k][m]:.2f} %" if m.startswith("acc")
+                                         else f"{t['clean'][k][m]:.5g}") for k, m in t["metrics"])
+        lim = "all examples" if t.get("limit") is None else f"--limit {t['limit']:g} examples per task"
+        out.append(f"- **Benchmark tasks** (lm-eval {t['lm_eval_version']}, {lim}, "
+                   f"{'the task default' if t.get('num_fewshot') is None else t['num_fewshot']} few-shot, tokenizer "
+                   f"{t['tokenizer']}) on checkpoint `{acc['checkpoint']}`, {len(t['noise_seeds'])} noise seeds with "
+                   f"common random numbers; digital weights {bits}; clean (exact weights): {clean}. "
+                   + (f"The accuracy axis is the drop of {ax['name']} from clean, in points."
+                      if ax["kind"] == "tasks" else "The accuracy axis is perplexity; task metrics are in "
+                                                     "`accuracy.json`."))
+    return out

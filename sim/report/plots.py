@@ -503,10 +503,17 @@ def plot_tile_heatmap(runs: list[dict[str, Any]], path: Path | None = None):
 
     runs = axes.annotate(list(runs))
     rows = [c for c in (_heat_choice([runs[i] for i in idx]) for idx in axes.facets(runs)) if c]
+    unkept = sorted({r.get("utilisation_detail") for r in runs if r.get("role") != "baseline"
+                     and r.get("utilisation_detail") in ("summary", "none")})
     if not rows or any(r["noc"]["topology"] != "mesh" for row in rows for r in row):
         fig, ax = plt.subplots(figsize=(6, 3), dpi=150)
-        ax.text(0.5, 0.5, "tile heat map is drawn for mesh NoCs with analog tiles only" if rows else
-                "no run in this folder has analog tiles: no tile heat map", ha="center", va="center")
+        if not rows and unkept:
+            text = ("per-tile utilisation was not kept (--utilisation " + " / ".join(unkept) + "):\nno tile heat "
+                    "map; rerun with --utilisation full to draw it")
+        else:
+            text = ("tile heat map is drawn for mesh NoCs with analog tiles only" if rows else
+                    "no run in this folder has analog tiles: no tile heat map")
+        ax.text(0.5, 0.5, text, ha="center", va="center")
         ax.axis("off")
         return _finish(fig, path)
     ncols = max(map(len, rows))

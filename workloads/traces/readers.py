@@ -10,7 +10,9 @@ Formats (detected from the first line, or the ``.npz`` suffix):
   per request (vLLM's routed-experts replay output); no gate weights (uniform 1/k is recorded).
 - ``hetmoe-jsonl`` and ``hetmoe-npz``: the project's own formats (:mod:`workloads.trace`).
 
-Warm-up rules (both drop rows unless ``keep_warmup``; the trace's metadata says what was dropped and where):
+Warm-up rules (both drop rows unless ``keep_warmup``; the trace's metadata says what was dropped and where:
+``warmup_runs_dropped`` lists every dropped group and run with its lines and rows, which add up to
+``warmup_rows_dropped``):
 
 - by group: rows are grouped (a forward batch in ``vllm-moe-logger``, a problem or request
   otherwise); a group of two or more rows in which every row carries the same route (ids and
@@ -31,7 +33,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
@@ -121,8 +122,11 @@ class _Collector:
             self.line_of_token.append(line)
         self.cells.append((token, layer, ids, weights, weights_known))
         self.rows += 1
-        g = self.groups.setdefault(group, {"rows": 0, "route": (ids, weights), "same": True, "uniform": True})
+        g = self.groups.setdefault(group, {"rows": 0, "route": (ids, weights), "same": True, "uniform": True,
+                                           "first_line": line, "last_line": line, "tokens": set()})
         g["rows"] += 1
+        g["last_line"] = max(g["last_line"], line)
+        g["tokens"].add(token)
         if g["same"] and (ids, weights) != g["route"]:
             g["same"] = False
         if g["uniform"] and (not weights_known or max(weights) - min(weights) > 1e-9):
@@ -143,6 +147,24 @@ class _Collector:
         starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)   # repeat[a:b] True: tokens a..b
         runs = [(int(a), int(b)) for a, b in zip(starts, stops) if b - a + 1 >= WARMUP_RUN_TOKENS]
         return runs
+
+    def _dropped_list(self, warm: set, runs: list[tuple[int, int]], rows_of_token: np.ndarray
+                      ) -> list[dict[str, Any]]:
+        """Every dropped warm-up stretch with its rows (their ``rows`` add up to ``warmup_rows_dropped``): whole
+        groups (``rule`` ``group``: a batch, problem or request whose rows all carry one route, or all uniform
+        weights; ``group`` names it) and content-detected runs (``rule`` ``run``), in file order."""
+        out = []
+        for g in warm:
+            s = self.groups[g]
+            reason = "every row the same route" if s["same"] else "every row uniform weights"
+            out.append({"rule": "group", "group": " ".join(map(str, g)) if isinstance(g, tuple) else str(g),
+                        "reason": reason, "first_line": s["first_line"], "last_line": s["last_line"],
+                        "tokens": len(s["tokens"]), "rows": s["rows"]})
+        for a, b in runs:
+            out.append({"rule": "run", "reason": f"{b - a + 1} consecutive tokens repeat one route at every layer",
+                        "first_line": self.line_of_token[a], "last_line": self.line_of_token[b],
+                        "tokens": b - a + 1, "rows": int(rows_of_token[a:b + 1].sum())})
+        return sorted(out, key=lambda d: d["first_line"])
 
     def build(self, keep_warmup: bool, phase: int, meta: dict[str, Any]) -> RoutingTrace:
         if not self.rows:
@@ -183,9 +205,7 @@ class _Collector:
         request = remap[np.searchsorted(np.unique(request), request)]
         meta = {**meta, "rows_read": self.rows, "warmup_rows_dropped": warm_rows,
                 "warmup_groups_dropped": len(warm), "incomplete_tokens_dropped": incomplete,
-                "warmup_runs_dropped": [{"first_line": self.line_of_token[a], "last_line": self.line_of_token[b],
-                                         "tokens": b - a + 1, "rows": int(rows_of_token[a:b + 1].sum())}
-                                        for a, b in runs],
+                "warmup_runs_dropped": self._dropped_list(warm, runs, rows_of_token),
                 "source": str(self.path)}
         if sums:
             row_sums = np.asarray(sums)
@@ -206,8 +226,19 @@ def _parse_row(path: Path, line_no: int, text: str) -> dict:
     return row
 
 
-def _json_lines(path: Path) -> Iterator[tuple[int, dict]]:
+TEXT_CHECK_BYTES = 1 << 16       # the memory guard is asked again after each 64 KiB of text
+
+
+def _json_lines(path: Path, guard: Any = None) -> Iterator[tuple[int, dict]]:
+    """The JSON rows of a log; with ``guard`` (``sim.resources.ReadGuard``), the text read so far is counted
+    as it is decompressed and the guard refuses once it would not fit (a gzip trailer can understate it)."""
+    seen, next_check = 0, TEXT_CHECK_BYTES
     for line_no, text in iter_lines(path, "routing trace"):
+        if guard is not None:
+            seen += len(text)
+            if seen >= next_check:
+                guard.text(path, seen)
+                next_check = seen + TEXT_CHECK_BYTES
         if text.strip():
             yield line_no, _parse_row(path, line_no, text)
 
@@ -226,12 +257,12 @@ def _require(path: Path, line: int, row: dict, *keys: str) -> None:
             raise TraceError(f"{path}:{line}: {key}: missing field (row has: {', '.join(sorted(row))})")
 
 
-def _read_vllm_logger(path: Path, model: ModelShape, keep_warmup: bool) -> RoutingTrace:
+def _read_vllm_logger(path: Path, model: ModelShape, keep_warmup: bool, guard: Any = None) -> RoutingTrace:
     col = _Collector(path, model)
     batch: dict[int, int] = {}
     last_idx: dict[int, int] = {}
     meta_line: dict[str, Any] = {}
-    for line, row in _json_lines(path):
+    for line, row in _json_lines(path, guard):
         if row.get("type") == "meta":
             meta_line = row
             if "top_k" in row and row["top_k"] != model.top_k:
@@ -257,10 +288,10 @@ def _read_vllm_logger(path: Path, model: ModelShape, keep_warmup: bool) -> Routi
     return col.build(keep_warmup, PHASES["unknown"], meta)
 
 
-def _read_speculative(path: Path, model: ModelShape, keep_warmup: bool) -> RoutingTrace:
+def _read_speculative(path: Path, model: ModelShape, keep_warmup: bool, guard: Any = None) -> RoutingTrace:
     col = _Collector(path, model)
     problems: dict[Any, int] = {}
-    for line, row in _json_lines(path):
+    for line, row in _json_lines(path, guard):
         _require(path, line, row, "problem_id", "layer", "token_idx", "experts")
         pid = _ident(path, line, row, "problem_id")
         req = problems.setdefault(pid, len(problems))
@@ -272,10 +303,10 @@ def _read_speculative(path: Path, model: ModelShape, keep_warmup: bool) -> Routi
     return col.build(keep_warmup, PHASES["decode"], meta)
 
 
-def _read_routed_experts(path: Path, model: ModelShape, keep_warmup: bool) -> RoutingTrace:
+def _read_routed_experts(path: Path, model: ModelShape, keep_warmup: bool, guard: Any = None) -> RoutingTrace:
     col = _Collector(path, model)
     layers = list(model.moe_layers)
-    for req, (line, row) in enumerate(_json_lines(path)):
+    for req, (line, row) in enumerate(_json_lines(path, guard)):
         _require(path, line, row, "routed_experts")
         rid = _ident(path, line, row, "request_id", line)
         tokens = row["routed_experts"]
@@ -293,9 +324,9 @@ def _read_routed_experts(path: Path, model: ModelShape, keep_warmup: bool) -> Ro
     return col.build(keep_warmup, PHASES["unknown"], meta)
 
 
-def _read_hetmoe_jsonl(path: Path, model: ModelShape, keep_warmup: bool) -> RoutingTrace:
+def _read_hetmoe_jsonl(path: Path, model: ModelShape, keep_warmup: bool, guard: Any = None) -> RoutingTrace:
     col = _Collector(path, model)
-    rows = _json_lines(path)
+    rows = _json_lines(path, guard)
     _, header = next(rows)
     for key, want in (("num_layers", model.num_layers), ("top_k", model.top_k), ("num_experts", model.num_experts)):
         if header.get(key) != want:
@@ -326,21 +357,25 @@ _READERS = {"vllm-moe-logger": _read_vllm_logger, "speculative-moe": _read_specu
             "vllm-routed-experts": _read_routed_experts, "hetmoe-jsonl": _read_hetmoe_jsonl}
 
 
-def _cache_path(path: Path, model: ModelShape, keep_warmup: bool) -> Path:
+def _cache_path(path: Path, model: ModelShape, keep_warmup: bool) -> Path | None:
+    from arch.userdirs import cache_dir
+
     st = path.stat()
     key = json.dumps([str(path.resolve()), st.st_size, st.st_mtime_ns, keep_warmup, model.name,
                       model.num_layers, model.num_experts, model.top_k])
-    root = Path(os.environ.get("HETMOE_CACHE_DIR") or Path.home() / ".cache" / "hetmoe")
-    return root / f"trace-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+    root = cache_dir()                      # None: no writable cache folder (said once); the log is parsed
+    return None if root is None else root / f"trace-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
 
 
 def read_trace(path: str | Path, model: ModelShape, *, keep_warmup: bool = False, fill: str | None = None,
-               seed: int = 0, cache: bool = False) -> RoutingTrace:
-    """Read any supported trace for ``model``; optionally fill unobserved MoE layers."""
+               seed: int = 0, cache: bool = False, guard: Any = None) -> RoutingTrace:
+    """Read any supported trace for ``model``; optionally fill unobserved MoE layers. ``guard``
+    (``sim.resources.ReadGuard``, from ``--max-memory-gib``) bounds what reading may take: JSON text as it is
+    decompressed, ``.npz`` arrays as declared and as read."""
     path = check_file(path, "routing trace")
     fmt = detect_format(path)
     if fmt == "hetmoe-npz":
-        trace = load_npz(path)
+        trace = load_npz(path, guard)
         if trace.experts.shape[1:] != (model.num_layers, model.top_k) or trace.num_experts != model.num_experts:
             raise TraceError(f"{path}: trace shape {trace.experts.shape[1:]} with {trace.num_experts} experts does "
                              f"not match {model.name} ({model.num_layers} layers, top-{model.top_k}, "
@@ -354,7 +389,7 @@ def read_trace(path: str | Path, model: ModelShape, *, keep_warmup: bool = False
             except HetmoeError:
                 trace = None                # a damaged cache is read again from the log, never trusted
         if trace is None:
-            trace = _READERS[fmt](path, model, keep_warmup)
+            trace = _READERS[fmt](path, model, keep_warmup, guard)
             if cached is not None:
                 try:
                     save_npz(trace, cached)
