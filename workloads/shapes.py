@@ -18,6 +18,8 @@ import yaml
 from arch.errors import HetmoeError
 from arch.safeio import read_json
 
+from .hfconfig import validate_config
+
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 QWEN2_MOE_SHARED_DEFAULT = 5632   # transformers Qwen2MoeConfig(shared_expert_intermediate_size=5632)
 
@@ -79,6 +81,19 @@ class ModelShape:
     qk_rope_head_dim: int = 0
     qk_nope_head_dim: int = 0
     v_head_dim: int = 0
+    # sliding-window attention (gpt-oss: 128 keys on every other layer; Mistral-style configs: every layer):
+    # the layers in sliding_window_layers attend over at most sliding_window positions. Carried for the
+    # cost model; the engine does not use it yet (it costs attention over the whole context on every layer)
+    sliding_window: int = 0
+    sliding_window_layers: tuple[int, ...] = ()
+    # vectors that are not weight-static matrices (counted in total_params, never placed on tiles):
+    attention_sinks: bool = False   # gpt-oss: one learned sink logit per head per layer in the softmax
+    attention_bias: bool = False    # config attention_bias: biases on the attention projections
+    router_bias: bool = False       # gpt-oss: the router Linear has a bias
+    expert_bias: bool = False       # gpt-oss: every routed expert's gate/up and down matrices have biases
+    qk_norm_params: int = 0         # per-layer q/k RMSNorm weights (Qwen3: 2 x head_dim; OLMoE: q and k widths)
+    # multi-token-prediction modules (DeepSeek-V3 num_nextn_predict_layers): stated, never simulated
+    mtp_layers: int = 0
 
     # ----------------------------------------------------------------------- matrices
     @property
@@ -151,14 +166,57 @@ class ModelShape:
         out[EMBEDDING] = 0
         return out
 
+    def vector_params_by_kind(self, active: bool = False) -> dict[str, int]:
+        """Parameters that are vectors, not weight-static matrices (never placed on tiles; a bias add or a
+        scale in the digital periphery): ``norm`` (two RMSNorms of hidden_size per decoder layer, the final
+        norm, MLA's latent norms, q/k norms), ``bias`` (attention, router and routed-expert biases where the
+        model has them) and ``sink`` (gpt-oss's per-head attention sinks). ``active``: the share one token
+        uses (routed-expert biases of top_k experts of num_experts)."""
+        h, L, n_moe = self.hidden_size, self.num_layers, len(self.moe_layers)
+        norm = (2 * h + self.qk_norm_params) * L + h
+        if self.mla:
+            norm += (self.q_lora_rank + self.kv_lora_rank) * L
+        bias = 0
+        if self.attention_bias:
+            # MLA (DeepSeek's modelling code): only q_a_proj, kv_a_proj and o_proj take attention_bias
+            skip = {"q_b_proj", "kv_b_proj", "q_proj"} if self.mla else set()
+            bias += L * sum(o for name, o, _ in self.attention_shapes() if name not in skip)
+        if self.router_bias:
+            bias += n_moe * self.num_experts
+        if self.expert_bias:
+            experts = self.top_k if active else self.num_experts
+            bias += n_moe * experts * sum(o for _, o, _ in self.ffn_shapes(self.expert_width, h))
+        sink = L * self.num_heads if self.attention_sinks else 0
+        return {"norm": norm, "bias": bias, "sink": sink}
+
     def total_params(self) -> int:
-        return sum(self.params_by_module().values())
+        """Every parameter of the simulated model: the weight-static matrices, the input embedding (once if
+        tied) and the vectors of :meth:`vector_params_by_kind`; MTP modules excluded (:meth:`mtp_params`)."""
+        return sum(self.params_by_module().values()) + sum(self.vector_params_by_kind().values())
 
     def active_params(self, include_embedding: bool = True) -> int:
-        """Parameters one token uses: every matrix it multiplies (top_k routed experts) and, unless told
-        otherwise, the embedding row it reads (counted as the whole table, as published figures do)."""
+        """Parameters one token uses: every matrix it multiplies (top_k routed experts), the vectors it
+        uses and, unless told otherwise, the embedding row it reads (counted as the whole table, as
+        published figures do)."""
         emb = self.vocab_size * self.hidden_size if include_embedding else 0
-        return sum(self.macs_per_token_by_module().values()) + (emb if not self.tie_word_embeddings else 0)
+        return (sum(self.macs_per_token_by_module().values()) + sum(self.vector_params_by_kind(active=True).values())
+                + (emb if not self.tie_word_embeddings else 0))
+
+    def mtp_params(self) -> int:
+        """Parameters of the multi-token-prediction modules the config states (``num_nextn_predict_layers``)
+        and hetmoe does not simulate, in DeepSeek-V3's layout: per module ``eh_proj [hidden, 2 * hidden]``,
+        three norms (enorm, hnorm, the shared head's norm) and one decoder layer shaped like a MoE layer
+        (attention, router, shared and routed experts, their norms); embedding and output head are shared
+        with the main model and not counted again."""
+        if not self.mtp_layers:
+            return 0
+        h = self.hidden_size
+        layer = sum(o * i for _, o, i in self.attention_shapes()) + self.num_experts * h
+        layer += self.num_experts * sum(o * i for _, o, i in self.ffn_shapes(self.expert_width, h))
+        if self.shared_expert_width:
+            layer += sum(o * i for _, o, i in self.ffn_shapes(self.shared_expert_width, h))
+        layer += 2 * h + self.qk_norm_params + ((self.q_lora_rank + self.kv_lora_rank) if self.mla else 0)
+        return self.mtp_layers * (2 * h * h + 3 * h + layer)
 
     def weight_bytes_by_module(self, weight_bits: int) -> dict[str, float]:
         return {k: v * weight_bits / 8 for k, v in self.params_by_module().items()}
@@ -184,7 +242,17 @@ class ModelShape:
         return {"name": self.name, "layers": self.num_layers, "moe_layers": len(self.moe_layers),
                 "hidden_size": self.hidden_size, "experts": self.num_experts, "top_k": self.top_k,
                 "expert_width": self.expert_width, "params_by_module": self.params_by_module(),
-                "unmodelled_routing": list(self.unmodelled_routing)}
+                "unmodelled_routing": list(self.unmodelled_routing)} | self._stated_not_simulated()
+
+    def _stated_not_simulated(self) -> dict[str, Any]:
+        """What the config states that the simulation leaves out (only the keys a model has)."""
+        out: dict[str, Any] = {}
+        if self.sliding_window_layers:
+            out["sliding_window"] = {"window": self.sliding_window, "layers": len(self.sliding_window_layers),
+                                     "note": "attention is costed over the whole context on every layer"}
+        if self.mtp_layers:
+            out["mtp_layers_excluded"] = {"modules": self.mtp_layers, "params": self.mtp_params()}
+        return out
 
 
 # ----------------------------------------------------------------------------- config reading
@@ -197,8 +265,11 @@ def _first(cfg: Mapping[str, Any], *keys: str, default: Any = None) -> Any:
 
 
 def from_hf_config(cfg: Mapping[str, Any], name: str = "", source: str = "") -> ModelShape:
-    """Map a raw HF ``config.json`` (OLMoE, DeepSeekMoE, DeepSeek-V2, Qwen1.5/Qwen3-MoE, Mixtral,
-    Granite-MoE synonyms) onto a :class:`ModelShape`."""
+    """Map a raw HF ``config.json`` (OLMoE, DeepSeekMoE, DeepSeek-V2/V3 and Kimi-K2, Qwen1.5/Qwen3-MoE,
+    Mixtral, gpt-oss, Granite-MoE synonyms) onto a :class:`ModelShape`. Every field is checked first
+    (type, range, the rules between fields) by :func:`workloads.hfconfig.validate_config`."""
+    validate_config(cfg, source or name)
+
     def need(*keys: str) -> Any:
         value = _first(cfg, *keys)
         if value is None:
@@ -214,9 +285,7 @@ def from_hf_config(cfg: Mapping[str, Any], name: str = "", source: str = "") -> 
     if experts <= 0:
         raise ModelError(f"{source or name}: not a Mixture-of-Experts config (no num_experts / "
                          "n_routed_experts / num_local_experts)")
-    top_k = int(need("num_experts_per_tok", "moe_topk", "top_k"))
-    if not 1 <= top_k <= experts:
-        raise ModelError(f"{source or name}: num_experts_per_tok = {top_k} outside [1, {experts}]")
+    top_k = int(need("num_experts_per_tok", "experts_per_token", "moe_topk", "top_k"))  # gpt-oss: experts_per_token
     dense_width = int(_first(cfg, "intermediate_size", default=0))
     expert_width = int(_first(cfg, "moe_intermediate_size", "intermediate_size", default=0))
     if expert_width <= 0:
@@ -236,12 +305,12 @@ def from_hf_config(cfg: Mapping[str, Any], name: str = "", source: str = "") -> 
                        if i >= first_dense and i % freq == 0 and (i + 1) % step == 0 and i not in mlp_only)
     if len(moe_layers) < layers and dense_width <= 0:
         raise ModelError(f"{source or name}: dense layers need intermediate_size")
-    mixtral_like = str(cfg.get("model_type", "")).startswith("mixtral")
+    model_type = str(cfg.get("model_type", ""))
+    gpt_oss = model_type == "gpt_oss"
+    # Mixtral and gpt-oss soften only the top_k chosen logits: the same weights as norm_topk_prob
+    mixtral_like = model_type.startswith("mixtral") or gpt_oss
     n_group = int(_first(cfg, "n_group", default=1) or 1)
     topk_group = int(_first(cfg, "topk_group", default=n_group) or n_group)
-    if n_group > 1 and (experts % n_group or not 1 <= topk_group <= n_group or top_k > topk_group * experts // n_group):
-        raise ModelError(f"{source or name}: n_group {n_group} / topk_group {topk_group} do not fit {experts} experts, "
-                         f"top-{top_k}")
     unmodelled = []
     if str(cfg.get("scoring_func", "softmax")) != "softmax":
         unmodelled.append(f"scoring_func: {cfg['scoring_func']} (synthetic weights use softmax)")
@@ -265,7 +334,42 @@ def from_hf_config(cfg: Mapping[str, Any], name: str = "", source: str = "") -> 
         qk_rope_head_dim=int(_first(cfg, "qk_rope_head_dim", default=0)),
         qk_nope_head_dim=int(_first(cfg, "qk_nope_head_dim", default=0)),
         v_head_dim=int(_first(cfg, "v_head_dim", default=0)),
+        **_attention_extras(cfg, model_type, layers, heads, kv_heads, head_dim, source or name),
     )
+
+
+def _attention_extras(cfg: Mapping[str, Any], model_type: str, layers: int, heads: int, kv_heads: int,
+                      head_dim: int, where: str) -> dict[str, Any]:
+    """Sliding windows, sinks, biases, q/k norms and MTP modules of a config (the ModelShape fields; their
+    types and ranges are checked by validate_config)."""
+    def count(key: str) -> int:
+        return int(cfg.get(key) or 0)
+
+    window = count("sliding_window")
+    types = cfg.get("layer_types")
+    if types is not None:   # per-layer attention kinds (gpt-oss, newer transformers configs)
+        if not isinstance(types, list) or len(types) != layers:
+            raise ModelError(f"{where}: layer_types must list one attention kind per layer ({layers})")
+        unknown = sorted({str(t) for t in types} - {"sliding_attention", "full_attention"})
+        if unknown:
+            raise ModelError(f"{where}: layer_types {', '.join(unknown)} not modelled "
+                             "(only full_attention and sliding_attention)")
+        sliding = tuple(i for i, t in enumerate(types) if t == "sliding_attention")
+    elif window > 0 and cfg.get("use_sliding_window", True) is not False:
+        # Qwen2-style: use_sliding_window with the first max_window_layers on full attention; else
+        # (Mistral/Mixtral) every layer
+        first = count("max_window_layers") if cfg.get("use_sliding_window") else 0
+        sliding = tuple(range(min(first, layers), layers))
+    else:
+        sliding = ()
+    if sliding and window <= 0:
+        raise ModelError(f"{where}: layer_types has sliding_attention layers but sliding_window is not set")
+    qk_norm = {"qwen3_moe": 2 * head_dim, "olmoe": (heads + kv_heads) * head_dim}.get(model_type, 0)
+    return {"sliding_window": window if sliding else 0, "sliding_window_layers": sliding,
+            "attention_sinks": model_type == "gpt_oss", "attention_bias": bool(cfg.get("attention_bias") or False),
+            "router_bias": model_type == "gpt_oss", "expert_bias": model_type == "gpt_oss",
+            "qk_norm_params": qk_norm,
+            "mtp_layers": count("num_nextn_predict_layers")}
 
 
 def list_model_presets() -> list[str]:
