@@ -49,7 +49,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     fit.add_argument("--trace", default="synthetic", metavar="FILE|synthetic", help="routing trace (frequency policy)")
     fit.add_argument("--checkpoint", metavar="DIR", help="checkpoint for MaxNNScore (default: synthetic scores)")
     fit.add_argument("--seed", type=int, default=0, help="seed of synthetic trace and scores")
-    fit.add_argument("--out", required=True, metavar="FILE", help="hardware YAML to write")
+    fit.add_argument("--out", required=True, metavar="FILE", help="hardware YAML to write (with --system: system YAML)")
+    g = fit.add_argument_group("a system of several chips instead of one die (the same as hetmoe system fit)")
+    g.add_argument("--system", action="store_true",
+                   help="size the number of --from chips (each as it is) that hold the analog matrices, beside "
+                        "--digital chips, and write a system YAML")
+    g.add_argument("--digital", action="append", default=[], metavar="CHIP:COUNT",
+                   help="--system: digital chips beside the analog ones, e.g. a100-gpu:8 (repeatable)")
+    g.add_argument("--layout", default="contiguous", metavar="NAME",
+                   help="--system: expert layout (contiguous, round-robin, load-aware)")
+    g.add_argument("--template", default="aimc-rack", metavar="FILE|PRESET",
+                   help="--system: system whose interconnect and all-to-all the fitted system extends")
+    g.add_argument("--tokens", type=int, default=1024,
+                   help="--system: tokens of the synthetic trace (load-aware counts)")
     fit.set_defaults(handler=run_fit)
     lst = hw_sub.add_parser("list", help="list the shipped presets")
     lst.set_defaults(handler=lambda args: print("\n".join(list_presets())) or 0)
@@ -105,6 +117,17 @@ def run_fit(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from arch.errors import HetmoeError
+
+    if args.system:
+        if args.scale != "tiles":
+            raise HetmoeError("hw fit --system counts whole chips as they are: --scale does not apply")
+        from .system import fit_system_cmd
+
+        args.chip = args.base
+        return fit_system_cmd(args)
+    for name in ("digital",):
+        if getattr(args, name):
+            raise HetmoeError(f"--{name} sizes a system: add --system")
 
     from ..api import resolve_inputs
     from ..fit import fit_chip, fit_yaml
