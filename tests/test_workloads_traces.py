@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import shared_data_or_skip
 from workloads.traces.readers import read_trace, require_complete
 from workloads.shapes import load_model
-from workloads.traces.synthetic import SyntheticSpec, _feasible, synthesize, target_shares
+from workloads.traces.synthetic import SyntheticSpec, _feasible, synthesize
 from workloads.traces.format import TraceError, load_npz, save_jsonl, save_npz
 
 QWEN = "qwen1.5-moe-a2.7b"
@@ -134,16 +134,33 @@ def test_synthetic_popularity_matches_request(k_model, zipf_s):
     model = load_model(k_model)
     spec = SyntheticSpec(tokens=20000, requests=4, zipf_s=zipf_s, seed=7)
     trace = synthesize(spec, model)
-    shares = target_shares(spec, model, np.random.default_rng(spec.seed))
-    k, n = model.top_k, spec.tokens
+    k, n, E = model.top_k, spec.tokens, model.num_experts
+    law = zipf_law(E, k, zipf_s)
+    assert law.sum() == pytest.approx(1.0) and law.max() <= 1 / k + 1e-12
+    # binomial standard error of an inclusion rate over n tokens, in share units (/k), plus the documented
+    # Monte-Carlo calibration error (8000 samples per step); ranks are shuffled per layer, and sorting is
+    # 1-Lipschitz in the max norm, so the sorted shares lie within the largest per-expert tolerance
+    sigma = np.sqrt(k * law * (1 - k * law) / n) / k
+    calib = np.sqrt(k * law * (1 - k * law) / 8000) / k
+    tol = (5 * sigma + 3 * calib).max() + 1e-4
     for layer in model.moe_layers[:4]:
-        pi = shares[layer]
-        got = trace.popularity(layer)
-        # binomial standard error of an inclusion rate over n tokens, in share units (/k),
-        # plus the documented Monte-Carlo calibration error (8000 samples per step)
-        sigma = np.sqrt(k * pi * (1 - k * pi) / n) / k
-        calib = np.sqrt(k * pi * (1 - k * pi) / 8000) / k
-        assert np.all(np.abs(got - pi) <= 5 * sigma + 3 * calib + 1e-4), layer
+        got = np.sort(trace.popularity(layer))[::-1]
+        assert got.sum() == pytest.approx(1.0)
+        assert np.all(np.abs(got - law) <= tol), (layer, np.abs(got - law).max(), tol)
+    # the check tells exponents apart: s +- 0.25 moves some share by more than the tolerance
+    for other in (zipf_s - 0.25, zipf_s + 0.25):
+        assert np.abs(zipf_law(E, k, other) - law).max() > tol
+
+
+def zipf_law(E: int, k: int, s: float) -> np.ndarray:
+    """The spec's law, computed here: p_i = i^-s / sum_j j^-s over ranks 1..E (descending), capped at 1/k (an
+    expert is picked at most once per token) with the excess spread over the uncapped ranks in proportion."""
+    law = 1.0 / np.arange(1, E + 1) ** s
+    law /= law.sum()
+    while (law > 1 / k + 1e-15).any():
+        over = law >= 1 / k
+        law = np.where(over, 1 / k, law * (1 - over.sum() / k) / law[~over].sum())
+    return law
 
 
 def test_synthetic_locality_and_determinism():
