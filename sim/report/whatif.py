@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from arch.safeio import atomic_open, write_text
 
 from ..result import fmt_number, restore_nulls  # noqa: E402
-from .plots import save_figure  # noqa: E402
+from .plots import log_ticks, save_figure  # noqa: E402
 
 REFS = ("all-analog", "all-digital", "baseline")
 
@@ -176,8 +176,7 @@ def plot_tornado(data: dict[str, Any], path: Path | None):
                         va="bottom", color="#d62728")
         ax.set_xscale("log")
         ax.set_xlim(min(xs) / 1.6, max(xs) * 1.6)
-        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        log_ticks(ax, "x")          # two to six round numbers when the range spans less than a few decades
         ax.set_xlabel(f"{data['maxnn']} tokens/s/W ÷ {ref}'s", fontsize=8)
         ax.set_ylim(-0.6, len(sp) - 0.1 + 0.5)
         for side in ("top", "right"):
