@@ -54,14 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--system", action="store_true",
                    help="size the number of --from chips (each as it is) that hold the analog matrices, beside "
                         "--digital chips, and write a system YAML")
-    g.add_argument("--digital", action="append", default=[], metavar="CHIP:COUNT",
-                   help="--system: digital chips beside the analog ones, e.g. a100-gpu:8 (repeatable)")
-    g.add_argument("--layout", default="contiguous", metavar="NAME",
-                   help="--system: expert layout (contiguous, round-robin, load-aware)")
-    g.add_argument("--template", default="aimc-rack", metavar="FILE|PRESET",
-                   help="--system: system whose interconnect and all-to-all the fitted system extends")
-    g.add_argument("--tokens", type=int, default=1024,
-                   help="--system: tokens of the synthetic trace (load-aware counts)")
+    from .system import add_system_fit_args
+    add_system_fit_args(g, "--system: ")
     fit.set_defaults(handler=run_fit)
     lst = hw_sub.add_parser("list", help="list the shipped presets")
     lst.set_defaults(handler=lambda args: print("\n".join(list_presets())) or 0)
@@ -125,9 +119,8 @@ def run_fit(args: argparse.Namespace) -> int:
 
         args.chip = args.base
         return fit_system_cmd(args)
-    for name in ("digital",):
-        if getattr(args, name):
-            raise HetmoeError(f"--{name} sizes a system: add --system")
+    if args.digital or args.replicate_hot is not None:
+        raise HetmoeError("--digital and --replicate-hot size a system: add --system")
 
     from ..api import resolve_inputs
     from ..fit import fit_chip, fit_yaml

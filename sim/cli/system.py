@@ -16,6 +16,20 @@ REPLICATE_HELP = ("override the system's experts.replicate_hot: per MoE layer, o
                   "experts with the most routed tokens, on another chip of their group (0: none)")
 
 
+def add_system_fit_args(g: argparse.ArgumentParser | argparse._ArgumentGroup, prefix: str = "") -> None:
+    """The options of sizing a system (``system fit``, and ``hw fit --system`` with ``prefix`` "--system: ")."""
+    g.add_argument("--digital", action="append", default=[], metavar="CHIP:COUNT",
+                   help=f"{prefix}digital chips beside the analog ones, e.g. a100-gpu:8 (repeatable)")
+    g.add_argument("--layout", default="contiguous", metavar="NAME",
+                   help=f"{prefix}expert layout (contiguous, round-robin, load-aware)")
+    g.add_argument("--replicate-hot", type=int, default=None, metavar="N",
+                   help=prefix + REPLICATE_HELP + "; the copies must fit too, and the written YAML states N")
+    g.add_argument("--template", default="aimc-rack", metavar="FILE|PRESET",
+                   help=f"{prefix}system whose interconnect and all-to-all the fitted system extends")
+    g.add_argument("--tokens", type=int, default=1024,
+                   help=f"{prefix}tokens of the synthetic trace (load-aware counts)")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from arch.system import OVERLAPS, list_system_presets
 
@@ -64,19 +78,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "loads. Without --digital the dense modules spread over the analog chips (attention spread).")
     add_model_arg(fit)
     fit.add_argument("--chip", default="aimc-3d-moe", metavar="NAME|FILE", help="the analog chip")
-    fit.add_argument("--digital", action="append", default=[], metavar="CHIP:COUNT",
-                     help="digital chips beside the analog ones, e.g. a100-gpu:8 (repeatable)")
     fit.add_argument("--policy", default="all-analog", metavar="NAME", help="placement whose analog matrices must fit")
     fit.add_argument("--fraction", type=float, default=0.125, help="digital share of routed experts (0..1)")
-    fit.add_argument("--layout", default="contiguous", metavar="NAME", help="expert layout (contiguous, round-robin, "
-                                                                          "load-aware)")
-    fit.add_argument("--replicate-hot", type=int, default=None, metavar="N",
-                     help=REPLICATE_HELP + "; the copies must fit too, and the written YAML states N")
-    fit.add_argument("--template", default="aimc-rack", metavar="FILE|PRESET",
-                     help="system whose interconnect and all-to-all the fitted system extends")
     fit.add_argument("--trace", default="synthetic", metavar="FILE|synthetic", help="routing trace (load-aware, "
                                                                                    "frequency)")
-    fit.add_argument("--tokens", type=int, default=1024, help="tokens of the synthetic trace (load-aware counts)")
+    add_system_fit_args(fit)
     fit.add_argument("--checkpoint", metavar="DIR", help="checkpoint for MaxNNScore (default: synthetic scores)")
     fit.add_argument("--seed", type=int, default=0, help="seed of synthetic trace and scores")
     fit.add_argument("--out", required=True, metavar="FILE", help="system YAML to write")
@@ -211,9 +217,8 @@ def fit_system_cmd(args: argparse.Namespace) -> int:
     if template.single_chip:
         raise HetmoeError(f"--template {args.template}: a chip, not a system; name a system preset or YAML for the "
                           "interconnect")
-    replicate_hot = getattr(args, "replicate_hot", None)        # hw fit --system has no such option
-    if replicate_hot is not None:
-        template = with_replicate_hot(template, replicate_hot)
+    if args.replicate_hot is not None:
+        template = with_replicate_hot(template, args.replicate_hot)
     trace = SyntheticSpec(tokens=args.tokens, seed=args.seed) if args.trace == "synthetic" else args.trace
     _, model, tr, st = resolve_inputs(chip, args.model, trace, seed=args.seed, checkpoint=args.checkpoint)
     placement = place(args.policy, PlacementContext(model, tr, st, args.fraction, "gate_rows", "layer", args.seed,
@@ -226,7 +231,7 @@ def fit_system_cmd(args: argparse.Namespace) -> int:
     chip_ref = chip.source if not Path(chip.source).is_file() else str(Path(chip.source).resolve())
     dig_ref = [(d.source if not Path(d.source).is_file() else str(Path(d.source).resolve()), n)
                for d, (_, n) in zip([d for d, _ in digital_chips], digital)]
-    text = fit_yaml(fit, tmpl, chip_ref, dig_ref, model.name, label, out.stem, replicate_hot)
+    text = fit_yaml(fit, tmpl, chip_ref, dig_ref, model.name, label, out.stem, args.replicate_hot)
     with atomic_path(out) as tmp:
         tmp.write_text(text, encoding="utf-8")
         try:
