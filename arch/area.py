@@ -196,7 +196,7 @@ def reticle_warning(footprint_mm2: float, limit_mm2: float = RETICLE_MM2) -> str
         return None
     return (f"footprint {footprint_mm2:,.1f} mm^2 exceeds one reticle ({limit_mm2:,.6g} mm^2): this is "
             f"{footprint_mm2 / limit_mm2:,.1f} dies' worth of silicon; no single die can be "
-            "built this large: split the design over several chips (hetmoe models one chip today)")
+            "built this large: split the design over several chips (hetmoe system fit sizes such a system)")
 
 
 def chip_reticle_warning(chip: ChipSpec) -> str | None:

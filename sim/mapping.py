@@ -181,7 +181,7 @@ def check_dram_capacity(chip: ChipSpec, model: ModelShape, digital: np.ndarray, 
                     f"store them in fewer bits (precision.digital_weight_bits, now {bits})"]
     if kv >= 0.05 * need and (kv_fix or not weights_fix):
         changes.append("run a shorter context (fewer tokens per request, --context-tokens, --batch)")
-    changes.append("or spread the model over several chips (hetmoe models one chip today)")
+    changes.append("or spread the model over several chips (hetmoe system fit sizes such a system)")
     raise MappingError(
         f"{model.name} on {chip.name} needs {_size(need)} of DRAM: {_size(weights)} of digital weights not held in "
         f"SRAM ({len(in_dram):,} matrices at precision.digital_weight_bits {bits}){kv_text}, but "

@@ -28,7 +28,7 @@ def expected_warning(footprint_mm2: float, limit_mm2: float = 858.0) -> str:
     """The issue's wording, from the footprint and the limit."""
     return (f"footprint {footprint_mm2:,.1f} mm^2 exceeds one reticle ({limit_mm2:g} mm^2): this is "
             f"{footprint_mm2 / limit_mm2:,.1f} dies' worth of silicon; no single die can be "
-            "built this large: split the design over several chips (hetmoe models one chip today)")
+            "built this large: split the design over several chips (hetmoe system fit sizes such a system)")
 
 
 def cli(capsys, *argv: str) -> tuple[int, str, str]:
